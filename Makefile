@@ -1,0 +1,65 @@
+# nhlink-dbus developer entry points.  `make test` and `make demo` work from a
+# clean clone: they install what they need (Debian packages with apt when run
+# as root, PyPI packages into .venv).
+
+PYTHON      ?= python3
+VENV        := .venv
+VPY         := $(VENV)/bin/python
+# Debian 12's library versions (the .deb runs on them): the hub client tests
+# run a second time against these in .venv-deb12.
+VENV_DEB    := .venv-deb12
+DEB12_PINS  := websockets==10.4 httpx==0.23.3
+
+APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
+                libgirepository1.0-dev libcairo2-dev pkg-config
+
+.PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean
+
+setup: apt venv
+
+apt:
+	@if [ "$$(id -u)" = "0" ]; then \
+	  missing=""; for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	  done; \
+	  if [ -n "$$missing" ]; then \
+	    echo "apt: installing$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  fi; \
+	else \
+	  echo "setup: not root, skipping apt (needs: $(APT_PACKAGES))"; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(VENV_DEB)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_DEB)
+	$(VENV_DEB)/bin/python -m pip install -q --upgrade pip
+	$(VENV_DEB)/bin/python -m pip install -q -e '.[dev]' $(DEB12_PINS)
+	touch $@
+
+venv-deb12: $(VENV_DEB)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check nhlink_dbus tests bench
+	$(VENV)/bin/ruff format --check nhlink_dbus tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv
+	$(VPY) -m pytest -q
+
+test: setup lint typecheck pytest
+
+bench: setup
+	$(VPY) bench/bench_fwup_apply.py
+
+clean:
+	rm -rf $(VENV) $(VENV_DEB) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

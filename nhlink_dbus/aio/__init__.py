@@ -1,0 +1,1 @@
+"""asyncio adapters around the core: sockets, HTTP, processes, logind, udev."""

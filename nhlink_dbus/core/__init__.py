@@ -1,0 +1,1 @@
+"""Sans-I/O core: protocol state machines and parsers. Imports only the standard library."""

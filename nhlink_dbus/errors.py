@@ -1,0 +1,65 @@
+"""The project's one exception tree.
+
+::
+
+    NhlinkError                     base of everything we raise on purpose
+    ├── RemoteError                 the peer's fault: bad input from outside
+    │   ├── ProtocolError           a malformed Phoenix frame or hub message
+    │   ├── AuthError               the hub refused our credentials (HTTP 401/403)
+    │   ├── DownloadError           HTTP status, truncated body, retries exhausted
+    │   └── FirmwareError           a .fw archive that is malformed, unsigned,
+    │                               wrongly signed, corrupt or not applicable;
+    │                               its message is the text fwup would print
+    └── LocalError                  our own misuse or the local system's fault
+        ├── ConfigError             a bad configuration file or value
+        ├── StateError              an illegal state-machine transition
+        └── TargetError             the target device cannot be read or written
+
+Third-party exceptions are translated once, at the adapter that calls the
+library (``raise ... from exc``); nothing else escapes an adapter.
+"""
+
+from __future__ import annotations
+
+
+class NhlinkError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class RemoteError(NhlinkError):
+    """The peer (hub, download server, archive author) sent something wrong."""
+
+
+class ProtocolError(RemoteError):
+    """A malformed Phoenix frame or hub message."""
+
+
+class AuthError(RemoteError):
+    """The hub refused the device's credentials."""
+
+
+class DownloadError(RemoteError):
+    """A firmware or archive download failed for good."""
+
+
+class FirmwareError(RemoteError):
+    """A firmware archive that cannot be verified or applied.
+
+    ``str(err)`` is the message fwup would report (the text of its ``ER`` packet).
+    """
+
+
+class LocalError(NhlinkError):
+    """Our own misuse, or a fault of the local system."""
+
+
+class ConfigError(LocalError):
+    """A bad configuration file or value; the message names the file and key."""
+
+
+class StateError(LocalError):
+    """An illegal transition of a state machine; the state is left unchanged."""
+
+
+class TargetError(LocalError):
+    """The target device or image cannot be opened, read or written."""

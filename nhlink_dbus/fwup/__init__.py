@@ -1,0 +1,1 @@
+"""The built-in fwup-compatible applier (`nhlink-fwup`): drivers and CLI around core.fwup_*."""
