@@ -1,0 +1,638 @@
+"""fwup's ``fat_*`` actions on a FAT file system inside an image, carried out by mtools.
+
+fwup 1.16 drives ChaN's FatFs R0.15 (``src/fatfs.c`` over ``src/3rdparty/fatfs``); this module
+gives the same results file by file (names and their case, sizes, contents, attributes, volume
+label, serial, directory tree) by running mtools against ``image@@byteoffset``. The rules
+copied from fwup, each cited where it is applied:
+
+* ``fat_mkfs``: FatFs ``f_mkfs`` with ``FM_SFD | FM_FAT | FM_FAT32``, 2 FATs, 1 sector per
+  cluster, 512 root entries; the geometry is computed here exactly as ``f_mkfs`` does and handed
+  to ``mformat`` explicitly, with a boot-sector template carrying FatFs's jump code, OEM name
+  ``MSDOS5.0`` and drive number 0x80.
+* Every timestamp is 1980-01-01 00:00:00 (fwup pins FAT time); the volume serial is that FAT
+  time plus the volume size in sectors (``f_mkfs``: ``vsn = sz_vol + GET_FATTIME()``).
+* Names are matched case-insensitively against the long and the short name; a name that fits
+  8.3 in one case per part gets no long-name entry, only the case flags (mtools writes the same).
+* Errors read ``"<context>(<name>): FATFS: <reason>"`` (``fatfs_error`` in ``src/fatfs.c``).
+
+Everything is done in place: mtools addresses the image at a byte offset and never resizes it;
+each operation checks that the image size did not change.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from nhlink_dbus.errors import FirmwareError, TargetError
+
+_T = TypeVar("_T")
+
+__all__ = ["FatFilesystem", "FatGeometry", "fatfs_geometry", "volume_serial"]
+
+SECTOR = 512
+
+# fwup's fatfs_set_time(1980-01-01 00:00:00) as a FAT date/time word pair (ff.c GET_FATTIME):
+# (year - 1980) << 25 | month << 21 | day << 16.
+FAT_TIME_1980 = (1 << 21) | (1 << 16)
+# SOURCE_DATE_EPOCH for mtools, read with TZ=UTC: 1980-01-01 00:00:00.
+_EPOCH_1980 = "315532800"
+
+# ff.c: cluster-count limits that decide the FAT type (FatFs, not the Microsoft spec).
+_MAX_FAT12 = 0xFF5
+_MAX_FAT16 = 0xFFF5
+_MAX_FAT32 = 0x0FFFFFF5
+_ROOT_ENTRIES = 512  # f_mkfs default n_root
+
+# FatFs LFN rules (ff.c create_name): characters never allowed in a name.
+_BAD_NAME_CHARS = frozenset('"*:<>?|\x7f')
+# ff.c f_setlabel: characters never allowed in a FAT volume label.
+_BAD_LABEL_CHARS = frozenset('+.,;=[]/\\"*:<>?|\x7f')
+
+
+class _Fr(enum.Enum):
+    """The FRESULT codes fwup reports, with the text of ``fatfs_error_to_string``."""
+
+    NO_FILE = "FATFS: Could not find the file"
+    NO_PATH = "FATFS: Could not find the path"
+    INVALID_NAME = "FATFS: The path name format is invalid"
+    DENIED = "FATFS: Access denied due to prohibited access or directory full"
+    EXIST = "FATFS: Destination file already exists"
+    NO_FILESYSTEM = "FATFS: There is no valid FAT volume"
+    MKFS_ABORTED = (
+        "FATFS: f_mkfs() aborted due to a parameter error. Try adjusting the partition size."
+    )
+
+
+class _FatError(Exception):
+    """Internal: a FatFs-level failure, turned into FirmwareError with the op's context."""
+
+    def __init__(self, fr: _Fr) -> None:
+        super().__init__(fr.value)
+        self.fr = fr
+
+
+def _firmware_error(context: str, name: str, fr: _Fr) -> FirmwareError:
+    # src/fatfs.c fatfs_error: set_last_error("%s(%s): %s", context, filename, reason)
+    return FirmwareError(f"{context}({name}): {fr.value}")
+
+
+@dataclass(frozen=True, slots=True)
+class FatGeometry:
+    """The layout ``f_mkfs`` chooses for a volume of ``total_sectors``."""
+
+    fat_bits: int  # 12, 16 or 32
+    total_sectors: int
+    reserved_sectors: int
+    fat_sectors: int  # per FAT; there are always 2
+    root_entries: int  # 0 on FAT32
+    clusters: int
+
+
+def fatfs_geometry(block_count: int) -> FatGeometry | None:
+    """The geometry fwup's ``fat_mkfs`` gives ``block_count`` sectors, or None if it aborts.
+
+    Follows ff.c ``f_mkfs`` (R0.15) with fwup's options (src/fatfs.c ``fatfs_mkfs``):
+    ``fmt = FM_SFD|FM_FAT|FM_FAT32``, ``n_fat = 2``, ``au_size = 512`` (one sector), default
+    root entries, and an alignment of one sector (fwup's GET_BLOCK_SIZE of 128 KiB is above
+    FatFs's 32 KiB limit, so FatFs falls back to 1).
+    """
+    size = block_count
+    if size < 128 or size >= 1 << 32:
+        return None
+    bits = 16  # FM_FAT given: start from FAT12/16, switch to FAT32 when clusters overflow
+    while True:
+        if bits == 32:
+            clusters = size
+            fat_sectors = (clusters * 4 + 8 + SECTOR - 1) // SECTOR
+            reserved, dir_sectors = 32, 0
+            if clusters <= _MAX_FAT16 or clusters > _MAX_FAT32:
+                return None
+        else:
+            clusters = size
+            if clusters > _MAX_FAT12:
+                fat_bytes = clusters * 2 + 4
+            else:
+                bits = 12
+                fat_bytes = (clusters * 3 + 1) // 2 + 3
+            fat_sectors = (fat_bytes + SECTOR - 1) // SECTOR
+            reserved, dir_sectors = 1, _ROOT_ENTRIES * 32 // SECTOR
+        data_start = reserved + 2 * fat_sectors + dir_sectors
+        if size < data_start + 16:
+            return None
+        clusters = size - data_start
+        if bits == 32 and clusters <= _MAX_FAT16:
+            return None  # au_size is fixed, so f_mkfs cannot retry with other clusters
+        if bits == 16:
+            if clusters > _MAX_FAT16:
+                bits = 32
+                continue
+            if clusters <= _MAX_FAT12:
+                return None
+        if bits == 12 and clusters > _MAX_FAT12:
+            return None
+        return FatGeometry(
+            fat_bits=bits,
+            total_sectors=size,
+            reserved_sectors=reserved,
+            fat_sectors=fat_sectors,
+            root_entries=0 if bits == 32 else _ROOT_ENTRIES,
+            clusters=clusters,
+        )
+
+
+def volume_serial(block_count: int) -> int:
+    """The volume serial number fwup's ``fat_mkfs`` writes (ff.c: ``sz_vol + GET_FATTIME()``)."""
+    return (block_count + FAT_TIME_1980) & 0xFFFFFFFF
+
+
+def _boot_template(bits: int) -> bytes:
+    """What FatFs puts in a boot sector besides the BPB: mformat -B keeps it (ff.c f_mkfs)."""
+    sector = bytearray(SECTOR)
+    sector[0:11] = b"\xeb\xfe\x90MSDOS5.0"
+    sector[64 if bits == 32 else 36] = 0x80  # BS_DrvNum32 / BS_DrvNum
+    sector[510:512] = b"\x55\xaa"
+    return bytes(sector)
+
+
+def _split_path(path: str) -> list[str]:
+    """Split and check a path as FatFs does (ff.c follow_path/create_name, no RPATH)."""
+    parts: list[str] = []
+    for raw in re.split(r"[/\\]", path):
+        if not raw:
+            continue  # FatFs skips repeated separators
+        name = raw.rstrip(" .")  # create_name strips trailing spaces and dots
+        if (
+            not name
+            or len(name) > 255
+            or any(ch in _BAD_NAME_CHARS or ord(ch) < 0x20 for ch in name)
+        ):
+            raise _FatError(_Fr.INVALID_NAME)
+        parts.append(name)
+    return parts
+
+
+def _fat_label(label: str) -> str:
+    """The 0..11-character label f_setlabel stores for ``label`` (ff.c f_setlabel)."""
+    out = []
+    for ch in label:
+        if ord(ch) < 0x20:
+            break  # f_setlabel stops at the first control character
+        up = ch.upper()
+        if len(up) != 1 or up in _BAD_LABEL_CHARS or ord(up) > 0x7E:
+            raise _FatError(_Fr.INVALID_NAME)
+        out.append(up)
+    if len(out) > 11:
+        raise _FatError(_Fr.INVALID_NAME)
+    return "".join(out).rstrip(" ")
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One directory entry as mdir shows it."""
+
+    name: str  # the long name, or the short name as displayed (case flags applied)
+    short: str
+    is_dir: bool
+    size: int
+
+    def matches(self, name: str) -> bool:
+        key = name.upper()
+        return key in (self.name.upper(), self.short.upper())
+
+
+# One entry line of `mdir -a` (mtools 4.0.32): 8.3 columns, size or <DIR>, date, time, long name.
+_MDIR_LINE = re.compile(
+    r"^(?P<base>.{8}) (?P<ext>.{3}) (?P<size><DIR> {4}| *\d+) \d{4}-\d\d-\d\d +\d+:\d\d"
+    r" (?: (?P<long>.+))?$"
+)
+_MTOOLS_PACKAGE = "mtools"
+
+
+class FatFilesystem:
+    """The FAT file system starting at ``block_offset`` 512-byte blocks into ``image_path``.
+
+    Each method is one fwup action and raises :class:`FirmwareError` with fwup's message when
+    fwup would fail, or :class:`TargetError` when the image or mtools cannot be used.
+    ``mtools_dir`` is where the mtools binaries live (default: found on ``PATH``).
+    """
+
+    def __init__(
+        self, image_path: str, block_offset: int, *, mtools_dir: str | None = None
+    ) -> None:
+        if block_offset < 0:
+            raise ValueError("block_offset must be >= 0")
+        self._image = image_path
+        self._offset = block_offset * SECTOR
+        self._mtools_dir = mtools_dir
+        # A clean, fixed environment: no user or system drive settings matter for `-i`, and
+        # SOURCE_DATE_EPOCH pins every timestamp mtools writes to fwup's 1980-01-01.
+        self._env = {
+            "PATH": os.defpath,
+            "HOME": "/nonexistent",
+            "MTOOLSRC": "/dev/null",
+            "MTOOLS_SKIP_CHECK": "1",
+            "MTOOLS_LOWER_CASE": "0",
+            "MTOOLS_NO_VFAT": "0",
+            "MTOOLS_FAT_COMPATIBILITY": "0",
+            "MTOOLS_NAME_NUMERIC_TAIL": "1",
+            "MTOOLS_TWENTY_FOUR_HOUR_CLOCK": "1",
+            "MTOOLS_DATE_STRING": "yyyy-mm-dd",
+            "SOURCE_DATE_EPOCH": _EPOCH_1980,
+            "TZ": "UTC",
+            "LC_ALL": "C",
+        }
+
+    # -- fwup actions -------------------------------------------------------------------------
+
+    def mkfs(self, block_count: int) -> None:
+        """fat_mkfs(block_offset, block_count): a fresh FAT exactly as FatFs f_mkfs lays it out."""
+        geometry = fatfs_geometry(block_count)
+        if geometry is None:
+            raise _firmware_error("fat_mkfs", "", _Fr.MKFS_ABORTED)
+        end = self._offset + block_count * SECTOR
+        size = self._image_size()
+        if end > size:
+            raise TargetError(
+                f"fat_mkfs: the file system would end at byte {end}, "
+                f"past the end of {self._image} ({size} bytes)"
+            )
+        with tempfile.TemporaryDirectory(prefix="nhlink-fat-") as tmp:
+            template = Path(tmp, "boot.bin")
+            template.write_bytes(_boot_template(geometry.fat_bits))
+            args = [
+                "-T", str(block_count), "-h", "255", "-s", "63", "-H", "0",
+                "-c", "1", "-d", "2", "-R", str(geometry.reserved_sectors),
+                "-L", str(geometry.fat_sectors), "-m", "0xf8",
+                "-N", f"{volume_serial(block_count):08x}", "-B", str(template),
+            ]  # fmt: skip
+            if geometry.fat_bits == 32:
+                args += ["-F", "-K", "6"]  # ff.c: backup VBR at sector 6
+            else:
+                args += ["-r", str(geometry.root_entries * 32 // SECTOR)]
+            self._run("mformat", [*args, "::"], size=size)
+        fs_type = self._minfo().get("disk type", "").strip()
+        if fs_type != f"FAT{geometry.fat_bits}":
+            raise TargetError(
+                f"mformat made {fs_type or 'an unknown type'} where fwup makes "
+                f"FAT{geometry.fat_bits} ({block_count} sectors)"
+            )
+
+    def write(self, path: str, src_file: str) -> None:
+        """fat_write: create ``path``, or truncate and rewrite it, with the bytes of ``src_file``.
+
+        fwup opens with FA_CREATE_ALWAYS (src/fatfs.c fatfs_truncate): an existing file keeps
+        its name and gets attributes ``A`` only; a read-only file or a directory is refused.
+        """
+        self._create_from(path, src_file, context="Can't open file on FAT partition")
+
+    def cp(self, src: str, dst: str) -> None:
+        """fat_cp: copy file ``src`` to ``dst`` (overwriting it, as FA_CREATE_ALWAYS does)."""
+        context = "fatfs_cp can't open file"
+        entry = self._guard(context, src, lambda: self._lookup(src))
+        if entry is None or entry.is_dir:  # f_open(FA_READ) on a directory: FR_NO_FILE
+            raise _firmware_error(context, src, _Fr.NO_FILE)
+        with tempfile.TemporaryDirectory(prefix="nhlink-fat-") as tmp:
+            local = str(Path(tmp, "data"))
+            self._run("mcopy", ["-n", self._mpath(self._canonical(src)), local])
+            self._create_from(dst, local, context=context)
+
+    def mv(self, src: str, dst: str, force: bool) -> None:
+        """fat_mv / fat_mv!: rename ``src`` to ``dst``; ``force`` first removes ``dst``.
+
+        f_rename fails with FR_EXIST if ``dst`` exists (unless it is ``src`` itself, a change
+        of case), keeps the attributes and adds ``A`` on files (ff.c f_rename).
+        """
+        context = "fat_mv!" if force else "fat_mv"
+        if force:
+            self._remove(dst, must_exist=False, context=context)
+        entry = self._guard(context, src, lambda: self._lookup(src))
+        if entry is None:
+            raise _firmware_error(context, src, _Fr.NO_FILE)
+        target = self._guard(context, src, lambda: self._lookup(dst))
+        dst_parts = self._guard(context, src, lambda: _split_path(dst))
+        if not dst_parts:
+            raise _firmware_error(context, src, _Fr.INVALID_NAME)
+        src_path = self._canonical(src)
+        if target is not None and self._canonical(dst).upper() != src_path.upper():
+            raise _firmware_error(context, src, _Fr.EXIST)
+        dst_path = "/".join([*self._canonical_parts(dst_parts[:-1]), dst_parts[-1]])
+        if entry.is_dir:
+            # Directories are renamed in place; mtools keeps the old entry's case flags.
+            self._run("mmove", ["-D", "o", self._mpath(src_path), self._mpath(dst_path)])
+            return
+        # A file is re-created under its new name so that its short name and case flags are
+        # made from that name, as FatFs's dir_register does; mmove would keep the old ones.
+        attrs = self._attributes(src_path)
+        with tempfile.TemporaryDirectory(prefix="nhlink-fat-") as tmp:
+            local = str(Path(tmp, "data"))
+            self._run("mcopy", ["-n", self._mpath(src_path), local])
+            self._run("mattrib", ["-r", self._mpath(src_path)])
+            self._run("mdel", [self._mpath(src_path)])
+            self._run("mcopy", ["-D", "o", local, self._mpath(dst_path)])
+        self._set_attributes(dst_path, attrs | {"A"})
+
+    def rm(self, path: str, must_exist: bool) -> None:
+        """fat_rm / fat_rm!: delete a file or an empty directory (ff.c f_unlink).
+
+        A missing ``path`` is fine unless ``must_exist`` (fat_rm!; src/fatfs.c fatfs_rm).
+        """
+        self._remove(path, must_exist=must_exist, context="fat_rm!" if must_exist else "fat_rm")
+
+    def mkdir(self, path: str) -> None:
+        """fat_mkdir: create a directory; an existing directory is fine (src/fatfs.c)."""
+        entry = self._guard("fat_mkdir", path, lambda: self._lookup(path))
+        if entry is not None:
+            if entry.is_dir:
+                return
+            raise _firmware_error("fat_mkdir", path, _Fr.EXIST)
+        parts = _split_path(path)
+        target = "/".join([*self._canonical_parts(parts[:-1]), parts[-1]])
+        self._run("mmd", [self._mpath(target)])
+
+    def setlabel(self, label: str) -> None:
+        """fat_setlabel: set (or, with an empty label, remove) the volume label.
+
+        FatFs upper-cases the label and rejects FAT-invalid characters and more than 11
+        characters (ff.c f_setlabel). It changes only the root-directory entry: mlabel also
+        rewrites the boot sector's copy, which is put back afterwards.
+        """
+        value = self._guard("fat_setlabel", label, lambda: _fat_label(label))
+        self._guard("fat_setlabel", label, self._require_fs)
+        keep = self._boot_sectors()
+        if value:
+            self._run("mlabel", [f"::{value}"])
+        else:
+            self._run("mlabel", ["-c", "::"])
+        self._restore_boot_sectors(keep)
+        shown = self._run("mlabel", ["-s", "::"]).stdout
+        expected = f" Volume label is {value}" if value else " Volume has no label"
+        if not shown.startswith(expected):
+            raise TargetError(f"mlabel stored {shown.strip()!r} for label {value!r}")
+
+    def touch(self, path: str) -> None:
+        """fat_touch: create an empty file if ``path`` does not exist; no timestamp change.
+
+        f_open(FA_OPEN_ALWAYS) refuses an existing read-only file or a directory (FR_DENIED).
+        """
+        entry = self._guard("fat_touch", path, lambda: self._lookup(path))
+        if entry is None:
+            self._create_from(path, os.devnull, context="fat_touch")
+            return
+        if entry.is_dir or "R" in self._attributes(self._canonical(path)):
+            raise _firmware_error("fat_touch", path, _Fr.DENIED)
+
+    def attrib(self, path: str, attrib: str) -> None:
+        """fat_attrib: set exactly the R/H/S attributes named in ``attrib`` (ff.c f_chmod)."""
+        if any(ch not in "RHSrhs" for ch in attrib):
+            # src/functions.c fat_attrib_validate
+            raise FirmwareError("fat_attrib only supports R, H, and S attributes")
+        entry = self._guard("fat_attrib", path, lambda: self._lookup(path))
+        if entry is None:
+            raise _firmware_error("fat_attrib", path, _Fr.NO_FILE)
+        target = self._canonical(path)
+        keep = self._attributes(target) & {"A"}
+        self._set_attributes(target, keep | set(attrib.upper()))
+
+    def exists(self, path: str) -> bool:
+        """True if ``path`` is a file (require-fat-file-exists opens it with FA_OPEN_EXISTING)."""
+        try:
+            entry = self._lookup(path)
+        except _FatError:
+            return False
+        return entry is not None and not entry.is_dir
+
+    def read(self, path: str) -> bytes | None:
+        """The bytes of file ``path``; None if it is missing, a directory, or there is no FAT."""
+        if not self.exists(path):
+            return None
+        with tempfile.TemporaryDirectory(prefix="nhlink-fat-") as tmp:
+            local = Path(tmp, "data")
+            self._run("mcopy", ["-n", self._mpath(self._canonical(path)), str(local)])
+            return local.read_bytes()
+
+    # -- FatFs semantics on top of mtools -----------------------------------------------------
+
+    def _create_from(self, path: str, local: str, *, context: str) -> None:
+        """f_open(FA_CREATE_ALWAYS | FA_WRITE) and write ``local``'s bytes."""
+        entry = self._guard(context, path, lambda: self._lookup(path))
+        parts = self._guard(context, path, lambda: _split_path(path))
+        if not parts:
+            raise _firmware_error(context, path, _Fr.INVALID_NAME)
+        if entry is not None:
+            target = self._canonical(path)
+            if entry.is_dir or "R" in self._attributes(target):
+                raise _firmware_error(context, path, _Fr.DENIED)
+        else:
+            target = "/".join([*self._canonical_parts(parts[:-1]), parts[-1]])
+        # An existing entry is rewritten under its own spelling, so its case is kept.
+        self._run("mcopy", ["-D", "o", local, self._mpath(target)])
+        self._set_attributes(target, {"A"})
+
+    def _remove(self, path: str, *, must_exist: bool, context: str) -> None:
+        try:
+            entry = self._lookup(path)
+        except _FatError as exc:
+            if exc.fr is _Fr.NO_PATH and not must_exist:
+                return
+            raise _firmware_error(context, path, exc.fr) from None
+        if not _split_path(path):
+            raise _firmware_error(context, path, _Fr.INVALID_NAME)  # the root directory
+        if entry is None:
+            if must_exist:
+                raise _firmware_error(context, path, _Fr.NO_FILE)
+            return
+        target = self._canonical(path)
+        if "R" in self._attributes(target):
+            raise _firmware_error(context, path, _Fr.DENIED)
+        if entry.is_dir:
+            if self._list(target):
+                raise _firmware_error(context, path, _Fr.DENIED)  # f_unlink: not empty
+            self._run("mrd", [self._mpath(target)])
+        else:
+            self._run("mdel", [self._mpath(target)])
+
+    def _guard(self, context: str, name: str, step: Callable[[], _T]) -> _T:
+        try:
+            return step()
+        except _FatError as exc:
+            raise _firmware_error(context, name, exc.fr) from None
+
+    def _lookup(self, path: str) -> _Entry | None:
+        """Resolve ``path`` as ff.c follow_path does: None for a missing last component."""
+        parts = _split_path(path)
+        self._require_fs()
+        if not parts:
+            return _Entry(name="", short="", is_dir=True, size=0)
+        here: list[str] = []
+        entry: _Entry | None = None
+        for i, part in enumerate(parts):
+            found = next((e for e in self._list("/".join(here)) if e.matches(part)), None)
+            if found is None:
+                if i < len(parts) - 1:
+                    raise _FatError(_Fr.NO_PATH)
+                return None
+            if i < len(parts) - 1 and not found.is_dir:
+                raise _FatError(_Fr.NO_PATH)
+            here.append(found.name)
+            entry = found
+        return entry
+
+    def _canonical_parts(self, parts: Sequence[str]) -> list[str]:
+        """The on-disk spelling of existing directories ``parts`` (missing: FR_NO_PATH)."""
+        here: list[str] = []
+        for part in parts:
+            found = next((e for e in self._list("/".join(here)) if e.matches(part)), None)
+            if found is None or not found.is_dir:
+                raise _FatError(_Fr.NO_PATH)
+            here.append(found.name)
+        return here
+
+    def _canonical(self, path: str) -> str:
+        parts = _split_path(path)
+        names = self._canonical_parts(parts[:-1])
+        last = next(e for e in self._list("/".join(names)) if e.matches(parts[-1]))
+        return "/".join([*names, last.name])
+
+    def _list(self, directory: str) -> list[_Entry]:
+        """The entries of ``directory`` (canonical path, "" = root), without "." and ".."."""
+        out = self._run("mdir", ["-a", self._mpath(directory)]).stdout
+        entries = []
+        for line in out.splitlines():
+            m = _MDIR_LINE.match(line)
+            if m is None:
+                continue
+            base, ext = m["base"].rstrip(), m["ext"].rstrip()
+            if base in (".", ".."):
+                continue
+            short = f"{base}.{ext}" if ext else base
+            size = m["size"]
+            is_dir = size.startswith("<DIR>")
+            entries.append(
+                _Entry(
+                    name=m["long"] or short,
+                    short=short,
+                    is_dir=is_dir,
+                    size=0 if is_dir else int(size),
+                )
+            )
+        return entries
+
+    def _attributes(self, path: str) -> set[str]:
+        """The R/H/S/A letters mattrib shows for canonical ``path``."""
+        line = self._run("mattrib", [self._mpath(path)]).stdout.splitlines()[0]
+        flags = line.split("::", 1)[0]
+        return {ch for ch in flags if ch in "RHSA"}
+
+    def _set_attributes(self, path: str, attrs: set[str]) -> None:
+        args = [("+" if letter in attrs else "-") + letter.lower() for letter in "AHRS"]
+        self._run("mattrib", [*args, self._mpath(path)])
+
+    def _require_fs(self) -> None:
+        """FR_NO_FILESYSTEM unless mtools recognises a FAT boot sector."""
+        result = self._exec("minfo", ["::"])
+        if result.returncode != 0:
+            if "non DOS media" in result.stderr or "Cannot initialize" in result.stderr:
+                raise _FatError(_Fr.NO_FILESYSTEM)
+            raise TargetError(f"minfo failed on {self._image}: {result.stderr.strip()}")
+
+    def _minfo(self) -> dict[str, str]:
+        out = self._run("minfo", ["::"]).stdout
+        facts = {}
+        for line in out.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                facts[key.strip()] = value.strip().strip('"')
+        return facts
+
+    def _boot_sectors(self) -> dict[int, bytes]:
+        """The boot sector (and FAT32's backup at sector 6), to undo mlabel's BPB label."""
+        keep = {0: self._pread(0, SECTOR)}
+        if keep[0][82:87] == b"FAT32":
+            keep[6] = self._pread(6 * SECTOR, SECTOR)
+        return keep
+
+    def _restore_boot_sectors(self, keep: dict[int, bytes]) -> None:
+        for sector, data in keep.items():
+            if self._pread(sector * SECTOR, SECTOR) != data:
+                self._pwrite(sector * SECTOR, data)
+
+    # -- I/O ----------------------------------------------------------------------------------
+
+    def _mpath(self, path: str) -> str:
+        return "::/" + path
+
+    def _tool(self, name: str) -> str:
+        found = (
+            str(Path(self._mtools_dir, name))
+            if self._mtools_dir is not None
+            else shutil.which(name)
+        )
+        if found is None or not os.access(found, os.X_OK):
+            raise TargetError(
+                f"{name} not found: the built-in fwup applier needs mtools "
+                f"(Debian package {_MTOOLS_PACKAGE!r}: apt-get install {_MTOOLS_PACKAGE})"
+            )
+        return found
+
+    def _exec(self, tool: str, args: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        cmd = [self._tool(tool), "-i", f"{self._image}@@{self._offset}", *args]
+        try:
+            return subprocess.run(
+                cmd,
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                check=False,
+            )
+        except OSError as exc:
+            raise TargetError(f"cannot run {tool}: {exc}") from exc
+
+    def _run(
+        self, tool: str, args: Sequence[str], *, size: int | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run an mtools command; any failure is an error, and the image must not change size."""
+        before = self._image_size() if size is None else size
+        result = self._exec(tool, args)
+        after = self._image_size()
+        if after != before:
+            raise TargetError(f"{tool} changed the size of {self._image}: {before} -> {after}")
+        if result.returncode != 0:
+            message = result.stderr.strip() or f"exit status {result.returncode}"
+            if "Disk full" in message or "No free cluster" in message:
+                raise FirmwareError(f"{tool}: FAT file system full: {message}")
+            raise TargetError(f"{tool} failed on {self._image}: {message}")
+        return result
+
+    def _image_size(self) -> int:
+        try:
+            with open(self._image, "rb") as f:
+                return f.seek(0, os.SEEK_END)
+        except OSError as exc:
+            raise TargetError(f"cannot open {self._image}: {exc}") from exc
+
+    def _pread(self, offset: int, count: int) -> bytes:
+        try:
+            with open(self._image, "rb") as f:
+                f.seek(self._offset + offset)
+                return f.read(count)
+        except OSError as exc:
+            raise TargetError(f"cannot read {self._image}: {exc}") from exc
+
+    def _pwrite(self, offset: int, data: bytes) -> None:
+        try:
+            with open(self._image, "r+b") as f:
+                f.seek(self._offset + offset)
+                f.write(data)
+        except OSError as exc:
+            raise TargetError(f"cannot write {self._image}: {exc}") from exc
