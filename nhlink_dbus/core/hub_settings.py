@@ -1,0 +1,112 @@
+"""Hub connection settings and the WebSocket URL rule (protocol.md §1.1, §2).
+
+Built by the daemon from its TOML file; nothing here reads files or the
+environment. Secrets are kept out of ``repr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from nhlink_dbus.core.nh1 import NH1Params, sign_headers
+from nhlink_dbus.errors import ConfigError
+
+MTLS_PATH = "/socket/websocket"
+NH1_PATH = "/device-socket/websocket"
+SERIALIZER_VSN = "2.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedSecretAuth:
+    """NH1 shared-secret auth (§2.2): a ``nhd_``/``nhp_`` key and its secret."""
+
+    key: str
+    secret: str = field(repr=False)
+    params: NH1Params = field(default_factory=NH1Params)
+
+    def headers(self, identifier: str, now_s: int) -> list[tuple[str, str]]:
+        """Fresh upgrade headers; call right before every connection attempt."""
+        return sign_headers(self.key, self.secret, identifier, now_s, self.params)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsAuth:
+    """Mutual TLS (§2.1) from PEM files; ``cafile`` None = the system trust store."""
+
+    certfile: str
+    keyfile: str
+    cafile: str | None = None
+    sni: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """Everything the hub client needs to know (the ``[hub]`` table)."""
+
+    url: str
+    identifier: str
+    auth: SharedSecretAuth | TlsAuth
+    heartbeat_interval_ms: int = 30000
+    rejoin_after_ms: int = 5000
+    # With NH1 over wss:// the server is still verified; these apply to both kinds.
+    cafile: str | None = None
+    sni: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval_ms < 0:
+            raise ConfigError("hub.heartbeat_interval_ms must be >= 0")
+        if self.rejoin_after_ms < 0:
+            raise ConfigError("hub.rejoin_after_ms must be >= 0")
+        if not self.identifier:
+            raise ConfigError("hub.identifier must not be empty")
+        websocket_url(self)  # validates the URL
+
+    @property
+    def server_cafile(self) -> str | None:
+        if isinstance(self.auth, TlsAuth) and self.auth.cafile is not None:
+            return self.auth.cafile
+        return self.cafile
+
+    @property
+    def server_sni(self) -> str | None:
+        if isinstance(self.auth, TlsAuth) and self.auth.sni is not None:
+            return self.auth.sni
+        return self.sni
+
+
+def websocket_url(settings: HubSettings) -> str:
+    """Base URL + auth-kind path + ``vsn=2.0.0`` merged into any query (§1.1).
+
+    A host without a scheme means ``wss://host``; ``ws://`` is used only when the
+    configured URL says so.
+    """
+    raw = settings.url.strip()
+    base = raw if "://" in raw else f"wss://{raw}"
+    parts = urlsplit(base)
+    if parts.scheme not in ("ws", "wss"):
+        raise ConfigError(f"hub.url must be ws:// or wss://, got scheme {parts.scheme!r}")
+    if not parts.hostname:
+        raise ConfigError("hub.url has no host")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError("hub.url has an invalid port") from exc
+    path = MTLS_PATH if isinstance(settings.auth, TlsAuth) else NH1_PATH
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "vsn"]
+    query.append(("vsn", SERIALIZER_VSN))
+    return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query), ""))
+
+
+def loggable_url(url: str) -> str:
+    """``scheme://host[:port]/path`` of a URL: no user info, no query (signed URLs)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port is not None else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
