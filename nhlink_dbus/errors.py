@@ -6,6 +6,8 @@
     ├── RemoteError                 the peer's fault: bad input from outside
     │   ├── ProtocolError           a malformed Phoenix frame or hub message
     │   ├── AuthError               the hub refused our credentials (HTTP 401/403)
+    │   ├── HubConnectionError      the hub could not be reached, the TLS handshake
+    │   │                           or the WebSocket upgrade failed, or it dropped
     │   ├── DownloadError           HTTP status, truncated body, retries exhausted
     │   └── FirmwareError           a .fw archive that is malformed, unsigned,
     │                               wrongly signed, corrupt or not applicable;
@@ -36,6 +38,10 @@ class ProtocolError(RemoteError):
 
 class AuthError(RemoteError):
     """The hub refused the device's credentials."""
+
+
+class HubConnectionError(RemoteError):
+    """The hub connection could not be opened, or it ended (not an auth refusal)."""
 
 
 class DownloadError(RemoteError):
