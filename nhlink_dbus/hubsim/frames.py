@@ -1,0 +1,68 @@
+"""Phoenix V2 JSON frames as the server sees them (protocol.md §1.3).
+
+``[join_ref, ref, topic, event, payload]``: the simulator decodes what the
+device sends into :class:`Frame` and encodes its replies and pushes the same
+way. Server pushes carry ``ref = null``; replies echo the request's ``ref``
+and carry the channel's ``join_ref`` (``null`` on topic ``"phoenix"`` and on
+``unmatched topic`` errors, as Phoenix's ``Reply`` struct defaults it).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nhlink_dbus.errors import ProtocolError
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One Phoenix message; ``time`` is when the simulator sent or received it."""
+
+    join_ref: str | None
+    ref: str | None
+    topic: str
+    event: str
+    payload: Any
+    time: float = field(default_factory=time.time, compare=False)
+
+    def encode(self) -> str:
+        return json.dumps([self.join_ref, self.ref, self.topic, self.event, self.payload])
+
+    def to_json(self) -> list[Any]:
+        return [self.join_ref, self.ref, self.topic, self.event, self.payload]
+
+    @classmethod
+    def decode(cls, text: str) -> Frame:
+        """Parse a text frame; raise ProtocolError unless it is a V2 five-element array."""
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ProtocolError("frame is not JSON") from exc
+        if not isinstance(value, list) or len(value) != 5:
+            raise ProtocolError("frame is not a five-element array")
+        join_ref, ref, topic, event, payload = value
+        if not (join_ref is None or isinstance(join_ref, str)):
+            raise ProtocolError("join_ref must be a string or null")
+        if not (ref is None or isinstance(ref, str)):
+            raise ProtocolError("ref must be a string or null")
+        if not isinstance(topic, str) or not isinstance(event, str):
+            raise ProtocolError("topic and event must be strings")
+        return cls(join_ref, ref, topic, event, payload)
+
+
+def reply(request: Frame, join_ref: str | None, status: str, response: Any) -> Frame:
+    """A ``phx_reply`` to ``request``."""
+    payload = {"status": status, "response": response}
+    return Frame(join_ref, request.ref, request.topic, "phx_reply", payload)
+
+
+_SIGNED_QUERY = re.compile(r"(https?://[^\s\"?]*)\?[^\s\"]*")
+
+
+def redact(text: str) -> str:
+    """Drop the query string of every URL in ``text`` (pre-signed URLs are credentials)."""
+    return _SIGNED_QUERY.sub(r"\1?…", text)
