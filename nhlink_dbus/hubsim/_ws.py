@@ -152,6 +152,8 @@ async def start_server(
             if isinstance(decision, Reject):
                 response = connection.respond(decision.status, "")
                 response.body = decision.body
+                # websockets' Headers is a multidict: assigning appends, so delete first.
+                del response.headers["Content-Length"]
                 response.headers["Content-Length"] = str(len(decision.body))
                 if not decision.body:
                     del response.headers["Content-Type"]

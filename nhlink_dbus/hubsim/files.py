@@ -432,10 +432,8 @@ class FileServer:
                 handle.seek(position)
             while position < stop:
                 limit = stop
-                if fault is not None and fault.kind in ("cut", "stall"):
-                    mark = span.start + fault.after
-                    if fault.kind == "cut" or stall_pending:
-                        limit = min(stop, mark) if position < mark else stop
+                if fault is not None and (fault.kind == "cut" or stall_pending):
+                    limit = min(stop, span.start + fault.after)
                 size = min(CHUNK, limit - position)
                 if size > 0:
                     chunk = (
