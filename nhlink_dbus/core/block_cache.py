@@ -1,0 +1,261 @@
+"""fwup's write cache, modelled so that a failed apply leaves what fwup leaves.
+
+fwup never writes the target directly: every write goes through a cache of 64
+segments of 128 KiB (``src/block_cache.c``). The facts that decide what is on
+the target after an error:
+
+* only whole 512-byte blocks are marked dirty;
+* a segment that becomes completely dirty through *streamed* writes (resource
+  data, memsets) is written out at once; a non-streamed write (U-Boot
+  environment, MBR, FAT) pins its segment in the cache until the final flush;
+* at a cache miss with every segment in use, the least recently used segment is
+  flushed (read-modify-write when partly dirty) and reused;
+* the final flush writes segments from least to most recently used;
+* on error the cache is dropped: what was not yet written never is.
+
+:class:`PadToBlockWriter` is fwup's ``pad_to_block_writer``: it turns the
+arbitrary byte runs of a decompressor into whole blocks and holds back the
+last block (a run that ends exactly one block past a boundary stays buffered),
+which is why a corrupt resource's final segment never reaches the target.
+
+The target enters through the constructor (:class:`BlockDevice`); this module
+does no I/O of its own.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Protocol
+
+from nhlink_dbus.errors import TargetError
+
+BLOCK = 512
+SEGMENT = 128 * 1024
+BLOCKS_PER_SEGMENT = SEGMENT // BLOCK
+NUM_SEGMENTS = 64
+_ALL_DIRTY = b"\x01" * BLOCKS_PER_SEGMENT
+
+
+class BlockDevice(Protocol):
+    """The target: positional reads and writes of a file or block device."""
+
+    def pread(self, size: int, offset: int) -> bytes: ...
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None: ...
+
+
+class MediaTooSmall(TargetError):
+    """A write beyond the hard end of the target."""
+
+
+class _Segment:
+    __slots__ = ("data", "dirty", "offset", "streamed", "valid")
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.data: bytearray | None = None  # None: clean, nothing cached
+        self.dirty = bytearray(BLOCKS_PER_SEGMENT)
+        self.valid = bytearray(BLOCKS_PER_SEGMENT)
+        self.streamed = True
+
+
+class BlockCache:
+    """Write-back cache with fwup's flushing rules.
+
+    ``end_offset`` is the last allowed byte offset (``None``: unlimited, as a
+    regular file grows); a segment write that starts at or past it fails with
+    ``write failed at offset N. Check media size.``; one that straddles it is
+    clipped.
+    """
+
+    def __init__(self, device: BlockDevice, end_offset: int | None = None) -> None:
+        self._dev = device
+        self._end = end_offset
+        self._segs: OrderedDict[int, _Segment] = OrderedDict()  # LRU order, oldest first
+        self._trimmed: set[int] = set()
+
+    # -- segment management -------------------------------------------------------
+
+    def _get(self, offset: int) -> _Segment:
+        seg = self._segs.get(offset)
+        if seg is not None:
+            self._segs.move_to_end(offset)
+            return seg
+        if len(self._segs) >= NUM_SEGMENTS:
+            _old_offset, old = self._segs.popitem(last=False)
+            self._flush_segment(old)
+        seg = _Segment(offset)
+        self._segs[offset] = seg
+        return seg
+
+    def _read_segment(self, offset: int) -> bytes:
+        if offset in self._trimmed:
+            return bytes(SEGMENT)
+        data = self._dev.pread(SEGMENT, offset)
+        if len(data) < SEGMENT:
+            data += bytes(SEGMENT - len(data))
+        return data
+
+    def _make_valid(self, seg: _Segment) -> bytearray:
+        if seg.data is None:
+            seg.data = bytearray(self._read_segment(seg.offset))
+            seg.valid[:] = _ALL_DIRTY
+            return seg.data
+        if 0 in seg.valid:
+            disk = self._read_segment(seg.offset)
+            for i in range(BLOCKS_PER_SEGMENT):
+                if not seg.valid[i]:
+                    seg.data[i * BLOCK : (i + 1) * BLOCK] = disk[i * BLOCK : (i + 1) * BLOCK]
+            seg.valid[:] = _ALL_DIRTY
+        return seg.data
+
+    def _write_out(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        if self._end is not None:
+            if offset >= self._end:
+                raise MediaTooSmall(f"write failed at offset {offset}. Check media size.")
+            if offset + len(data) > self._end:
+                data = memoryview(data)[: self._end - offset]
+        self._dev.pwrite(data, offset)
+        self._trimmed.discard(offset)
+
+    def _flush_segment(self, seg: _Segment) -> None:
+        if seg.data is None or 1 not in seg.dirty:
+            return
+        try:
+            data = self._make_valid(seg)
+            self._write_out(data, seg.offset)
+        finally:
+            seg.dirty[:] = bytes(BLOCKS_PER_SEGMENT)
+
+    # -- public API ---------------------------------------------------------------------
+
+    def pwrite(self, buf: bytes | bytearray | memoryview, offset: int, streamed: bool) -> None:
+        """Write whole blocks at a block-aligned offset (as fwup's cache requires)."""
+        view = memoryview(buf)
+        while len(view):
+            seg_off = offset - offset % SEGMENT
+            into = offset - seg_off
+            n = min(len(view), SEGMENT - into)
+            seg = self._get(seg_off)
+            if seg.data is None:
+                seg.data = bytearray(SEGMENT)
+            seg.data[into : into + n] = view[:n]
+            first = into // BLOCK
+            last = first + n // BLOCK
+            seg.dirty[first:last] = _ALL_DIRTY[: last - first]
+            seg.valid[first:last] = _ALL_DIRTY[: last - first]
+            if not streamed:
+                seg.streamed = False
+            elif seg.streamed and 0 not in seg.dirty:
+                # A completely dirty streamed segment goes to the target at once.
+                self._write_out(seg.data, seg_off)
+                seg.dirty[:] = bytes(BLOCKS_PER_SEGMENT)
+            view = view[n:]
+            offset += n
+
+    def pread(self, count: int, offset: int) -> bytes:
+        """Read through the cache (sees writes not yet flushed)."""
+        out = bytearray()
+        while count > 0:
+            seg_off = offset - offset % SEGMENT
+            into = offset - seg_off
+            n = min(count, SEGMENT - into)
+            data = self._make_valid(self._get(seg_off))
+            out += data[into : into + n]
+            count -= n
+            offset += n
+        return bytes(out)
+
+    def trim(self, offset: int, count: int) -> None:
+        """Forget whole segments in the range; reads there return zeros."""
+        start = -(-offset // SEGMENT) * SEGMENT
+        end = (offset + count) // SEGMENT * SEGMENT
+        for seg_off in range(start, end, SEGMENT):
+            self._trimmed.add(seg_off)
+            self._segs.pop(seg_off, None)
+
+    def flush(self) -> None:
+        """Write every dirty segment, least recently used first."""
+        for seg in list(self._segs.values()):
+            self._flush_segment(seg)
+
+    def discard(self) -> None:
+        """Drop everything not yet written (fwup's behaviour after an error)."""
+        self._segs.clear()
+
+
+class PadToBlockWriter:
+    """Sequential byte runs in, whole 512-byte blocks out (fwup's ptbw)."""
+
+    def __init__(self, cache: BlockCache) -> None:
+        self._cache = cache
+        self._buf = bytearray(BLOCK)
+        self._index = 0
+        self._offset = 0
+
+    def pwrite(self, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        count = len(view)
+        if self._index:
+            current = self._offset + self._index
+            if offset < current:
+                raise TargetError("internal: non-sequential raw write")
+            if current < offset < self._offset + BLOCK:
+                gap = offset - current
+                self._buf[self._index : self._index + gap] = bytes(gap)
+                self._index += gap
+                current = offset
+            if current == offset:
+                take = min(BLOCK - self._index, count)
+                self._buf[self._index : self._index + take] = view[:take]
+                self._index += take
+                view = view[take:]
+                count -= take
+                offset += take
+                if self._index == BLOCK:
+                    self._cache.pwrite(self._buf, self._offset, True)
+                    self._index = 0
+                else:
+                    return
+            else:
+                self.flush()
+        misalign = offset % BLOCK
+        if misalign:
+            self._buf[:misalign] = bytes(misalign)
+            self._index = misalign
+            self._offset = offset - misalign
+            self.pwrite(view, offset)
+            return
+        if count > BLOCK:
+            whole = count & ~(BLOCK - 1)
+            self._cache.pwrite(view[:whole], offset, True)
+            offset += whole
+            count -= whole
+            view = view[whole:]
+        if count:
+            self._buf[:count] = view
+            self._index = count
+            self._offset = offset
+
+    def flush(self) -> None:
+        if self._index:
+            self._buf[self._index :] = bytes(BLOCK - self._index)
+            self._cache.pwrite(self._buf, self._offset, True)
+            self._index = 0
+
+
+def _overlaps(seg_off: int, start: int, end: int | None) -> bool:
+    return seg_off + SEGMENT > start and (end is None or seg_off < end)
+
+
+def sync_range(cache: BlockCache, start: int, end: int | None) -> None:
+    """Flush and forget the cached segments overlapping ``[start, end)``.
+
+    Used before a tool outside the cache (mtools, for FAT work) touches that
+    region of the target directly, so both see the same bytes.
+    """
+    # Accessing the cache's segments here keeps BlockCache's public API small.
+    segs = cache._segs  # noqa: SLF001
+    for seg_off in [o for o in segs if _overlaps(o, start, end)]:
+        seg = segs.pop(seg_off)
+        cache._flush_segment(seg)  # noqa: SLF001

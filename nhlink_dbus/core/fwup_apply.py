@@ -1,0 +1,621 @@
+"""Applying a ``.fw`` archive the way fwup does, as a push-driven state machine.
+
+Feed the archive bytes in any slicing (:meth:`Applier.feed`); the applier
+reads the ZIP stream, verifies ``meta.conf``'s Ed25519 signature, selects the
+task, runs ``on-init``, streams each resource into its ``on-resource``
+actions while hashing it, runs ``on-finish`` when the ZIP central directory is
+reached, and flushes the write cache. On any failure it runs the task's
+``on-error`` actions, drops the cache and raises the one error whose text fwup
+would put in its ``ER`` packet.
+
+Rules (fwup 1.16, fixtures/fwup/EXPECT.md and fwup's ``src/functions.c``):
+
+* signatures: with keys, an unsigned archive is refused (``Expecting signed
+  firmware archive.``) and a signature that no key verifies too; without keys
+  nothing is checked (a warning in verbose mode when the archive is signed);
+* task choice: tasks in file order, the first whose name starts with the
+  requested one and whose ``require-*`` conditions all hold;
+* progress units: raw_write/fat_write/path_write/pipe_write = resource length,
+  raw_memset = count x 512, each uboot_* = environment size, gpt_write = two
+  GPT copies, trim = count / 256, other fat_* / mbr_write / execute = 512,
+  info/error = 0; percent = floor(done x 100 / total), at most 99 until the
+  end, reported only when it rises;
+* writes go through :class:`~.block_cache.BlockCache`; resource data through a
+  :class:`~.block_cache.PadToBlockWriter`; a resource's blake2b-256 and length
+  are checked after its last byte, before that writer's final block.
+
+The target, FAT and host operations, the signature check and the listener all
+enter through the constructor: this module performs no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from nhlink_dbus.core import mbr as mbr_codec
+from nhlink_dbus.core import uboot_env
+from nhlink_dbus.core.block_cache import BLOCK, BlockCache, PadToBlockWriter, sync_range
+from nhlink_dbus.core.fw_archive import (
+    ArchiveEnd,
+    EntryData,
+    EntryEnd,
+    EntryStart,
+    Event,
+    ZipStreamReader,
+)
+from nhlink_dbus.core.fwup_conf import (
+    HOST_ACTIONS,
+    RESOURCE_ACTIONS,
+    Action,
+    FileResource,
+    MetaConf,
+    Task,
+    UbootEnvironment,
+    load_meta_conf,
+    parse_int,
+)
+from nhlink_dbus.core.fwup_meta import meta_uuid
+from nhlink_dbus.errors import FirmwareError, NhlinkError
+
+SIG_ENTRY = "meta.conf.ed25519"
+META_ENTRY = "meta.conf"
+
+# GPT_SIZE in fwup: one header block plus 128 entries of 128 bytes.
+GPT_SIZE = BLOCK + 128 * 128
+
+
+class ApplyListener(Protocol):
+    """Receives what fwup would print while applying."""
+
+    def progress(self, percent: int) -> None: ...
+
+    def warning(self, text: str) -> None: ...
+
+
+class FatWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class FatOps(Protocol):
+    """FAT file system operations on the target at a block offset."""
+
+    def mkfs(self, block_offset: int, block_count: int) -> None: ...
+
+    def open_write(self, block_offset: int, path: str) -> FatWriter: ...
+
+    def mv(self, block_offset: int, src: str, dst: str, force: bool) -> None: ...
+
+    def rm(self, block_offset: int, path: str, must_exist: bool) -> None: ...
+
+    def cp(self, block_offset: int, src: str, dst: str) -> None: ...
+
+    def mkdir(self, block_offset: int, path: str) -> None: ...
+
+    def setlabel(self, block_offset: int, label: str) -> None: ...
+
+    def touch(self, block_offset: int, path: str) -> None: ...
+
+    def attrib(self, block_offset: int, path: str, attrib: str) -> None: ...
+
+    def exists(self, block_offset: int, path: str) -> bool: ...
+
+    def read(self, block_offset: int, path: str) -> bytes | None: ...
+
+
+class HostOps(Protocol):
+    """Actions and checks that touch the host (gated by ``unsafe``)."""
+
+    def open_path(self, path: str) -> FatWriter: ...
+
+    def open_pipe(self, command: str) -> FatWriter: ...
+
+    def execute(self, command: str) -> None: ...
+
+    def path_on_device(self, path: str, device: str) -> bool: ...
+
+    def path_at_offset(self, path: str, block_offset: int) -> bool: ...
+
+
+SignatureCheck = Callable[[bytes, bytes, bytes], bool]  # (public key, signature, message)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyOptions:
+    task: str
+    public_keys: Sequence[bytes] = ()
+    unsafe: bool = False
+    verbose: bool = False
+    total_blocks: int | None = None  # size of the target, for MBR/GPT "expand"
+
+
+class _Progress:
+    def __init__(self, listener: ApplyListener) -> None:
+        self.listener = listener
+        self.total = 0
+        self.done = 0
+        self.last = 0  # PR 0 is sent before the archive is opened
+
+    def report(self, units: int) -> None:
+        self.done += units
+        if self.total <= 0:
+            return
+        percent = min(self.done * 100 // self.total, 99)
+        if percent > self.last:
+            self.last = percent
+            self.listener.progress(percent)
+
+
+class _Consumer:
+    """One resource-consuming action fed while the resource streams."""
+
+    def __init__(self, name: str, sink: Callable[[bytes, int], None],
+                 close: Callable[[], None], abort: Callable[[], None]) -> None:
+        self.name = name
+        self.sink = sink
+        self.close = close
+        self.abort = abort
+
+
+class Applier:
+    """Apply one archive to one target; see the module docstring."""
+
+    def __init__(
+        self,
+        options: ApplyOptions,
+        cache: BlockCache,
+        listener: ApplyListener,
+        check_signature: SignatureCheck,
+        fat: FatOps | None = None,
+        host: HostOps | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.options = options
+        self.cache = cache
+        self.listener = listener
+        self.check_signature = check_signature
+        self.fat = fat
+        self.host = host
+        self.environ = dict(environ or {})
+        self.reader = ZipStreamReader()
+        self.progress = _Progress(listener)
+        self.signature: bytes | None = None
+        self.sig_buf = bytearray()
+        self.meta_buf = bytearray()
+        self.conf: MetaConf | None = None
+        self.task: Task | None = None
+        self.done = False
+        self.failed = False
+        self._entry: str | None = None
+        self._pending: list[Action] = []
+        self._consumer: _Consumer | None = None
+        self._resource: FileResource | None = None
+        self._hasher: hashlib._Hash | None = None
+        self._res_len = 0
+        self._seen: set[str] = set()
+
+    # -- driving ----------------------------------------------------------------------
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        """Consume input; raise :class:`NhlinkError` (after on-error) on failure."""
+        if self.done or self.failed:
+            return
+        self._guard(lambda: self._events(self.reader.feed(chunk)))
+
+    def finish(self) -> None:
+        """End of input. Raises if the archive was cut short."""
+        if self.done or self.failed:
+            return
+        self._guard(lambda: self._events(self.reader.finish()))
+
+    def _guard(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except NhlinkError:
+            self._fail()
+            raise
+
+    def _fail(self) -> None:
+        self.failed = True
+        if self._consumer is not None:
+            self._consumer.abort()
+            self._consumer = None
+        self.cache.discard()
+        if self.task is not None:
+            try:
+                for action in self.task.on_error:
+                    self._run(action)
+            except NhlinkError:
+                pass  # the first error is the one reported
+            self.cache.discard()
+
+    def _events(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, EntryData):
+                self._data(ev)
+            elif isinstance(ev, EntryStart):
+                self._start(ev)
+            elif isinstance(ev, EntryEnd):
+                self._end(ev)
+            elif isinstance(ev, ArchiveEnd):
+                self._archive_end()
+
+    # -- archive entries ------------------------------------------------------------------
+
+    def _start(self, ev: EntryStart) -> None:
+        self._entry = ev.name
+        if self.conf is None:
+            if ev.name == SIG_ENTRY and self.signature is None and not self.meta_buf:
+                return
+            if ev.name == META_ENTRY:
+                return
+            raise FirmwareError("Expecting meta.conf to be at the beginning of the archive")
+        if not ev.name.startswith("data/"):
+            raise FirmwareError(f"Unexpected file in archive: {ev.name}")
+        name = ev.name[5:]
+        resource = self.conf.resources.get(name)
+        if resource is None:
+            raise FirmwareError(f"Unexpected resource in archive: '{name}'")
+        self._seen.add(name)
+        assert self.task is not None
+        self._resource = resource
+        self._pending = list(self.task.on_resource.get(name, ()))
+        self._hasher = None
+        self._res_len = 0
+        self._run_until_consumer()
+
+    def _data(self, ev: EntryData) -> None:
+        if self.conf is None:
+            buf = self.sig_buf if ev.name == SIG_ENTRY else self.meta_buf
+            buf += ev.data
+            if len(buf) > 1 << 20:
+                raise FirmwareError(f"{ev.name} is too large")
+            return
+        if self._consumer is None:
+            return  # resource not used by this task
+        assert self._hasher is not None
+        self._hasher.update(ev.data)
+        self._consumer.sink(ev.data, self._res_len)
+        self._res_len += len(ev.data)
+        self.progress.report(len(ev.data))
+
+    def _end(self, ev: EntryEnd) -> None:
+        if self.conf is None:
+            if ev.name == SIG_ENTRY:
+                if len(self.sig_buf) != 64:
+                    raise FirmwareError("Invalid signature file in archive")
+                self.signature = bytes(self.sig_buf)
+            else:
+                self._load_meta(bytes(self.meta_buf))
+            return
+        consumer = self._consumer
+        if consumer is not None:
+            self._consumer = None
+            res = self._resource
+            assert res is not None and self._hasher is not None
+            if self._res_len != res.length:
+                consumer.abort()
+                if self._res_len == 0:
+                    raise FirmwareError(
+                        f"{consumer.name} didn't write anything and was likely called twice in"
+                        f" an on-resource for '{res.name}'. Try a \"cp\" function."
+                    )
+                raise FirmwareError(
+                    f"{consumer.name} wrote {self._res_len} bytes for '{res.name}',"
+                    f" but should have written {res.length}"
+                )
+            if self._hasher.hexdigest() != res.blake2b_256:
+                consumer.abort()
+                raise FirmwareError(f"{consumer.name} detected blake2b mismatch on '{res.name}'")
+            consumer.close()
+            self._run_until_consumer()
+            if self._consumer is not None:
+                raise FirmwareError(
+                    f"{self._consumer.name} didn't write anything and was likely called twice in"
+                    f" an on-resource for '{res.name}'. Try a \"cp\" function."
+                )
+        self._resource = None
+        self._entry = None
+
+    def _archive_end(self) -> None:
+        if self.conf is None:
+            raise FirmwareError("Invalid firmware archive: no meta.conf")
+        assert self.task is not None
+        for name in self.task.on_resource:
+            if name not in self._seen:
+                raise FirmwareError(f"Resource {name} not found in archive")
+        for action in self.task.on_finish:
+            self._run(action)
+        self.cache.flush()
+        self.done = True
+
+    # -- meta.conf ----------------------------------------------------------------------------
+
+    def _load_meta(self, text: bytes) -> None:
+        keys = self.options.public_keys
+        if keys:
+            if self.signature is None:
+                raise FirmwareError("Expecting signed firmware archive.")
+            if not any(self.check_signature(k, self.signature, text) for k in keys):
+                raise FirmwareError(
+                    "Firmware archive's meta.conf fails digital signature verification."
+                )
+        elif self.signature is not None and self.options.verbose:
+            self.listener.warning("Firmware archive is signed, but signature verification is off.")
+        variables = dict(self.environ)
+        variables["FWUP_META_UUID"] = meta_uuid(text)
+        conf = load_meta_conf(text, variables)
+        self.conf = conf
+        self._validate_references(conf)
+        self.task = self._select_task(conf)
+        self.progress.total = self._units(conf, self.task)
+        for action in self.task.on_init:
+            self._run(action)
+
+    def _validate_references(self, conf: MetaConf) -> None:
+        for task in conf.tasks:
+            blocks = [task.on_init, task.on_finish, task.on_error, *task.on_resource.values()]
+            for block in blocks:
+                for a in block:
+                    if a.name == "mbr_write" and a.args[0] not in conf.mbrs:
+                        raise FirmwareError("mbr_write can't find mbr reference")
+                    if a.name == "gpt_write" and a.args[0] not in conf.gpts:
+                        raise FirmwareError("gpt_write can't find gpt reference")
+                    if a.name.startswith("uboot_") and a.args[0] not in conf.uboot_envs:
+                        raise FirmwareError(
+                            f"{a.name} can't find uboot-environment reference {a.args[0]}"
+                        )
+            for name in task.on_resource:
+                if name not in conf.resources:
+                    raise FirmwareError(f"Resource {name} not found in archive")
+
+    def _select_task(self, conf: MetaConf) -> Task:
+        wanted = self.options.task
+        for task in conf.tasks:
+            if task.name.startswith(wanted) and all(self._requirement(r) for r in task.requirements):
+                return task
+        raise FirmwareError(
+            f"Couldn't find applicable task '{wanted}'. If task is available, the task's"
+            " requirements may not be met."
+        )
+
+    def _requirement(self, req: Action) -> bool:
+        assert self.conf is not None
+        a = req.args
+        if req.name == "require-uboot-variable":
+            env = self.conf.uboot_envs.get(a[0])
+            if env is None:
+                raise FirmwareError(f"{req.name} can't find uboot-environment reference {a[0]}")
+            try:
+                values = uboot_env.decode(self._read_env(env))
+            except uboot_env.UbootEnvError:
+                return False
+            return values.get(a[1]) == a[2]
+        if req.name == "require-partition-offset":
+            index = parse_int(a[0], req.name)
+            offset = parse_int(a[1], req.name)
+            sector0 = self.cache.pread(BLOCK, 0)
+            return any(i == index and start == offset
+                       for i, start in mbr_codec.partition_offsets(sector0))
+        if req.name in ("require-fat-file-exists", "require-fat-file-match"):
+            fat = self._fat_ops(req.name)
+            block_offset = parse_int(a[0], req.name)
+            sync_range(self.cache, block_offset * BLOCK, None)
+            if req.name == "require-fat-file-exists":
+                return fat.exists(block_offset, a[1])
+            content = fat.read(block_offset, a[1])
+            return content is not None and a[2].encode() in content
+        host = self.host
+        if host is None:
+            return False
+        if req.name == "require-path-on-device":
+            return host.path_on_device(a[0], a[1])
+        if req.name == "require-path-at-offset":
+            return host.path_at_offset(a[0], parse_int(a[1], req.name))
+        raise FirmwareError(f"Unsupported requirement '{req.name}'")
+
+    # -- progress ------------------------------------------------------------------------------
+
+    def _units(self, conf: MetaConf, task: Task) -> int:
+        total = 0
+        blocks: list[tuple[Action, FileResource | None]] = []
+        blocks += [(a, None) for a in task.on_init]
+        for name, actions in task.on_resource.items():
+            blocks += [(a, conf.resources[name]) for a in actions]
+        blocks += [(a, None) for a in task.on_finish]
+        for action, res in blocks:
+            total += self._action_units(action, res)
+        return total
+
+    def _action_units(self, action: Action, res: FileResource | None) -> int:
+        assert self.conf is not None
+        name = action.name
+        if name in RESOURCE_ACTIONS:
+            return res.length if res is not None else 0
+        if name == "raw_memset":
+            return parse_int(action.args[1], name) * BLOCK
+        if name.startswith("uboot_"):
+            env = self.conf.uboot_envs.get(action.args[0])
+            return env.block_count * BLOCK if env else BLOCK
+        if name == "gpt_write":
+            return 2 * GPT_SIZE
+        if name == "trim":
+            return parse_int(action.args[1], name) // 256
+        if name in ("info", "error"):
+            return 0
+        return BLOCK  # mbr_write, fat_* other than fat_write, execute
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    def _run_until_consumer(self) -> None:
+        while self._pending:
+            action = self._pending.pop(0)
+            if action.name in RESOURCE_ACTIONS:
+                self._consumer = self._open_consumer(action)
+                self._hasher = hashlib.blake2b(digest_size=32)
+                self._res_len = 0
+                return
+            self._run(action)
+
+    def _open_consumer(self, action: Action) -> _Consumer:
+        name = action.name
+        if name == "raw_write":
+            if len(action.args) > 1:
+                raise FirmwareError("raw_write: encrypted writes (cipher=) are not supported")
+            dest = parse_int(action.args[0], name) * BLOCK
+            writer = PadToBlockWriter(self.cache)
+            return _Consumer(
+                name,
+                lambda data, off: writer.pwrite(data, dest + off),
+                writer.flush,
+                lambda: None,
+            )
+        if name == "fat_write":
+            fat = self._fat_ops(name)
+            block_offset = parse_int(action.args[0], name)
+            sync_range(self.cache, block_offset * BLOCK, None)
+            fw = fat.open_write(block_offset, action.args[1])
+            return _Consumer(name, lambda data, _off: fw.write(data), fw.commit, fw.abort)
+        host = self._host_ops(name)
+        target = host.open_path(action.args[0]) if name == "path_write" else host.open_pipe(
+            action.args[0]
+        )
+        return _Consumer(name, lambda data, _off: target.write(data), target.commit, target.abort)
+
+    def _fat_ops(self, what: str) -> FatOps:
+        if self.fat is None:
+            raise FirmwareError(f"{what}: FAT support is not available")
+        return self.fat
+
+    def _host_ops(self, what: str) -> HostOps:
+        if not self.options.unsafe:
+            raise FirmwareError(f"{what} requires --unsafe")
+        if self.host is None:
+            raise FirmwareError(f"{what} is not available")
+        return self.host
+
+    def _read_env(self, env: UbootEnvironment) -> bytes:
+        return self.cache.pread(env.block_count * BLOCK, env.block_offset * BLOCK)
+
+    def _write_env(self, env: UbootEnvironment, values: dict[str, str]) -> None:
+        size = env.block_count * BLOCK
+        self.cache.pwrite(uboot_env.encode(values, size), env.block_offset * BLOCK, False)
+
+    def _env_values(self, env: UbootEnvironment, who: str) -> dict[str, str]:
+        try:
+            return uboot_env.decode(self._read_env(env))
+        except uboot_env.UbootEnvError as exc:
+            raise FirmwareError(f"{who}: {exc}") from None
+
+    def _run(self, action: Action) -> None:
+        assert self.conf is not None
+        name, a = action.name, action.args
+        units = self._action_units(action, None)
+        if name == "info":
+            self.listener.warning(a[0])
+        elif name == "error":
+            raise FirmwareError(a[0])
+        elif name == "raw_memset":
+            dest = parse_int(a[0], name) * BLOCK
+            count = parse_int(a[1], name)
+            value = parse_int(a[2], name)
+            if count < 1 or not 0 <= value <= 255:
+                raise FirmwareError("raw_memset requires a positive block count and a byte value")
+            block = bytes([value]) * BLOCK
+            for i in range(count):
+                offset = dest + i * BLOCK
+                try:
+                    self.cache.pwrite(block, offset, True)
+                except NhlinkError:
+                    raise FirmwareError(
+                        f"raw_memset couldn't write {BLOCK} bytes to offset {offset}"
+                    ) from None
+                self.progress.report(BLOCK)
+            return
+        elif name == "mbr_write":
+            sector = mbr_codec.encode(self.conf.mbrs[a[0]], self.options.total_blocks)
+            self.cache.pwrite(sector, 0, False)
+        elif name == "gpt_write":
+            self._gpt_write(a[0])
+        elif name == "uboot_clearenv":
+            self._write_env(self.conf.uboot_envs[a[0]], {})
+        elif name == "uboot_setenv":
+            env = self.conf.uboot_envs[a[0]]
+            values = self._env_values(env, name)
+            values[a[1]] = a[2]
+            self._write_env(env, values)
+        elif name == "uboot_unsetenv":
+            env = self.conf.uboot_envs[a[0]]
+            values = self._env_values(env, name)
+            values.pop(a[1], None)
+            self._write_env(env, values)
+        elif name == "uboot_recover":
+            env = self.conf.uboot_envs[a[0]]
+            try:
+                uboot_env.decode(self._read_env(env))
+            except uboot_env.UbootEnvError:
+                self._write_env(env, {})
+        elif name == "trim":
+            self.cache.trim(parse_int(a[0], name) * BLOCK, parse_int(a[1], name) * BLOCK)
+        elif name.startswith("fat_"):
+            self._fat_action(name, a)
+        elif name == "execute":
+            self._host_ops(name).execute(a[0])
+        else:
+            raise FirmwareError(f"Unsupported function '{name}'")
+        self.progress.report(units)
+
+    def _gpt_write(self, gpt_name: str) -> None:
+        from nhlink_dbus.core import gpt  # noqa: PLC0415  (optional module)
+
+        assert self.conf is not None
+        if self.options.total_blocks is None:
+            raise FirmwareError("gpt_write needs the size of the destination")
+        writes = gpt.build_from_section(self.conf.gpts[gpt_name], self.options.total_blocks)
+        for offset, data in writes:
+            self.cache.pwrite(data, offset, False)
+
+    def _fat_action(self, name: str, a: tuple[str, ...]) -> None:
+        fat = self._fat_ops(name)
+        block_offset = parse_int(a[0], name)
+        start = block_offset * BLOCK
+        if name == "fat_mkfs":
+            count = parse_int(a[1], name)
+            sync_range(self.cache, start, start + count * BLOCK)
+            fat.mkfs(block_offset, count)
+            return
+        sync_range(self.cache, start, None)
+        if name in ("fat_mv", "fat_mv!"):
+            fat.mv(block_offset, a[1], a[2], force=name.endswith("!"))
+        elif name in ("fat_rm", "fat_rm!"):
+            fat.rm(block_offset, a[1], must_exist=name.endswith("!"))
+        elif name == "fat_cp":
+            fat.cp(block_offset, a[1], a[2])
+        elif name == "fat_mkdir":
+            fat.mkdir(block_offset, a[1])
+        elif name == "fat_setlabel":
+            fat.setlabel(block_offset, a[1])
+        elif name == "fat_touch":
+            fat.touch(block_offset, a[1])
+        elif name == "fat_attrib":
+            fat.attrib(block_offset, a[1], a[2])
+        else:
+            raise FirmwareError(f"Unsupported function '{name}'")
+
+
+__all__ = [
+    "HOST_ACTIONS",
+    "ApplyListener",
+    "ApplyOptions",
+    "Applier",
+    "FatOps",
+    "FatWriter",
+    "HostOps",
+    "SignatureCheck",
+]

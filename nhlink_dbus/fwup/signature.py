@@ -1,0 +1,31 @@
+"""Ed25519 checks and fwup key parsing (the one place that uses ``cryptography``)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from nhlink_dbus.errors import ConfigError
+
+
+def check_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """True if ``signature`` is a valid Ed25519 signature of ``message``."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def parse_public_key(text: str, where: str = "public key") -> bytes:
+    """A fwup public key: base64 of 32 bytes, as ``fwup -g`` writes it."""
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{where}: not valid base64") from None
+    if len(raw) != 32:
+        raise ConfigError(f"{where}: expecting a 32-byte Ed25519 public key, got {len(raw)} bytes")
+    return raw
