@@ -145,9 +145,7 @@ def test_own_vectors_match_an_independent_derivation(
         "nhd_" + "A" * 43,
         identifier,
         now,
-        params.digest,
-        params.iterations,
-        params.length,
+        params,
     )
     # and the server-side check of core.nh1 accepts them
     token = verify_headers(headers, {"nhd_" + "A" * 43: "b" * 43}, now_ms=now * 1000)
