@@ -7,6 +7,7 @@ as NervesKey devices use)::
     server.pem / server-key.pem         server certificate for 127.0.0.1, ::1 and localhost
     device-ca.pem / device-ca-key.pem   device CA: the sim accepts device certs it issued
 
+:func:`load_or_generate_pki` reuses a folder's PKI when it is complete.
 :func:`issue_device_cert` makes ``<identifier>.pem`` / ``<identifier>-key.pem``
 with CN = the device identifier, signed by the device CA (or by any other CA
 made with :func:`generate_ca`, e.g. to test an unknown CA). These are test
@@ -162,6 +163,21 @@ def generate_pki(folder: Path, *, server_names: tuple[str, ...] = ()) -> SimPKI:
     )
     device_ca = generate_ca(folder, "device-ca")
     return SimPKI(folder, ca, server, device_ca)
+
+
+def load_or_generate_pki(folder: Path) -> SimPKI:
+    """The complete PKI already in ``folder`` (device certs stay valid), else a new one."""
+    folder = folder.resolve()
+    pki = SimPKI(
+        folder,
+        CertPair(folder / "ca.pem", folder / "ca-key.pem"),
+        CertPair(folder / "server.pem", folder / "server-key.pem"),
+        CertPair(folder / "device-ca.pem", folder / "device-ca-key.pem"),
+    )
+    pairs = (pki.ca, pki.server, pki.device_ca)
+    if all(p.cert.is_file() and p.key.is_file() for p in pairs):
+        return pki
+    return generate_pki(folder)
 
 
 def issue_device_cert(ca: CertPair, identifier: str, folder: Path, *, days: int = 30) -> CertPair:

@@ -10,6 +10,7 @@
     nhlink-hub-sim close --device ID [--code 1012] | break --device ID | drain
     nhlink-hub-sim fault add --kind cut --path /firmware/x.fw --after 4096 [--times 1]
     nhlink-hub-sim fault list | fault clear | http-log [--clear] | handshakes | info
+    nhlink-hub-sim cert --cert-dir ./pki --device ID     (offline: issue a device certificate)
     nhlink-hub-sim config join_reply=error reply_heartbeats=false idle_timeout_s=5
 
 ``serve`` prints one JSON line (URLs, PKI paths) on stdout once it listens, then
@@ -36,6 +37,7 @@ import httpx
 
 from nhlink_dbus.errors import ConfigError
 from nhlink_dbus.hubsim.auth import SharedSecret
+from nhlink_dbus.hubsim.certs import issue_device_cert, load_or_generate_pki
 from nhlink_dbus.hubsim.files import FAULT_KINDS
 from nhlink_dbus.hubsim.sim import JOIN_REPLIES, HubSim, HubSimConfig
 
@@ -79,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--fastlane", action="store_true", help="pushes with join_ref null")
     serve.add_argument("--no-url-token", action="store_true", help="serve unsigned URLs too")
     serve.add_argument("-v", "--verbose", action="store_true", help="log frames (DEBUG)")
+
+    cert = commands.add_parser("cert", help="issue a device certificate (no server needed)")
+    cert.add_argument("--cert-dir", type=Path, required=True, help="the serve --cert-dir")
+    cert.add_argument("--device", required=True, help="identifier (the certificate CN)")
 
     commands.add_parser("info", help="URLs and connected devices")
     devices = commands.add_parser("devices", help="devices, or one device with its frames")
@@ -166,11 +172,11 @@ async def _serve(args: argparse.Namespace) -> None:
         control_port=args.control_port,
         tls=args.tls,
         http_tls=args.http_tls,
-        cert_dir=args.cert_dir,
+        cert_dir=args.cert_dir.resolve() if args.cert_dir else None,
         shared_secrets=_secrets(args),
         nh1_max_age_s=args.nh1_max_age,
         idle_timeout_s=args.idle_timeout or None,
-        fw_dir=args.fw,
+        fw_dir=args.fw.resolve() if args.fw else None,
         require_url_token=not args.no_url_token,
         fwup_public_keys=args.fwup_key,
         archive_public_keys=args.archive_key,
@@ -314,9 +320,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 level=logging.DEBUG if args.verbose else logging.INFO,
                 format="%(asctime)s %(name)s %(levelname)s %(message)s",
             )
+            if not args.verbose:
+                logging.getLogger("websockets").setLevel(logging.WARNING)
             asyncio.run(_serve(args))
             return 0
-        answer = _command(args)
+        if args.command == "cert":
+            pki = load_or_generate_pki(args.cert_dir)
+            pair = issue_device_cert(pki.device_ca, args.device, pki.folder)
+            answer: Any = {"cert": str(pair.cert), "key": str(pair.key), "ca": str(pki.ca.cert)}
+        else:
+            answer = _command(args)
     except ConfigError as exc:
         print(f"nhlink-hub-sim: {exc}", file=sys.stderr)
         return 1

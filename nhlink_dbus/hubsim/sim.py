@@ -19,7 +19,7 @@ from nhlink_dbus.errors import ConfigError, ProtocolError, StateError
 from nhlink_dbus.hubsim import _ws
 from nhlink_dbus.hubsim._http import HttpServer
 from nhlink_dbus.hubsim.auth import Accepted, HttpAnswer, SharedSecret, decide
-from nhlink_dbus.hubsim.certs import CertPair, SimPKI, generate_pki, issue_device_cert
+from nhlink_dbus.hubsim.certs import CertPair, SimPKI, issue_device_cert, load_or_generate_pki
 from nhlink_dbus.hubsim.certs import server_context as _server_context
 from nhlink_dbus.hubsim.files import Fault, FileServer, HttpLogEntry
 from nhlink_dbus.hubsim.files import firmware_meta as read_firmware_meta
@@ -49,7 +49,7 @@ class HubSimConfig:
     control_port: int | None = None  # None: no control API server (the in-process API is enough)
     tls: bool = False  # wss:// with TLS 1.2 and optional device certificates
     http_tls: bool = False  # https:// for the file server (same server certificate)
-    cert_dir: Path | None = None  # where the test PKI is written; default a temp dir
+    cert_dir: Path | None = None  # test PKI folder (reused if complete); default a temp dir
     shared_secrets: Sequence[SharedSecret] = ()
     nh1_max_age_s: int = 90
     idle_timeout_s: float | None = 180.0  # live; None disables it
@@ -199,7 +199,7 @@ class HubSim:
                 if folder is None:
                     self._tmp = tempfile.TemporaryDirectory(prefix="nhlink-hub-sim-")
                     folder = Path(self._tmp.name)
-                self.pki = generate_pki(folder)
+                self.pki = load_or_generate_pki(folder)
             if self.config.tls:
                 ws_ssl = _server_context(self.pki, client_certs=True)
             if self.config.http_tls:
@@ -496,7 +496,7 @@ class HubSim:
             self.handshakes.append(
                 HandshakeRecord(path, decision.status, decision.reason, None, None, time.time())
             )
-            logger.info("refused %s: %d (%s)", path, decision.status, decision.reason)
+            logger.info("upgrade %s answered %d (%s)", path, decision.status, decision.reason)
             self._changed()
             return _ws.Reject(decision.status, decision.body, decision.headers)
         self.handshakes.append(

@@ -204,3 +204,13 @@ async def test_cli_against_running_serve(
 def test_cli_unreachable_control(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--control", "http://127.0.0.1:9", "devices"]) == 1
     assert "cannot reach" in capsys.readouterr().err
+
+
+def test_cli_cert_reuses_the_pki(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cert", "--cert-dir", str(tmp_path), "--device", "kiosk-1"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    ca = Path(first["ca"]).read_bytes()
+    assert main(["cert", "--cert-dir", str(tmp_path), "--device", "kiosk-2"]) == 0
+    second = json.loads(capsys.readouterr().out)
+    assert Path(second["ca"]).read_bytes() == ca
+    assert Path(second["cert"]).name == "kiosk-2.pem"
