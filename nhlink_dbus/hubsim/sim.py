@@ -333,12 +333,21 @@ class HubSim:
         fastlane: bool | None = None,
     ) -> Frame:
         """Push ``event`` to a device that joined ``topic``; return the frame sent."""
-        session = self._session(device_id)
+        return await self._push_on(self._session(device_id), event, payload, topic, fastlane)
+
+    async def _push_on(
+        self,
+        session: _Session,
+        event: str,
+        payload: Any,
+        topic: str = "device",
+        fastlane: bool | None = None,
+    ) -> Frame:
         join_ref = session.device.joined_topics.get(topic)
         if fastlane if fastlane is not None else self.config.fastlane:
             join_ref = None
         elif join_ref is None:
-            raise StateError(f"device {device_id!r} has not joined {topic!r}")
+            raise StateError(f"device {session.device.identifier!r} has not joined {topic!r}")
         frame = Frame(join_ref, None, topic, event, {} if payload is None else payload)
         await self._send(session, frame)
         return frame
@@ -630,25 +639,28 @@ class HubSim:
             response = dict(self.updates.get(device.identifier, {"update_available": False}))
         device.joined_topics[topic] = frame.join_ref or ""
         await self._send(session, reply(frame, frame.join_ref, "ok", response))
-        await self._after_join(device.identifier, params)
+        await self._after_join(session, params)
 
-    async def _after_join(self, device_id: str, params: dict[str, Any]) -> None:
+    async def _after_join(self, session: _Session, params: dict[str, Any]) -> None:
         """The server's after-join pushes, in its order (protocol.md §3.2)."""
+        device_id = session.device.identifier
+        pushes: list[tuple[str, Any]] = []
         if params.get("fwup_public_keys") == "on_connect":
-            await self.push(device_id, "fwup_public_keys", {"keys": self.config.fwup_public_keys})
+            pushes.append(("fwup_public_keys", {"keys": self.config.fwup_public_keys}))
         if params.get("archive_public_keys") == "on_connect":
-            keys = self.config.archive_public_keys
-            await self.push(device_id, "archive_public_keys", {"keys": keys})
+            pushes.append(("archive_public_keys", {"keys": self.config.archive_public_keys}))
         archive = self.archives.get(device_id)
         if archive is not None and _version_at_least(
             params.get("device_api_version", "1.0.0"), (2, 0, 0)
         ):
-            await self.push(device_id, "archive", archive)
+            pushes.append(("archive", archive))
         if self.config.health_check:
-            await self.push(device_id, "check_health", {})
+            pushes.append(("check_health", {}))
         update = self.updates.get(device_id)
         if update is not None and self.config.push_update_on_join:
-            await self.push(device_id, "update", update)
+            pushes.append(("update", update))
+        for event, payload in pushes:
+            await self._push_on(session, event, payload)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
