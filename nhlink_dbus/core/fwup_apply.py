@@ -155,8 +155,13 @@ class _Progress:
 class _Consumer:
     """One resource-consuming action fed while the resource streams."""
 
-    def __init__(self, name: str, sink: Callable[[bytes, int], None],
-                 close: Callable[[], None], abort: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        sink: Callable[[bytes, int], None],
+        close: Callable[[], None],
+        abort: Callable[[], None],
+    ) -> None:
         self.name = name
         self.sink = sink
         self.close = close
@@ -196,7 +201,7 @@ class Applier:
         self._pending: list[Action] = []
         self._consumer: _Consumer | None = None
         self._resource: FileResource | None = None
-        self._hasher: hashlib._Hash | None = None
+        self._hasher: hashlib.blake2b | None = None
         self._res_len = 0
         self._seen: set[str] = set()
 
@@ -378,7 +383,9 @@ class Applier:
     def _select_task(self, conf: MetaConf) -> Task:
         wanted = self.options.task
         for task in conf.tasks:
-            if task.name.startswith(wanted) and all(self._requirement(r) for r in task.requirements):
+            if task.name.startswith(wanted) and all(
+                self._requirement(r) for r in task.requirements
+            ):
                 return task
         raise FirmwareError(
             f"Couldn't find applicable task '{wanted}'. If task is available, the task's"
@@ -401,8 +408,9 @@ class Applier:
             index = parse_int(a[0], req.name)
             offset = parse_int(a[1], req.name)
             sector0 = self.cache.pread(BLOCK, 0)
-            return any(i == index and start == offset
-                       for i, start in mbr_codec.partition_offsets(sector0))
+            return any(
+                i == index and start == offset for i, start in mbr_codec.partition_offsets(sector0)
+            )
         if req.name in ("require-fat-file-exists", "require-fat-file-match"):
             fat = self._fat_ops(req.name)
             block_offset = parse_int(a[0], req.name)
@@ -483,8 +491,10 @@ class Applier:
             fw = fat.open_write(block_offset, action.args[1])
             return _Consumer(name, lambda data, _off: fw.write(data), fw.commit, fw.abort)
         host = self._host_ops(name)
-        target = host.open_path(action.args[0]) if name == "path_write" else host.open_pipe(
-            action.args[0]
+        target = (
+            host.open_path(action.args[0])
+            if name == "path_write"
+            else host.open_pipe(action.args[0])
         )
         return _Consumer(name, lambda data, _off: target.write(data), target.commit, target.abort)
 
@@ -611,9 +621,9 @@ class Applier:
 
 __all__ = [
     "HOST_ACTIONS",
+    "Applier",
     "ApplyListener",
     "ApplyOptions",
-    "Applier",
     "FatOps",
     "FatWriter",
     "HostOps",

@@ -111,7 +111,7 @@ class ArchiveInspector:
     _sig: bytearray = field(default_factory=bytearray)
     _meta: bytearray = field(default_factory=bytearray)
     _created: datetime | None = None
-    _hash: hashlib._Hash | None = None
+    _hash: hashlib.blake2b | None = None
     _length: int = 0
     _name: str = ""
 

@@ -94,7 +94,10 @@ def stdin_bytes(name: str | None) -> bytes:
     """Rebuild the stdin a record names (EXPECT.md says how each was made)."""
     if name is None or name == "/dev/null":
         return b""
-    m = re.fullmatch(r"(first-(\d+)-bytes-of-)?([a-z-]+\.fw)(\.framed(4k|1)(-noend|-without-last-4-bytes)?)?", name)
+    m = re.fullmatch(
+        r"(first-(\d+)-bytes-of-)?([a-z-]+\.fw)(\.framed(4k|1)(-noend|-without-last-4-bytes)?)?",
+        name,
+    )
     if not m:
         raise ValueError(f"unknown stdin {name}")
     data = (FIXTURES / m.group(3)).read_bytes()
@@ -104,3 +107,45 @@ def stdin_bytes(name: str | None) -> bytes:
         return data
     size = 4096 if m.group(5) == "4k" else len(data)
     return frame(data, size, end=m.group(6) is None)
+
+
+@dataclass(frozen=True)
+class InfoRecord:
+    """A ``-m`` / ``-l`` / ``-V`` run: command, exit code, stdout."""
+
+    fixture: str
+    title: str
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: bytes
+
+    @property
+    def id(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-")
+        return f"{self.fixture}:{slug[:60]}"
+
+
+def load_info_records() -> list[InfoRecord]:
+    out: list[InfoRecord] = []
+    for md in sorted(FIXTURES.glob("*.expect.md")):
+        fixture = md.name.removesuffix(".expect.md")
+        for title, body in _sections(md.read_text()):
+            if "Target setup" in body:
+                continue
+            m = re.search(
+                r"```\n(fwup [^\n]+)\n```\n\nExit code: \*\*(\d)\*\*; stderr: `\"\"`\n\n"
+                r"(?:Raw stdout: `(framing/[^`]+)`|```\n(.*?)```)",
+                body,
+                flags=re.S,
+            )
+            if not m:
+                continue
+            stdout = (
+                (FIXTURES / m.group(3)).read_bytes()
+                if m.group(3)
+                else m.group(4).encode()
+            )
+            out.append(
+                InfoRecord(fixture, title, tuple(shlex.split(m.group(1))[1:]), int(m.group(2)), stdout)
+            )
+    return out
