@@ -19,6 +19,7 @@ import pytest
 
 from nhlink_dbus.aio.hub_client import HubClient
 from nhlink_dbus.core import hub_messages as hm
+from nhlink_dbus.core.backoff import delay_list
 from nhlink_dbus.core.hub_session import (
     ChannelDown,
     Connected,
@@ -263,8 +264,28 @@ async def test_wrong_secret_gets_401_and_reconnects_follow_the_delay_list(sim: H
     assert len(refused) >= 5
     gaps = [b.time - a.time for a, b in itertools.pairwise(refused[:5])]
     for gap, expected in zip(gaps, [0.06, 0.12, 0.24, 0.24], strict=True):
-        assert expected - 0.005 <= gap <= expected + 0.15, gaps
+        assert expected - 0.005 <= gap <= expected + 0.4, gaps
     assert DEV not in sim.devices or not sim.devices[DEV].connected
+
+
+async def test_401_backoff_with_delay_list_semantics_end_to_end(sim: HubSim) -> None:
+    """delay_list(20, 100, 0.5), re-drawn per disconnect: [j(20), j(40), j(80), j(100), …]."""
+    rec = Recorder()
+    client = HubClient(
+        nh1_settings(sim, secret="wrong"),
+        DEVICE,
+        on_event=rec,
+        reconnect_backoff=lambda: delay_list(20, 100, 0.5),
+    )
+    async with running(client):
+        await rec.wait(Disconnected, count=6, timeout=5)
+    waits = [d.reconnect_in_ms for d in rec.of(Disconnected)[:6]]
+    for wait, base in zip(waits, [20, 40, 80, 100, 100, 100], strict=True):
+        assert base <= wait <= base * 1.5, waits
+    refused = [h for h in sim.handshakes if h.status == 401][:6]
+    gaps = [b.time - a.time for a, b in itertools.pairwise(refused)]
+    for gap, wait in zip(gaps, waits, strict=False):
+        assert wait / 1000 - 0.005 <= gap <= wait / 1000 + 0.4, (gaps, waits)
 
 
 async def test_set_backoff_replaces_the_list_and_success_resets_it(sim: HubSim) -> None:
