@@ -38,8 +38,6 @@ def _pick_connect() -> tuple[Callable[..., Any], str]:
 
 _connect, _HEADERS_ARG = _pick_connect()
 
-logger = logging.getLogger(__name__)
-
 # websockets logs the upgrade request's headers at DEBUG, and those carry the NH1
 # signature: its logger gets a level of its own so a global DEBUG never shows them.
 _library_logger = logging.getLogger(f"{__name__}.websockets")
@@ -114,6 +112,9 @@ async def open_connection(
 ) -> WsClient:
     """Open the WebSocket; raise :class:`AuthError` on 401/403, else :class:`HubConnectionError`.
 
+    websockets 10.4 spends up to ``close_timeout`` tearing down an attempt that hit
+    ``open_timeout``; newer releases return at once.
+
     No compression (2.5.2 negotiates no extension, §1.2) and no WebSocket pings of
     our own: the Phoenix heartbeat is the liveness check. Pings from the server
     are answered by websockets itself.
@@ -145,5 +146,5 @@ async def open_connection(
     except ssl.SSLError as exc:
         raise HubConnectionError(f"TLS handshake failed: {exc.reason or exc}") from exc
     except (OSError, EOFError, TimeoutError, ConnectionClosed) as exc:
-        raise HubConnectionError(f"cannot reach the hub: {exc or type(exc).__name__}") from exc
+        raise HubConnectionError(f"cannot reach the hub: {str(exc) or type(exc).__name__}") from exc
     return WsClient(raw)

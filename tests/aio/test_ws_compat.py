@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from nhlink_dbus.aio import ws_compat
 from nhlink_dbus.aio.hub_tls import server_hostname, tls_context
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth
 from nhlink_dbus.errors import AuthError, ConfigError, HubConnectionError
+from nhlink_dbus.hubsim import HubSim, HubSimConfig, SharedSecret
 
 NH1 = SharedSecretAuth("nhd_k", "s")
 
@@ -27,6 +29,26 @@ async def _asyncio_debug() -> None:
 def test_the_api_matching_the_installed_release_is_used() -> None:
     major = int(ws_compat.WEBSOCKETS_VERSION.split(".")[0])
     assert ("additional_headers" if major >= 13 else "extra_headers") == ws_compat._HEADERS_ARG
+
+
+async def test_a_whole_connection_raises_no_deprecation_warning() -> None:
+    """websockets 10.4 on Python 3.11, and the current release: no DeprecationWarning at all."""
+    config = HubSimConfig(shared_secrets=[SharedSecret("nhd_k", "s")])
+    async with HubSim(config) as sim:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ws = await ws_compat.open_connection(
+                sim.ws_url + "/device-socket/websocket?vsn=2.0.0",
+                headers=NH1.headers("dev", int(sim.config.clock())),
+            )
+            assert await ws.send('["1","1","device","phx_join",{}]')
+            reply = await ws.recv()
+            assert isinstance(reply, str) and "phx_reply" in reply
+            await ws.close()
+            while await ws.recv() is not None:  # after-join pushes still buffered
+                pass
+            assert "1000" in ws.close_reason
+    assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
 
 
 @contextlib.asynccontextmanager
@@ -84,8 +106,10 @@ async def test_other_statuses_eof_timeout_and_refused_are_connection_errors() ->
         with pytest.raises(HubConnectionError):
             await ws_compat.open_connection(f"ws://127.0.0.1:{port}/x")
     async with raw_http_server(None) as port:
-        with pytest.raises(HubConnectionError):
-            await ws_compat.open_connection(f"ws://127.0.0.1:{port}/x", open_timeout=0.2)
+        with pytest.raises(HubConnectionError, match=r"cannot reach the hub: .+"):
+            await ws_compat.open_connection(
+                f"ws://127.0.0.1:{port}/x", open_timeout=0.2, close_timeout=0.2
+            )
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         free_port = sock.getsockname()[1]
