@@ -106,12 +106,15 @@ class HubClient:
         return ref
 
     def push_fwup_progress(self, value: int) -> str | None:
+        """``fwup_progress {"value": 0..100}`` (ValueError outside that range)."""
         return self.push("fwup_progress", hm.fwup_progress(value))
 
     def push_status_update(self, status: str) -> str | None:
+        """``status_update {"status": …}``, e.g. ``"fwup error <message>"``."""
         return self.push("status_update", hm.status_update(status))
 
     def push_rebooting(self) -> str | None:
+        """``rebooting {}``: push it before a reboot the hub asked for."""
         return self.push("rebooting", {})
 
     def set_downloading(self, uuid: str | None) -> None:

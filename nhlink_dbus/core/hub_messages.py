@@ -192,6 +192,7 @@ def parse_keys(payload: Any, event: str) -> tuple[str, ...]:
 
 
 def parse_script_run(payload: Any) -> ScriptRun:
+    """``{"text": string, "ref": string}``."""
     if not isinstance(payload, dict):
         raise ProtocolError("scripts/run payload must be an object")
     return ScriptRun(

@@ -204,6 +204,7 @@ class HubSession:
         return self._schedule_reconnect(now, reason)
 
     def stop(self) -> None:
+        """Final: the driver is done with this session."""
         if self._conn is not None:
             self._conn.close()
         self._conn = None
@@ -256,12 +257,15 @@ class HubSession:
         return self._conn.push(hm.DEVICE_TOPIC, event, payload)
 
     def push_fwup_progress(self, value: int) -> str | None:
+        """``fwup_progress {"value": 0..100}`` (ValueError outside that range)."""
         return self.push("fwup_progress", hm.fwup_progress(value))
 
     def push_status_update(self, status: str) -> str | None:
+        """``status_update {"status": …}``."""
         return self.push("status_update", hm.status_update(status))
 
     def push_rebooting(self) -> str | None:
+        """``rebooting {}``."""
         return self.push("rebooting", {})
 
     def check_update_available(self) -> str | None:
