@@ -132,7 +132,7 @@ class BlockCache:
     def pwrite(self, buf: bytes | bytearray | memoryview, offset: int, streamed: bool) -> None:
         """Write whole blocks at a block-aligned offset (as fwup's cache requires)."""
         view = memoryview(buf)
-        while len(view):
+        while view:
             seg_off = offset - offset % SEGMENT
             into = offset - seg_off
             n = min(len(view), SEGMENT - into)
@@ -196,29 +196,37 @@ class PadToBlockWriter:
     def pwrite(self, data: bytes | memoryview, offset: int) -> None:
         view = memoryview(data)
         count = len(view)
+        if self._index and offset == self._offset + self._index:
+            # Fast path of fwup's ptbw_pwrite for sequential data: complete the
+            # buffered block, then write whole blocks, in a single cache write.
+            # As in fwup, a remainder of exactly one block stays buffered.
+            fill = BLOCK - self._index
+            if count < fill:
+                self._buf[self._index : self._index + count] = view
+                self._index += count
+                return
+            rest = count - fill
+            bulk = rest & ~(BLOCK - 1) if rest > BLOCK else 0
+            out = bytearray(self._buf[: self._index])
+            out += view[: fill + bulk]
+            self._cache.pwrite(out, self._offset, True)
+            tail = rest - bulk
+            self._offset += BLOCK + bulk
+            self._buf[:tail] = view[fill + bulk :]
+            self._index = tail
+            return
         if self._index:
             current = self._offset + self._index
             if offset < current:
                 raise TargetError("internal: non-sequential raw write")
-            if current < offset < self._offset + BLOCK:
+            if offset < self._offset + BLOCK:
+                # A small hole inside the buffered block: zero-fill up to it.
                 gap = offset - current
                 self._buf[self._index : self._index + gap] = bytes(gap)
                 self._index += gap
-                current = offset
-            if current == offset:
-                take = min(BLOCK - self._index, count)
-                self._buf[self._index : self._index + take] = view[:take]
-                self._index += take
-                view = view[take:]
-                count -= take
-                offset += take
-                if self._index == BLOCK:
-                    self._cache.pwrite(self._buf, self._offset, True)
-                    self._index = 0
-                else:
-                    return
-            else:
-                self.flush()
+                self.pwrite(view, offset)
+                return
+            self.flush()
         misalign = offset % BLOCK
         if misalign:
             self._buf[:misalign] = bytes(misalign)
@@ -255,7 +263,7 @@ def sync_range(cache: BlockCache, start: int, end: int | None) -> None:
     region of the target directly, so both see the same bytes.
     """
     # Accessing the cache's segments here keeps BlockCache's public API small.
-    segs = cache._segs  # noqa: SLF001
+    segs = cache._segs
     for seg_off in [o for o in segs if _overlaps(o, start, end)]:
         seg = segs.pop(seg_off)
-        cache._flush_segment(seg)  # noqa: SLF001
+        cache._flush_segment(seg)

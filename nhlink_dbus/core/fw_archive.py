@@ -22,6 +22,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from nhlink_dbus.core.digest import Digest, DigestFactory, new_digest
 from nhlink_dbus.errors import FirmwareError
 
 LOCAL_SIG = b"PK\x03\x04"
@@ -75,7 +76,8 @@ def _ut_mtime(extra: bytes) -> datetime | None:
 class ZipStreamReader:
     """Feed ``.fw`` bytes in any chunks; collect entry events."""
 
-    def __init__(self) -> None:
+    def __init__(self, digests: DigestFactory = new_digest) -> None:
+        self._digests = digests
         self._buf = bytearray()  # header / descriptor bytes not yet complete
         self._state = "header"
         self._first = True
@@ -85,7 +87,7 @@ class ZipStreamReader:
         self._crc_expected = 0
         self._stored_left = 0
         self._size = 0
-        self._crc = 0
+        self._crc: Digest = digests("crc32")
         self._inflater: zlib._Decompress | None = None
         self.finished = False
 
@@ -95,7 +97,7 @@ class ZipStreamReader:
         """Consume one input chunk; return the events it completes."""
         events: list[Event] = []
         view = memoryview(chunk)
-        while len(view) and not self.finished:
+        while view and not self.finished:
             if self._state == "data":
                 view = self._data(view, events)
             elif self._state == "header":
@@ -163,7 +165,7 @@ class ZipStreamReader:
         self._method = method
         self._crc_expected = crc
         self._size = 0
-        self._crc = 0
+        self._crc = self._digests("crc32")
         if method == METHOD_DEFLATE:
             self._inflater = zlib.decompressobj(-15)
         elif method == METHOD_STORED:
@@ -196,7 +198,7 @@ class ZipStreamReader:
             view = memoryview(self._inflater.unused_data) if done else view[len(view) :]
         if out:
             self._size += len(out)
-            self._crc = zlib.crc32(out, self._crc)
+            self._crc.update(out)
             events.append(EntryData(self._name, out))
         if done:
             self._end_data(events)
@@ -227,5 +229,6 @@ class ZipStreamReader:
         return view
 
     def _check_crc(self, expected: int) -> None:
-        if self._crc != expected:
-            raise FirmwareError(f"ZIP bad CRC: 0x{self._crc:x} should be 0x{expected:x}")
+        actual = int.from_bytes(self._crc.result(), "big")
+        if actual != expected:
+            raise FirmwareError(f"ZIP bad CRC: 0x{actual:x} should be 0x{expected:x}")

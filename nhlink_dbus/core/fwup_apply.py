@@ -30,14 +30,14 @@ enter through the constructor: this module performs no I/O of its own.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from nhlink_dbus.core import gpt, uboot_env
 from nhlink_dbus.core import mbr as mbr_codec
-from nhlink_dbus.core import uboot_env
 from nhlink_dbus.core.block_cache import BLOCK, BlockCache, PadToBlockWriter, sync_range
+from nhlink_dbus.core.digest import Digest, DigestFactory, new_digest
 from nhlink_dbus.core.fw_archive import (
     ArchiveEnd,
     EntryData,
@@ -180,15 +180,17 @@ class Applier:
         fat: FatOps | None = None,
         host: HostOps | None = None,
         environ: Mapping[str, str] | None = None,
+        digests: DigestFactory = new_digest,
     ) -> None:
         self.options = options
+        self.digests = digests
         self.cache = cache
         self.listener = listener
         self.check_signature = check_signature
         self.fat = fat
         self.host = host
         self.environ = dict(environ or {})
-        self.reader = ZipStreamReader()
+        self.reader = ZipStreamReader(digests)
         self.progress = _Progress(listener)
         self.signature: bytes | None = None
         self.sig_buf = bytearray()
@@ -201,7 +203,7 @@ class Applier:
         self._pending: list[Action] = []
         self._consumer: _Consumer | None = None
         self._resource: FileResource | None = None
-        self._hasher: hashlib.blake2b | None = None
+        self._hasher: Digest | None = None
         self._res_len = 0
         self._seen: set[str] = set()
 
@@ -315,7 +317,7 @@ class Applier:
                     f"{consumer.name} wrote {self._res_len} bytes for '{res.name}',"
                     f" but should have written {res.length}"
                 )
-            if self._hasher.hexdigest() != res.blake2b_256:
+            if self._hasher.result().hex() != res.blake2b_256:
                 consumer.abort()
                 raise FirmwareError(f"{consumer.name} detected blake2b mismatch on '{res.name}'")
             consumer.close()
@@ -466,7 +468,7 @@ class Applier:
             action = self._pending.pop(0)
             if action.name in RESOURCE_ACTIONS:
                 self._consumer = self._open_consumer(action)
-                self._hasher = hashlib.blake2b(digest_size=32)
+                self._hasher = self.digests("blake2b-256")
                 self._res_len = 0
                 return
             self._run(action)
@@ -582,13 +584,11 @@ class Applier:
         self.progress.report(units)
 
     def _gpt_write(self, gpt_name: str) -> None:
-        from nhlink_dbus.core import gpt  # noqa: PLC0415  (optional module)
-
         assert self.conf is not None
-        if self.options.total_blocks is None:
-            raise FirmwareError("gpt_write needs the size of the destination")
-        writes = gpt.build_from_section(self.conf.gpts[gpt_name], self.options.total_blocks)
-        for offset, data in writes:
+        section = self.conf.gpts[gpt_name]
+        spec = gpt.parse_gpt(section.options, section.partitions)
+        # fwup passes 0 ("size unknown") when it cannot size the destination.
+        for offset, data in gpt.build_gpt(spec, self.options.total_blocks or 0):
             self.cache.pwrite(data, offset, False)
 
     def _fat_action(self, name: str, a: tuple[str, ...]) -> None:

@@ -360,7 +360,10 @@ def _gpt(sec: confuse.Section) -> GptSection:
         if child.name != "partition":
             raise FirmwareError(f"Unsupported section '{child.name}' in gpt '{sec.title}'")
         parts.append(
-            (child.title or "", {k: v[0] if len(v) == 1 else ",".join(v) for k, v, _ in child.options})
+            (
+                child.title or "",
+                {k: v[0] if len(v) == 1 else ",".join(v) for k, v, _ in child.options},
+            )
         )
     return GptSection(sec.title or "", opts, tuple(parts))
 

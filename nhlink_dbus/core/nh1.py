@@ -99,8 +99,13 @@ def etf_payload(identifier: str, signed_at_ms: int, max_age: int = PLUG_DEFAULT_
     )
 
 
-def sign_token(secret: str, salt_bytes: bytes, identifier: str, signed_at_s: int,
-               params: NH1Params = NH1Params()) -> str:
+def sign_token(
+    secret: str,
+    salt_bytes: bytes,
+    identifier: str,
+    signed_at_s: int,
+    params: NH1Params = NH1Params(),
+) -> str:
     """The ``x-nh-signature`` value for the given salt and signing time."""
     key = derive_key(secret, salt_bytes, params)
     signing_input = f"{PROTECTED}.{_b64url(etf_payload(identifier, signed_at_s * 1000))}"
@@ -108,8 +113,9 @@ def sign_token(secret: str, salt_bytes: bytes, identifier: str, signed_at_s: int
     return f"{signing_input}.{_b64url(mac)}"
 
 
-def sign_headers(key: str, secret: str, identifier: str, now_s: int,
-                 params: NH1Params = NH1Params()) -> list[tuple[str, str]]:
+def sign_headers(
+    key: str, secret: str, identifier: str, now_s: int, params: NH1Params = NH1Params()
+) -> list[tuple[str, str]]:
     """The four upgrade-request headers, in the order nerves_hub_link sends them.
 
     ``now_s`` is the OS clock in whole seconds; call this right before every
@@ -179,8 +185,12 @@ def decode_payload(payload: bytes) -> tuple[str, int, int]:
     return identifier, signed_at_ms, max_age
 
 
-def verify_headers(headers: dict[str, str], secret_for_key: dict[str, str], now_ms: int,
-                   max_age_s: int = SERVER_MAX_AGE_S) -> VerifiedToken:
+def verify_headers(
+    headers: dict[str, str],
+    secret_for_key: dict[str, str],
+    now_ms: int,
+    max_age_s: int = SERVER_MAX_AGE_S,
+) -> VerifiedToken:
     """Check NH1 headers as nerves_hub_web does; raise AuthError on any failure.
 
     ``headers`` maps lower-case header names to values; ``secret_for_key`` maps

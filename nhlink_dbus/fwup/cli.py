@@ -31,6 +31,7 @@ from nhlink_dbus.core.fwup_framing import (
 from nhlink_dbus.core.fwup_meta import ArchiveInspector
 from nhlink_dbus.errors import NhlinkError
 from nhlink_dbus.fwup.fat_adapter import MtoolsFat
+from nhlink_dbus.fwup.hash_worker import HashWorker
 from nhlink_dbus.fwup.host import HostActions
 from nhlink_dbus.fwup.signature import check_signature, parse_public_key
 from nhlink_dbus.fwup.target import FileTarget
@@ -68,18 +69,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--public-key-file", action="append", default=[], metavar="FILE")
     p.add_argument("--public-key", action="append", default=[], metavar="BASE64")
     p.add_argument("--framing", action="store_true", help="framed stdin and stdout")
-    p.add_argument("--exit-handshake", action="store_true",
-                   help="write 0x1A and the exit status, then wait for stdin to close")
+    p.add_argument(
+        "--exit-handshake",
+        action="store_true",
+        help="write 0x1A and the exit status, then wait for stdin to close",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("-n", dest="numeric", action="store_true", help="numeric progress")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("-y", dest="yes", action="store_true", help="accepted for compatibility")
     p.add_argument("-U", "--no-unmount", action="store_true", help="accepted (nothing is mounted)")
     p.add_argument("--unmount", action="store_true", help="accepted for compatibility")
-    p.add_argument("--max-size", type=int, metavar="BLOCKS",
-                   help="hard limit on the destination size, in 512-byte blocks")
-    p.add_argument("--unsafe", action="store_true",
-                   help="allow path_write, pipe_write and execute (they touch the host)")
+    p.add_argument(
+        "--max-size",
+        type=int,
+        metavar="BLOCKS",
+        help="hard limit on the destination size, in 512-byte blocks",
+    )
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="allow path_write, pipe_write and execute (they touch the host)",
+    )
     return p
 
 
@@ -179,7 +190,7 @@ def _open_input(args: argparse.Namespace) -> tuple[BinaryIO, bool]:
     if args.input in (None, "-"):
         return sys.stdin.buffer, True
     try:
-        return open(args.input, "rb"), False  # noqa: SIM115
+        return open(args.input, "rb"), False
     except OSError as exc:
         raise NhlinkError(f"{args.input}: {exc.strerror}") from None
 
@@ -191,6 +202,7 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
         raise NhlinkError("Specify a task to run with -t")
     source, from_stdin = _open_input(args)
     target = FileTarget(args.device, args.max_size)
+    worker = HashWorker()
     try:
         cache = BlockCache(target, target.hard_end)
         fat = _fat_ops(args.device)
@@ -208,6 +220,7 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
             fat=fat,
             host=HostActions() if args.unsafe else None,
             environ=os.environ,
+            digests=worker.digest,
         )
         for chunk in _chunks(source, framed=from_stdin and args.framing):
             applier.feed(chunk)
@@ -217,6 +230,7 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
             applier.finish()
         target.sync()
     finally:
+        worker.close()
         target.close()
         if not from_stdin:
             source.close()

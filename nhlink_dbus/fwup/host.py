@@ -34,7 +34,7 @@ class _PipeWriter:
     def __init__(self, command: str) -> None:
         self.command = command
         try:
-            self.proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE)  # noqa: S602
+            self.proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE)
         except OSError:
             raise FirmwareError(f"pipe_write can't run '{command}'") from None
 
@@ -77,7 +77,7 @@ class HostActions:
 
     def execute(self, command: str) -> None:
         try:
-            status = subprocess.call(command, shell=True)  # noqa: S602
+            status = subprocess.call(command, shell=True)
         except OSError:
             raise FirmwareError(f"execute couldn't run '{command}'") from None
         if status != 0:

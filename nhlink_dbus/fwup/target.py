@@ -37,7 +37,9 @@ class FileTarget:
         try:
             return os.pread(self.fd, size, offset)
         except OSError as exc:
-            raise TargetError(f"read of {size} bytes at offset {offset} failed: {exc.strerror}") from exc
+            raise TargetError(
+                f"read of {size} bytes at offset {offset} failed: {exc.strerror}"
+            ) from exc
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         try:

@@ -140,12 +140,10 @@ def load_info_records() -> list[InfoRecord]:
             )
             if not m:
                 continue
-            stdout = (
-                (FIXTURES / m.group(3)).read_bytes()
-                if m.group(3)
-                else m.group(4).encode()
-            )
+            stdout = (FIXTURES / m.group(3)).read_bytes() if m.group(3) else m.group(4).encode()
             out.append(
-                InfoRecord(fixture, title, tuple(shlex.split(m.group(1))[1:]), int(m.group(2)), stdout)
+                InfoRecord(
+                    fixture, title, tuple(shlex.split(m.group(1))[1:]), int(m.group(2)), stdout
+                )
             )
     return out

@@ -37,7 +37,9 @@ def _listing(image: Path) -> str:
     return out.rstrip("\n") + "\n"
 
 
-def _apply(image: Path, task: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+def _apply(
+    image: Path, task: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     args = [sys.executable, "-m", "nhlink_dbus.fwup.cli", "-a", "--framing", "-d", str(image)]
     args += ["-t", task, "-p", KEY, "-i", "-" if stdin is not None else str(FIXTURES / "fat.fw")]
     return subprocess.run(args, input=stdin or b"", capture_output=True, timeout=60, check=False)

@@ -77,6 +77,10 @@ class Chain:
             raise AssertionError(f"unknown setup {rec.setup}")
 
 
+# Records of one fixture file run in order and share the target image.
+_CHAINS: dict[str, Chain] = {}
+
+
 @pytest.fixture(scope="module")
 def workdirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     dirs = {}
@@ -93,21 +97,29 @@ def test_records_found() -> None:
     # The fixtures hold 60-odd apply records; a parsing slip must not hide them.
     assert len(RECORDS) >= 55
     assert {r.fixture for r in RECORDS} == {
-        "ab", "bad-signature", "corrupt-resource", "fat", "simple", "unsigned"
+        "ab",
+        "bad-signature",
+        "corrupt-resource",
+        "fat",
+        "simple",
+        "unsigned",
     }
 
 
 @pytest.mark.parametrize("rec", RECORDS, ids=lambda r: r.id)
-def test_apply_record(rec: ApplyRecord, workdirs: dict[str, Path],
-                      chains: dict[str, Chain] = {}) -> None:  # noqa: B006 (one chain per module)
+def test_apply_record(rec: ApplyRecord, workdirs: dict[str, Path]) -> None:
     work = workdirs[rec.fixture]
-    chain = chains.setdefault("all", Chain(work))
+    chain = _CHAINS.setdefault(rec.fixture, Chain(work))
     chain.prepare(rec, work)
     result = run_fwup(rec.argv, work, stdin_bytes(rec.stdin_name))
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     assert result.returncode == rec.exit_code, result.stdout
     target = work / "target.img"
-    if rec.exit_code == 0 and "-t complete" in " ".join(rec.argv) and target.stat().st_size == 64 << 20:
+    if (
+        rec.exit_code == 0
+        and "-t complete" in " ".join(rec.argv)
+        and target.stat().st_size == 64 << 20
+    ):
         saved = work / "after-complete.img"
         shutil.copy(target, saved)
         chain.after_complete[rec.fixture] = saved

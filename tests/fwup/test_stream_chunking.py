@@ -36,8 +36,6 @@ class MemoryDevice:
         self.data[offset:end] = data
 
 
-
-
 class Listener:
     def __init__(self) -> None:
         self.percents: list[int] = []
@@ -50,7 +48,9 @@ class Listener:
         self.warnings.append(text)
 
 
-def apply(fw: bytes, task: str, cuts: list[int], base: bytes | None = None) -> tuple[str, str, list[str]]:
+def apply(
+    fw: bytes, task: str, cuts: list[int], base: bytes | None = None
+) -> tuple[str, str, list[str]]:
     dev = MemoryDevice(base)
     listener = Listener()
     applier = Applier(
@@ -62,8 +62,8 @@ def apply(fw: bytes, task: str, cuts: list[int], base: bytes | None = None) -> t
     outcome = "ok"
     try:
         pos = 0
-        for cut in [*cuts, len(fw)]:
-            cut = min(max(cut, pos), len(fw))
+        for point in [*cuts, len(fw)]:
+            cut = min(max(point, pos), len(fw))
             applier.feed(fw[pos:cut])
             pos = cut
             if applier.done:
@@ -89,7 +89,10 @@ CORRUPT_REF = apply(CORRUPT, "upgrade", [])
 
 
 def test_references_match_real_fwup() -> None:
-    assert SIMPLE_REF[:2] == ("ok", "6540ebd8d4dc1883f3a4b7dea8ec00379afc5bcc4e6897293d91f8bd5688db40")
+    assert SIMPLE_REF[:2] == (
+        "ok",
+        "6540ebd8d4dc1883f3a4b7dea8ec00379afc5bcc4e6897293d91f8bd5688db40",
+    )
     assert AB_REF[:2] == ("ok", "c3d9d6767375b1311a9911721071cae8c41b770247febeb16df4b241b2a38137")
     assert CORRUPT_REF[0] == "raw_write detected blake2b mismatch on 'rootfs.img'"
 
