@@ -1,0 +1,32 @@
+"""Every D-Bus name the project uses, in one place (STYLE habit 5).
+
+Our own service's names are DESIGN §2's contract; the logind names are
+systemd-logind's ``org.freedesktop.login1(5)`` API.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- our service (DESIGN §2) ------------------------------------------------
+BUS_NAME: Final = "org.nerveshub.Link"
+OBJECT_PATH: Final = "/org/nerveshub/Link"
+INTERFACE: Final = "org.nerveshub.Link1"
+ERROR_PREFIX: Final = "org.nerveshub.Link1.Error."
+
+# --- systemd-logind -----------------------------------------------------------
+LOGIND_BUS_NAME: Final = "org.freedesktop.login1"
+LOGIND_PATH: Final = "/org/freedesktop/login1"
+LOGIND_MANAGER_INTERFACE: Final = "org.freedesktop.login1.Manager"
+LOGIND_INHIBIT: Final = "Inhibit"  # (ssss what, who, why, mode) -> h
+LOGIND_REBOOT: Final = "Reboot"  # (b interactive) -> ()
+LOGIND_LIST_INHIBITORS: Final = "ListInhibitors"  # () -> a(ssssuu)
+
+# What a firmware write must not be interrupted by: shutdown and sleep, the idle
+# action, and the power/suspend/hibernate keys and the lid switch.
+INHIBIT_WHAT: Final = (
+    "shutdown:sleep:idle:handle-power-key:handle-suspend-key:handle-hibernate-key:handle-lid-switch"
+)
+INHIBIT_WHO: Final = "nhlink-dbus"
+INHIBIT_WHY: Final = "Applying a firmware update"
+INHIBIT_MODE_BLOCK: Final = "block"
