@@ -15,7 +15,16 @@
     └── LocalError                  our own misuse or the local system's fault
         ├── ConfigError             a bad configuration file or value
         ├── StateError              an illegal state-machine transition
-        └── TargetError             the target device cannot be read or written
+        ├── TargetError             the target device cannot be read or written
+        └── RequestError            a caller's request to the service is refused
+            ├── UnknownRequest      no pending request has that id (or it was decided)
+            ├── InvalidDecision     the decision does not fit the request's kind
+            ├── InvalidArgument     a bad argument (e.g. a delay without reschedule)
+            ├── AccessDenied        the caller may not call methods
+            └── NotPossible         the request cannot be honoured in this state
+
+Each RequestError subclass maps to ``org.nerveshub.Link1.Error.<ClassName>`` on
+the bus.
 
 Third-party exceptions are translated once, at the adapter that calls the
 library (``raise ... from exc``); nothing else escapes an adapter.
@@ -69,3 +78,27 @@ class StateError(LocalError):
 
 class TargetError(LocalError):
     """The target device or image cannot be opened, read or written."""
+
+
+class RequestError(LocalError):
+    """A caller's request is refused; the bus maps it to ``Link1.Error.<ClassName>``."""
+
+
+class UnknownRequest(RequestError):
+    """No pending request has that id, or it was already decided."""
+
+
+class InvalidDecision(RequestError):
+    """The decision is not valid for the request's kind."""
+
+
+class InvalidArgument(RequestError):
+    """A malformed argument."""
+
+
+class AccessDenied(RequestError):
+    """The caller is neither root nor in the configured group."""
+
+
+class NotPossible(RequestError):
+    """The request cannot be honoured in the current state."""
