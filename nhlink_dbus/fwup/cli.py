@@ -21,8 +21,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO, NoReturn
 
-from nhlink_dbus.core.block_cache import BlockCache
-from nhlink_dbus.core.fwup_apply import Applier, ApplyOptions
 from nhlink_dbus.core.fwup_framing import (
     InputDeframer,
     PacketType,
@@ -30,14 +28,10 @@ from nhlink_dbus.core.fwup_framing import (
 )
 from nhlink_dbus.core.fwup_meta import ArchiveInspector
 from nhlink_dbus.errors import NhlinkError
-from nhlink_dbus.fwup.fat_adapter import MtoolsFat
-from nhlink_dbus.fwup.hash_worker import HashWorker
-from nhlink_dbus.fwup.host import HostActions
+from nhlink_dbus.fwup.session import READ_SIZE, ApplySession, error_text
 from nhlink_dbus.fwup.signature import check_signature, parse_public_key
-from nhlink_dbus.fwup.target import FileTarget
 
 FWUP_COMPAT_VERSION = "1.16.0"
-READ_SIZE = 16384  # fwup hands the archive reader at most 16 KiB at a time
 BULK_READ = 1 << 20
 
 
@@ -201,43 +195,24 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
     if not args.task:
         raise NhlinkError("Specify a task to run with -t")
     source, from_stdin = _open_input(args)
-    target = FileTarget(args.device, args.max_size)
-    worker = HashWorker()
     try:
-        cache = BlockCache(target, target.hard_end)
-        fat = _fat_ops(args.device)
-        applier = Applier(
-            ApplyOptions(
-                task=args.task,
-                public_keys=keys,
-                unsafe=args.unsafe,
-                verbose=args.verbose,
-                total_blocks=target.total_blocks,
-            ),
-            cache,
+        with ApplySession(
+            args.device,
+            args.task,
+            keys,
             out,
-            check_signature,
-            fat=fat,
-            host=HostActions() if args.unsafe else None,
-            environ=os.environ,
-            digests=worker.digest,
-        )
-        for chunk in _chunks(source, framed=from_stdin and args.framing):
-            applier.feed(chunk)
-            if applier.done:
-                break
-        if not applier.done:
-            applier.finish()
-        target.sync()
+            os.environ,
+            max_size_blocks=args.max_size,
+            unsafe=args.unsafe,
+            verbose=args.verbose,
+        ) as session:
+            for chunk in _chunks(source, framed=from_stdin and args.framing):
+                if session.feed(chunk):
+                    break
+            session.finish()
     finally:
-        worker.close()
-        target.close()
         if not from_stdin:
             source.close()
-
-
-def _fat_ops(device: str) -> MtoolsFat:
-    return MtoolsFat(device)
 
 
 def _inspect(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
@@ -300,11 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _inspect(args, out, keys)
         else:
             raise NhlinkError("Specify one of -a, -V, -m, -l (see --help)")
-    except NhlinkError as exc:
-        out.error(str(exc))
-        status = 1
     except Exception as exc:  # never a traceback: one ER line, exit 1
-        out.error(f"unexpected error: {exc.__class__.__name__}: {exc}")
+        out.error(error_text(exc))
         status = 1
     if args.exit_handshake:
         out.raw(bytes([0x1A, status]))

@@ -1,0 +1,106 @@
+"""One apply onto one device, wired the way ``nhlink-fwup`` does it.
+
+The core :class:`~nhlink_dbus.core.fwup_apply.Applier` performs no I/O of its
+own; this module binds it to the real pieces: the target file or block device,
+the block cache, the hash thread, FAT through mtools, host actions (only with
+``unsafe``) and the Ed25519 check. The CLI and the in-process applier of the
+daemon (``aio/appliers.py``) both use it, so they behave the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+
+from nhlink_dbus.core.block_cache import BlockCache
+from nhlink_dbus.core.fwup_apply import Applier, ApplyListener, ApplyOptions
+from nhlink_dbus.errors import NhlinkError
+from nhlink_dbus.fwup.fat_adapter import MtoolsFat
+from nhlink_dbus.fwup.hash_worker import HashWorker
+from nhlink_dbus.fwup.host import HostActions
+from nhlink_dbus.fwup.signature import check_signature
+from nhlink_dbus.fwup.target import FileTarget
+
+READ_SIZE = 16384  # fwup hands the archive reader at most 16 KiB at a time
+
+
+def error_text(exc: Exception) -> str:
+    """The text of fwup's ``ER`` packet for a failure: ours verbatim, anything else named."""
+    if isinstance(exc, NhlinkError):
+        return str(exc)
+    return f"unexpected error: {exc.__class__.__name__}: {exc}"
+
+
+class ApplySession:
+    """Open the target and a hash thread; feed the archive; close both.
+
+    ``feed`` returns True once the archive is complete (fwup stops reading at
+    the ZIP central directory); ``finish`` ends the input and syncs the
+    target; ``close`` releases everything and is safe to call at any point
+    (an unfinished apply leaves its cached writes unwritten, as a killed fwup).
+    """
+
+    def __init__(
+        self,
+        device: str,
+        task: str,
+        public_keys: Sequence[bytes],
+        listener: ApplyListener,
+        environ: Mapping[str, str],
+        *,
+        max_size_blocks: int | None = None,
+        unsafe: bool = False,
+        verbose: bool = False,
+    ) -> None:
+        self.target = FileTarget(device, max_size_blocks)
+        try:
+            self.worker = HashWorker()
+        except BaseException:
+            self.target.close()
+            raise
+        try:
+            self.applier = Applier(
+                ApplyOptions(
+                    task=task,
+                    public_keys=public_keys,
+                    unsafe=unsafe,
+                    verbose=verbose,
+                    total_blocks=self.target.total_blocks,
+                ),
+                BlockCache(self.target, self.target.hard_end),
+                listener,
+                check_signature,
+                fat=MtoolsFat(device),
+                host=HostActions() if unsafe else None,
+                environ=environ,
+                digests=self.worker.digest,
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def feed(self, chunk: bytes | memoryview) -> bool:
+        """Consume input; True when the archive is complete. Raises NhlinkError on failure."""
+        self.applier.feed(chunk)
+        return self.applier.done
+
+    def finish(self) -> None:
+        """End of input: raise if the archive was cut short, else sync the target."""
+        if not self.applier.done:
+            self.applier.finish()
+        self.target.sync()
+
+    def close(self) -> None:
+        self.worker.close()
+        self.target.close()
+
+    def __enter__(self) -> ApplySession:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
