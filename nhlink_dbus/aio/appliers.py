@@ -46,6 +46,7 @@ import queue
 import shutil
 import signal
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -70,6 +71,10 @@ MessageKind = Literal["ok", "warning", "error"]
 ApplierKind = Literal["auto", "fwup", "builtin"]
 OnProgress = Callable[[int], None]
 OnMessage = Callable[[MessageKind, int, str], None]
+# (device, task, public keys, listener, environment) -> an open session; tests pass their own.
+SessionFactory = Callable[
+    [str, str, Sequence[bytes], ApplyListener, Mapping[str, str]], ApplySession
+]
 
 MAX_IN_FLIGHT = 4 << 20  # bytes queued for the worker thread before write() waits
 TERM_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when stopping a program
@@ -155,7 +160,7 @@ class _Reporter:
             logger.exception("applier listener failed")
 
 
-class BaseApplier:
+class BaseApplier(ABC):
     """State handling shared by both appliers; see the module docstring."""
 
     def __init__(self, request: ApplyRequest, on_progress: OnProgress, on_message: OnMessage):
@@ -174,11 +179,25 @@ class BaseApplier:
         if self._state not in states:
             raise StateError(f"cannot {action} an applier that is {self._state.value}")
 
+    @abstractmethod
     async def start(self) -> None:
-        raise NotImplementedError
+        """Start the applier (a program, a worker thread) before the first byte."""
 
+    @abstractmethod
+    async def write(self, chunk: bytes) -> None:
+        """Feed the next piece of the archive; waits while the applier is behind."""
+
+    @abstractmethod
+    async def restart(self) -> None:
+        """The stream starts over at byte 0: start a fresh apply (no-op once settled)."""
+
+    @abstractmethod
+    async def finish(self) -> ApplyOutcome:
+        """End of input: wait for the applier and return the one outcome."""
+
+    @abstractmethod
     async def abort(self, reason: str) -> None:
-        raise NotImplementedError
+        """Stop whatever runs and wait for it; idempotent."""
 
     async def __aenter__(self) -> BaseApplier:
         await self.start()
@@ -234,7 +253,7 @@ class _WorkerRun:
         try:
             keys = [parse_public_key(k, "--public-key") for k in request.public_keys]
             listener: ApplyListener = self
-            session = ApplySession(
+            session = self.owner.session_factory(
                 request.devpath, request.task, keys, listener, self.owner.environ
             )
             while not self.cancel.is_set():
@@ -308,8 +327,10 @@ class BuiltinApplier(BaseApplier):
         *,
         environ: Mapping[str, str] | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
+        session_factory: SessionFactory = ApplySession,
     ) -> None:
         super().__init__(request, on_progress, on_message)
+        self.session_factory = session_factory
         base = os.environ if environ is None else environ
         self.environ: Mapping[str, str] = {**base, **request.env}
         self.max_in_flight = max_in_flight
@@ -450,6 +471,7 @@ class ExternalApplier(BaseApplier):
     ) -> None:
         super().__init__(request, on_progress, on_message)
         self.program = program
+        self._name = os.path.basename(program)  # for messages
         base = os.environ if environ is None else environ
         self._env = {**base, **request.env}
         self.term_timeout = term_timeout
@@ -539,7 +561,7 @@ class ExternalApplier(BaseApplier):
             await asyncio.shield(p.watcher)
         if self._state is _State.RUNNING:
             self._state = _State.FINISHED
-        self._report.settle(False, 0, f"{self.program} stopped without a result")
+        self._report.settle(False, 0, f"{self._name} stopped without a result")
         assert self.outcome is not None
         return self.outcome
 
@@ -586,7 +608,7 @@ class ExternalApplier(BaseApplier):
             await self._read_stdout(p)
         except Exception as exc:  # never let the one outcome get lost
             logger.exception("reading %s's output failed", self.program)
-            self._fail(p, f"reading {self.program}'s output failed: {exc!r}")
+            self._fail(p, f"reading {self._name}'s output failed: {exc!r}")
         finally:
             await stderr
             status = await p.proc.wait()
@@ -605,7 +627,7 @@ class ExternalApplier(BaseApplier):
                 items = p.decoder.feed(data)
             except ProtocolError as exc:
                 broken = True
-                self._fail(p, f"{self.program} sent malformed output: {exc}")
+                self._fail(p, f"{self._name} sent malformed output: {exc}")
                 continue
             for item in items:
                 if not p.stopping:
@@ -640,11 +662,10 @@ class ExternalApplier(BaseApplier):
                 p.stderr_tail.append(text)
 
     def _unexpected_exit(self, p: _Process, status: int) -> str:
-        name = os.path.basename(self.program)
         if status < 0:
-            what = f"{name} was killed by {signal.Signals(-status).name}"
+            what = f"{self._name} was killed by {signal.Signals(-status).name}"
         else:
-            what = f"{name} exited with status {status}"
+            what = f"{self._name} exited with status {status}"
         text = f"unexpected_exit: {what} without reporting a result"
         if p.stderr_tail:
             text += ": " + " | ".join(p.stderr_tail)
