@@ -13,6 +13,22 @@ BUS_NAME: Final = "org.nerveshub.Link"
 OBJECT_PATH: Final = "/org/nerveshub/Link"
 INTERFACE: Final = "org.nerveshub.Link1"
 ERROR_PREFIX: Final = "org.nerveshub.Link1.Error."
+# Errors that are not a RequestError subclass (those map to ERROR_PREFIX + class name).
+ERROR_FAILED: Final = ERROR_PREFIX + "Failed"  # another NhlinkError: its message is ours
+ERROR_INTERNAL: Final = ERROR_PREFIX + "Internal"  # a bug: generic message, traceback logged
+DEFAULT_ACCESS_GROUP: Final = "nhlink"  # DESIGN §2: root and this group may call methods
+# Documentation annotation in introspection data (on the interface and every member).
+DOCSTRING_ANNOTATION: Final = "org.freedesktop.DBus.DocString"
+
+# --- the message bus itself (D-Bus specification, "Message Bus Messages") ------
+DBUS_NAME: Final = "org.freedesktop.DBus"
+DBUS_PATH: Final = "/org/freedesktop/DBus"
+DBUS_INTERFACE: Final = "org.freedesktop.DBus"
+DBUS_PROPERTIES: Final = "org.freedesktop.DBus.Properties"
+DBUS_INTROSPECTABLE: Final = "org.freedesktop.DBus.Introspectable"
+DBUS_ERROR_ACCESS_DENIED: Final = "org.freedesktop.DBus.Error.AccessDenied"
+DBUS_ERROR_SERVICE_UNKNOWN: Final = "org.freedesktop.DBus.Error.ServiceUnknown"
+DBUS_ERROR_NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
 
 # --- systemd-logind -----------------------------------------------------------
 LOGIND_BUS_NAME: Final = "org.freedesktop.login1"

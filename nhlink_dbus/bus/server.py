@@ -1,0 +1,119 @@
+"""Putting the ``org.nerveshub.Link1`` object on the system bus.
+
+:func:`serve` exports the object at ``/org/nerveshub/Link``, registers it as a
+listener of the service, then requests the name ``org.nerveshub.Link`` (in that
+order, so the name only appears once everything behind it answers). Without a
+bus of its own it connects to the system bus (``DBUS_SYSTEM_BUS_ADDRESS``
+honoured, as every libdbus/sd-bus client does) with fd passing on, which
+``InstallFile`` needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from dbus_next.aio.message_bus import MessageBus
+from dbus_next.constants import BusType, NameFlag, RequestNameReply
+from dbus_next.errors import DBusError
+
+from nhlink_dbus import names
+from nhlink_dbus.bus.interface import LinkInterface
+from nhlink_dbus.errors import LocalError
+from nhlink_dbus.service_api import LinkService
+
+logger = logging.getLogger(__name__)
+
+
+class BusNameError(LocalError):
+    """The bus name cannot be had: not permitted by the policy, or owned already.
+
+    TODO: move into ``nhlink_dbus.errors`` with the rest of the tree.
+    """
+
+
+class BusFace:
+    """The exported service object and its bus; :meth:`close` takes it off the bus."""
+
+    def __init__(self, bus: MessageBus, interface: LinkInterface, owns_bus: bool) -> None:
+        self.bus = bus
+        self.interface = interface
+        self._owns_bus = owns_bus
+        self._closed = False
+
+    async def close(self) -> None:
+        """Release the name, unexport, and disconnect if :func:`serve` connected."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.bus.connected:
+            try:
+                await self.bus.release_name(names.BUS_NAME)
+            except Exception as exc:  # the bus went away meanwhile
+                logger.debug("could not release %s: %s", names.BUS_NAME, exc)
+        await self.interface.detach()
+        if self._owns_bus:
+            await close_connection(self.bus)
+
+    async def wait_closed(self) -> None:
+        """Return when the bus connection ends (e.g. the bus daemon stopped)."""
+        await self.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+
+
+async def close_connection(bus: MessageBus) -> None:
+    """Disconnect ``bus`` and close its socket.
+
+    dbus-next 0.2.3's ``disconnect()`` only shuts the socket down; the socket
+    object stays open until garbage collection (``ResourceWarning``).
+    """
+    if bus.connected:
+        bus.disconnect()  # type: ignore[no-untyped-call]
+    with contextlib.suppress(Exception):  # a connection that died says why; we only close
+        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+    bus._stream.close()
+    bus._sock.close()
+
+
+async def serve(
+    service: LinkService,
+    bus: MessageBus | None = None,
+    *,
+    group: str = names.DEFAULT_ACCESS_GROUP,
+) -> BusFace:
+    """Export ``service`` as ``org.nerveshub.Link``; methods open to root and ``group``.
+
+    ``bus`` (connected with ``negotiate_unix_fd=True``) is used as given and
+    left connected by :meth:`BusFace.close`; without it the system bus is
+    connected here. Raises :class:`BusNameError` if the name cannot be owned.
+    """
+    owns_bus = bus is None
+    if bus is None:
+        try:
+            bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+        except (OSError, DBusError) as exc:
+            raise BusNameError(f"cannot connect to the system bus: {exc}") from exc
+    interface = LinkInterface(service, group)
+    interface.attach(bus)
+    face = BusFace(bus, interface, owns_bus)
+    try:
+        service.add_listener(interface)
+        try:
+            reply = await bus.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        except DBusError as exc:
+            if exc.type == names.DBUS_ERROR_ACCESS_DENIED:
+                raise BusNameError(
+                    f"not permitted to own {names.BUS_NAME} on the system bus "
+                    "(the policy lets only root own it; is dbus-policy/"
+                    f"{names.BUS_NAME}.conf installed?)"
+                ) from exc
+            raise BusNameError(f"cannot own {names.BUS_NAME}: {exc.text}") from exc
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            raise BusNameError(
+                f"{names.BUS_NAME} is already owned by another process "
+                "(is another nhlink-dbus running?)"
+            )
+    except BaseException:
+        await face.close()
+        raise
+    logger.info("exported %s at %s as %s", names.INTERFACE, names.OBJECT_PATH, names.BUS_NAME)
+    return face
