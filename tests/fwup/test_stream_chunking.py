@@ -132,3 +132,51 @@ def test_truncated_archive_fails(cut: int) -> None:
         "Truncated ZIP file header",
         "Truncated ZIP file body",
     )
+
+
+def _framed_randomly(data: bytes, sizes: list[int]) -> bytes:
+    out, pos, i = bytearray(), 0, 0
+    while pos < len(data):
+        n = sizes[i % len(sizes)]
+        out += n.to_bytes(4, "big") + data[pos : pos + n]
+        pos += n
+        i += 1
+    return bytes(out) + b"\0\0\0\0"
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sizes=st.lists(st.integers(min_value=1, max_value=70000), min_size=1, max_size=12))
+def test_cli_stdin_random_frames_same_image(sizes: list[int]) -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as d:
+        target = Path(d) / "t.img"
+        with target.open("wb") as fh:
+            fh.truncate(SIZE)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "nhlink_dbus.fwup.cli",
+                "-a",
+                "--framing",
+                "-d",
+                str(target),
+                "-t",
+                "complete",
+                "-i",
+                "-",
+                "-p",
+                str(FIXTURES / "fwup-key.pub"),
+            ],
+            input=_framed_randomly(AB, sizes),
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stdout
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == AB_REF[1]
+        assert result.stdout.endswith(b"\x00\x00\x00\x04PR\x00\x64\x00\x00\x00\x04OK\x00\x00")
