@@ -256,23 +256,25 @@ class _WorkerRun:
             session = self.owner.session_factory(
                 request.devpath, request.task, keys, listener, self.owner.environ
             )
-            while not self.cancel.is_set():
+            complete = False
+            while not complete:
                 chunk = self.queue.get()
                 if chunk is None or self.cancel.is_set():
                     break
                 complete = self._feed(session, chunk)
                 self._post(self.owner._on_consumed, self, len(chunk))
-                if complete:
-                    break
-            if self.cancel.is_set():
+            if not complete and self.cancel.is_set():
                 return  # aborted or restarted: cached writes are dropped, as with a killed fwup
+            # A complete archive has been applied (on-finish ran, the cache is flushed), even
+            # if a stop came meanwhile: its OK must not be lost, or a restart would apply the
+            # archive again and an A/B task would then pick the other slot.
             session.finish()
             session.close()
             session = None
             # fwup sends PR 100 after the target is closed, immediately before OK.
             self._post(self.owner._on_result, self, True, "")
         except Exception as exc:
-            if not self.cancel.is_set():
+            if not self.cancel.is_set():  # a failure after a stop is the stop's doing
                 self._post(self.owner._on_result, self, False, error_text(exc))
         finally:
             if session is not None:
@@ -621,7 +623,7 @@ class ExternalApplier(BaseApplier):
         assert stdout is not None
         broken = False
         while data := await stdout.read(READ_CHUNK):
-            if broken or p.stopping:
+            if broken:
                 continue  # read to EOF so the pipe closes cleanly
             try:
                 items = p.decoder.feed(data)
@@ -630,8 +632,7 @@ class ExternalApplier(BaseApplier):
                 self._fail(p, f"{self._name} sent malformed output: {exc}")
                 continue
             for item in items:
-                if not p.stopping:
-                    self._dispatch(p, item)
+                self._dispatch(p, item)
 
     def _dispatch(self, p: _Process, item: Packet | ExitStatus) -> None:
         if isinstance(item, ExitStatus):
@@ -639,11 +640,17 @@ class ExternalApplier(BaseApplier):
             logger.debug("< exit handshake, status %d", item.status)
             return
         logger.debug("< %s %d %r", item.type.name, item.code, item.text)
+        if p.stopping and item.type is not PacketType.OK:
+            # Stopped on purpose: only an OK still counts (the firmware is on the target;
+            # a restart must not apply it again, an A/B task would pick the other slot).
+            return
         if item.type is PacketType.PR:
             self._report.progress(item.code)
         elif item.type is PacketType.WN:
             self._report.warning(item.code, item.text)
         else:
+            if item.type is PacketType.OK:
+                self._report.progress(100)  # fwup sent it already, unless -q or stopping
             self._report.settle(item.type is PacketType.OK, item.code, item.text)
             p.close_stdin()
 

@@ -382,6 +382,48 @@ async def test_builtin_write_waits_while_the_queue_is_full(tmp_path: Path) -> No
     assert sha256(image) == AB_COMPLETE
 
 
+async def test_builtin_restart_after_the_archive_completed_keeps_the_ok(tmp_path: Path) -> None:
+    """A stop that comes while a complete archive is being finished must not lose its OK:
+    a second pass would apply it again (and an A/B upgrade would pick the other slot)."""
+    image = blank_image(tmp_path / "target.img")
+    reached, gate = threading.Event(), threading.Event()
+
+    class SlowFinish(ApplySession):
+        def finish(self) -> None:
+            reached.set()
+            assert gate.wait(10)
+            super().finish()
+
+    def factory(
+        device: str,
+        task: str,
+        keys: Sequence[bytes],
+        listener: ApplyListener,
+        environ: Mapping[str, str],
+    ) -> ApplySession:
+        return SlowFinish(device, task, keys, listener, environ)
+
+    rec = Recorder()
+    applier = BuiltinApplier(
+        ApplyRequest(str(image), "complete", (KEY,)),
+        rec.on_progress,
+        rec.on_message,
+        session_factory=factory,
+    )
+    await applier.start()
+    await applier.write(AB_FW)
+    while not reached.is_set():
+        await asyncio.sleep(0.01)
+    restart = asyncio.create_task(applier.restart())
+    await asyncio.sleep(0.05)
+    gate.set()
+    await restart
+    assert applier.outcome == ApplyOutcome(True, "")
+    outcome = await applier.finish()
+    rec.check(outcome)
+    assert sha256(image) == AB_COMPLETE
+
+
 async def test_builtin_worker_crash_is_one_error_outcome(tmp_path: Path) -> None:
     class BrokenSession(ApplySession):
         def feed(self, chunk: bytes | memoryview) -> bool:
@@ -567,6 +609,37 @@ async def test_external_writer_cancelled_while_waiting_then_abort(tmp_path: Path
     await applier.abort("update cancelled")
     assert applier.outcome == ApplyOutcome(False, "update cancelled")
     assert rec.finals == []
+
+
+OK_ON_SIGTERM = """#!{python}
+import signal, struct, sys, time
+def finish(*_):
+    sys.stdout.buffer.write(struct.pack(">I2sH", 4, b"OK", 0) + b"\\x1a\\x00")
+    sys.stdout.buffer.flush()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, finish)
+sys.stdout.buffer.write(struct.pack(">I2sH", 4, b"PR", 0))
+sys.stdout.buffer.flush()
+while True:
+    time.sleep(0.05)
+"""
+
+
+async def test_external_ok_while_being_stopped_for_a_restart_is_kept(tmp_path: Path) -> None:
+    prog = script(tmp_path, "ok-on-term", OK_ON_SIGTERM.format(python=sys.executable))
+    rec = Recorder()
+    applier = new_applier("fwup", tmp_path / "t.img", "upgrade", rec, fwup_path=prog)
+    assert isinstance(applier, ExternalApplier)
+    await applier.start()
+    remember(applier)
+    first = applier.pid
+    while rec.progress != [0]:
+        await asyncio.sleep(0.01)
+    await applier.restart()
+    assert applier.pid == first  # no second program
+    outcome = await applier.finish()
+    assert outcome == ApplyOutcome(True, "")
+    rec.check(outcome)
 
 
 async def test_external_abort_kills_a_program_that_ignores_sigterm(tmp_path: Path) -> None:
