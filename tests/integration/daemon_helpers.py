@@ -1,0 +1,145 @@
+"""Running the real daemon against nhlink-hub-sim, a private system bus and logind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from nhlink_dbus.fwup.ab_layout import AbLayout, build_ab_firmware
+from nhlink_dbus.fwup.create import load_private_key
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "fwup"
+PUBLIC_KEY = (FIXTURES / "fwup-key.pub").read_text().strip()
+PRODUCT_KEY = "nhp_integrationProductKey"
+PRODUCT_SECRET = "integrationProductSecretForTheSimulator01234"
+DEVICE = "kiosk-0042"
+NHLINK_FWUP = str(Path(sys.executable).parent / "nhlink-fwup")
+LAYOUT = AbLayout()
+
+
+@dataclass
+class Firmware:
+    path: Path
+    uuid: str
+    version: str
+
+
+def make_firmware(
+    folder: Path, version: str, rootfs_size: int = 4 << 20, layout: AbLayout = LAYOUT
+) -> Firmware:
+    from nhlink_dbus.core.fwup_meta import meta_uuid  # noqa: PLC0415
+
+    path = folder / f"demo-{version}.fw"
+    key = load_private_key((FIXTURES / "test-only-fwup-key.priv").read_text())
+    rootfs = os.urandom(rootfs_size)
+    conf = build_ab_firmware(path, version, rootfs, key, layout=layout, compresslevel=1)
+    return Firmware(path, meta_uuid(conf), version)
+
+
+def install_complete(image: Path, fw: Firmware, layout: AbLayout = LAYOUT) -> None:
+    """A device image as the factory writes it: the ``complete`` task of ``fw``."""
+    with image.open("wb") as fh:
+        fh.truncate(layout.image_bytes)
+    subprocess.run(
+        [
+            NHLINK_FWUP,
+            "-a",
+            "-q",
+            "-d",
+            str(image),
+            "-t",
+            "complete",
+            "-i",
+            str(fw.path),
+            "--public-key",
+            PUBLIC_KEY,
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def write_config(
+    folder: Path,
+    *,
+    ws_url: str,
+    image: Path,
+    applier: str = "builtin",
+    extra: str = "",
+    layout: AbLayout = LAYOUT,
+) -> Path:
+    secret = folder / "hub-secret"
+    secret.write_text(PRODUCT_SECRET + "\n")
+    secret.chmod(0o600)
+    fwup_path = f'fwup_path = "{NHLINK_FWUP}"\n' if applier == "fwup" else ""
+    text = f"""
+[hub]
+url = "{ws_url}"
+identifier = "{DEVICE}"
+heartbeat_interval_ms = 30000
+rejoin_after_ms = 200
+
+[hub.shared_secret]
+key = "{PRODUCT_KEY}"
+secret_file = "{secret}"
+
+[firmware]
+kv = "{layout.kv_spec(image)}"
+devpath = "{image}"
+task = "upgrade"
+applier = "{applier}"
+{fwup_path}public_keys = ["{PUBLIC_KEY}"]
+
+[reboot]
+delay_ms = 300
+retries = 1
+
+[download]
+max_disconnects = 5
+idle_timeout_ms = 2000
+time_between_retries_ms = 100
+{extra}
+"""
+    path = folder / "nhlink.toml"
+    path.write_text(text)
+    return path
+
+
+class Daemon:
+    """``nhlink-dbus --config FILE`` as a child process."""
+
+    def __init__(self, config: Path, log: Path, bus_address: str, export_bus: bool = False) -> None:
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus_address, PYTHONUNBUFFERED="1")
+        args = [
+            sys.executable,
+            "-m",
+            "nhlink_dbus.daemon",
+            "--config",
+            str(config),
+            "--log-level",
+            "debug",
+        ]
+        if not export_bus:
+            args.append("--no-bus")
+        self.log = log
+        self._fh = log.open("ab")
+        self.proc = subprocess.Popen(args, env=env, stdout=self._fh, stderr=subprocess.STDOUT)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._fh.close()
+        return self.proc.returncode
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
