@@ -1,0 +1,188 @@
+"""Issue 4 faults through the real daemon: failed updates are reported to the hub
+with a reason and never reboot or touch the running slot; interrupted downloads
+resume with Range (or restart after a 200) and give the same image."""
+
+from __future__ import annotations
+
+import asyncio
+import zipfile
+from pathlib import Path
+
+from nhlink_dbus.core.kv import active_slot_metadata
+from nhlink_dbus.fwup.create import create_fw
+from nhlink_dbus.hubsim import HubSim, HubSimConfig
+from nhlink_dbus.hubsim.auth import SharedSecret
+from nhlink_dbus.kv import read_kv
+from tests.harness import LogindMock, PrivateSystemBus
+from tests.integration.daemon_helpers import (
+    DEVICE,
+    LAYOUT,
+    PRODUCT_KEY,
+    PRODUCT_SECRET,
+    Daemon,
+    Firmware,
+    install_complete,
+    make_firmware,
+    write_config,
+)
+
+A_START, B_START = 4096 * 512, LAYOUT.rootfs_b * 512
+
+
+async def _until(predicate, timeout: float, what: str, daemon: Daemon):  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}\n{daemon.text()[-4000:]}")
+        await asyncio.sleep(0.05)
+
+
+def _resigned_with_wrong_key(fw: Firmware, out: Path) -> Path:
+    """Same content, signed with the test-only *wrong* key."""
+    from nhlink_dbus.fwup.create import load_private_key  # noqa: PLC0415
+    from tests.integration.daemon_helpers import FIXTURES  # noqa: PLC0415
+
+    src = zipfile.ZipFile(fw.path)
+    conf = src.read("meta.conf").decode()
+    body = conf[conf.index('mbr "mbr-a"') :]
+    meta = {}
+    for line in conf.splitlines():
+        if line.startswith("meta-"):
+            key, _, value = line.partition("=")
+            meta[key] = value.strip('"')
+    key = load_private_key((FIXTURES / "test-only-wrong-key.priv").read_text())
+    create_fw(out, meta, {"rootfs.img": src.read("data/rootfs.img")}, body, key, compresslevel=1)
+    return out
+
+
+def _corrupted(fw: Firmware, out: Path) -> Path:
+    """One byte of rootfs.img flipped; the signature (over meta.conf) still verifies."""
+    src = zipfile.ZipFile(fw.path)
+    with zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "data/rootfs.img":
+                data = data[:3000000] + bytes([data[3000000] ^ 1]) + data[3000001:]
+            dst.writestr(info.filename, data, info.compress_type)
+    return out
+
+
+async def test_failures_are_reported_and_never_reboot(
+    tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
+) -> None:
+    v1 = make_firmware(tmp_path, "1.0.0")
+    v2 = make_firmware(tmp_path, "2.0.0")
+    image = tmp_path / "disk.img"
+    install_complete(image, v1)
+    running_slot = image.read_bytes()[A_START:B_START]
+    cases = [
+        (
+            _resigned_with_wrong_key(v2, tmp_path / "wrong.fw"),
+            "fwup error Firmware archive's meta.conf fails digital signature verification.",
+            None,
+        ),
+        (
+            _corrupted(v2, tmp_path / "corrupt.fw"),
+            "fwup error raw_write detected blake2b mismatch on 'rootfs.img'",
+            None,
+        ),
+        (v2.path, "fwup error download failed: http_error 503", {"kind": "status", "status": 503}),
+        (v2.path, "fwup error download failed: http_error 416", {"kind": "416"}),
+        (
+            v2.path,
+            "fwup error download failed: max_disconnects_reached",
+            {"kind": "cut", "after": 1000},
+        ),
+    ]
+    config = HubSimConfig(
+        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
+    )
+    async with HubSim(config) as sim:
+        cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image)
+        daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address)
+        try:
+            record = await sim.wait_for_join(DEVICE, timeout=20)
+            for n, (fw, status, fault) in enumerate(cases, 1):
+                sim.clear_faults()
+                if fault:
+                    sim.set_fault(**fault)
+                await sim.offer_update(DEVICE, fw)
+                statuses = await _until(
+                    lambda n=n: (lambda s: s if len(s) >= n else None)(
+                        [e["status"] for e in record.events("status_update")]
+                    ),
+                    30,
+                    f"status_update #{n}",
+                    daemon,
+                )
+                assert statuses[n - 1] == status
+            await asyncio.sleep(0.5)
+            assert logind_mock.reboot_calls() == []
+        finally:
+            assert daemon.stop() == 0, daemon.text()
+    kv = read_kv(LAYOUT.kv_spec(image))
+    assert kv["nerves_fw_active"] == "a"
+    assert active_slot_metadata(kv)["nerves_fw_uuid"] == v1.uuid
+    assert image.read_bytes()[A_START:B_START] == running_slot
+
+
+async def test_interrupted_downloads_resume_to_the_same_image(
+    tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
+) -> None:
+    v1 = make_firmware(tmp_path, "1.0.0")
+    v2 = make_firmware(tmp_path, "2.0.0")
+    reference = tmp_path / "reference.img"
+    install_complete(reference, v1)
+    import subprocess  # noqa: PLC0415
+
+    from tests.integration.daemon_helpers import NHLINK_FWUP, PUBLIC_KEY  # noqa: PLC0415
+
+    subprocess.run(
+        [
+            NHLINK_FWUP,
+            "-a",
+            "-q",
+            "-d",
+            str(reference),
+            "-t",
+            "upgrade",
+            "-i",
+            str(v2.path),
+            "--public-key",
+            PUBLIC_KEY,
+        ],
+        check=True,
+    )
+    config = HubSimConfig(
+        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
+    )
+    for scenario in ("cuts", "full-body-for-range"):
+        image = tmp_path / f"disk-{scenario}.img"
+        install_complete(image, v1)
+        async with HubSim(config) as sim:
+            url_path = "/firmware/" + v2.path.name
+            if scenario == "cuts":
+                for attempt, after in enumerate((1, 65536, 1_500_000)):
+                    sim.set_fault(kind="cut", after=after, attempts=frozenset({attempt}))
+            else:
+                sim.set_fault(kind="cut", after=200_000, attempts=frozenset({0}))
+                sim.set_fault(kind="200", attempts=frozenset({1}))
+            cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image)
+            daemon = Daemon(cfg, tmp_path / f"daemon-{scenario}.log", system_bus.address)
+            try:
+                await sim.wait_for_join(DEVICE, timeout=20)
+                await sim.offer_update(DEVICE, v2.path)
+                await _until(logind_mock.reboot_calls, 30, "Reboot", daemon)
+            finally:
+                assert daemon.stop() == 0, daemon.text()
+            ranges = [e.range for e in sim.http_log if e.path == url_path]
+            if scenario == "cuts":
+                assert ranges == [None, "bytes=1-", "bytes=65537-", "bytes=1565537-"]
+            else:
+                assert ranges[:2] == [None, "bytes=200000-"] and len(ranges) == 2
+        logind_mock.clear_calls()
+        assert image.read_bytes() == reference.read_bytes()
