@@ -111,14 +111,12 @@ async def test_failures_are_reported_and_never_reboot(
                 if fault:
                     sim.set_fault(**fault)
                 await sim.offer_update(DEVICE, fw)
-                statuses = await _until(
-                    lambda n=n: (lambda s: s if len(s) >= n else None)(
-                        [e["status"] for e in record.events("status_update")]
-                    ),
-                    30,
-                    f"status_update #{n}",
-                    daemon,
-                )
+
+                def reported(count: int = n) -> list[str] | None:
+                    found = [e["status"] for e in record.events("status_update")]
+                    return found if len(found) >= count else None
+
+                statuses = await _until(reported, 30, f"status_update #{n}", daemon)
                 assert statuses[n - 1] == status
             await asyncio.sleep(0.5)
             assert logind_mock.reboot_calls() == []
