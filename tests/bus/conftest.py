@@ -1,0 +1,140 @@
+"""Fixtures for the bus face: the fake service served on the private system bus,
+client connections, and a throw-away member of group ``nhlink``."""
+
+from __future__ import annotations
+
+import asyncio
+import grp
+import logging
+import os
+import pwd
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from dbus_next.aio.message_bus import MessageBus
+
+from nhlink_dbus.bus.server import BusFace, serve
+from tests.bus.fake_service import FakeLinkService
+from tests.harness import PrivateSystemBus, system_bus_connection
+
+REPO = Path(__file__).resolve().parents[2]
+# Debian's interpreter (pyenv's cannot be run by other uids), on the venv's packages.
+SYSTEM_PYTHON = "/usr/bin/python3"
+SITE_PACKAGES = next(p for p in sys.path if p.endswith("site-packages") and "venv" in p)
+CALL_AS = Path(__file__).with_name("call_as.py")
+NOBODY = 65534
+
+
+@pytest.fixture(autouse=True)
+async def _asyncio_debug() -> None:
+    asyncio.get_running_loop().set_debug(True)
+
+
+@pytest.fixture(autouse=True)
+def _no_error_logs(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """dbus-next and asyncio report mishandled replies as ERROR logs, not exceptions.
+
+    A test expecting an ERROR record checks it and then clears ``caplog``.
+    """
+    caplog.set_level(logging.DEBUG)
+    yield
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.fixture
+def service() -> FakeLinkService:
+    return FakeLinkService()
+
+
+@pytest.fixture
+async def face(system_bus: PrivateSystemBus, service: FakeLinkService) -> AsyncIterator[BusFace]:
+    served = await serve(service)
+    try:
+        yield served
+    finally:
+        await served.close()
+
+
+@pytest.fixture
+async def client(face: BusFace) -> AsyncIterator[MessageBus]:
+    async with system_bus_connection() as bus:
+        yield bus
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    name: str
+    uid: int
+    group: str
+
+
+@pytest.fixture(scope="session")
+def nhlink_member() -> Iterator[GroupMember]:
+    """A user whose only supplementary group is ``nhlink`` (created, then removed)."""
+    created_group = False
+    try:
+        grp.getgrnam("nhlink")
+    except KeyError:
+        subprocess.run(["groupadd", "--system", "nhlink"], check=True)
+        created_group = True
+    name = f"nhlt{os.getpid() % 100000}"
+    subprocess.run(
+        [
+            "useradd",
+            "--no-create-home",
+            "--no-user-group",
+            "--gid",
+            "nogroup",
+            "--groups",
+            "nhlink",
+            "--shell",
+            "/usr/sbin/nologin",
+            name,
+        ],
+        check=True,
+    )
+    try:
+        yield GroupMember(name, pwd.getpwnam(name).pw_uid, "nhlink")
+    finally:
+        subprocess.run(["userdel", name], check=False)
+        if created_group:
+            subprocess.run(["groupdel", "nhlink"], check=False)
+
+
+def as_user_argv(uid: int, *, init_groups: bool = False) -> list[str]:
+    """``setpriv`` to ``uid``: nobody's group and no others, or the user's own groups."""
+    if init_groups:
+        return ["setpriv", f"--reuid={uid}", f"--regid={NOBODY}", "--init-groups"]
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
+def system_python_env(bus: PrivateSystemBus) -> dict[str, str]:
+    return {
+        **bus.env,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{SITE_PACKAGES}",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": "/nonexistent",
+    }
+
+
+async def run_as(
+    bus: PrivateSystemBus, uid: int, *args: str, init_groups: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run Debian's python as ``uid`` with ``args`` (in a thread: the service must answer)."""
+    argv = [*as_user_argv(uid, init_groups=init_groups), SYSTEM_PYTHON, *args]
+    return await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        env=system_python_env(bus),
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

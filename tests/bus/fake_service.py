@@ -1,0 +1,114 @@
+"""A fake ``LinkService`` for the bus face's tests: records calls, enforces the
+decision rules the face must translate (UnknownRequest, InvalidDecision,
+InvalidArgument), and fans its reports out to listeners like the real one."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from nhlink_dbus.errors import InvalidArgument, InvalidDecision, UnknownRequest
+from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
+
+UPDATE_INFO: dict[str, str | int] = {
+    "uuid": "7b3a1f0e-0000-4000-8000-000000000001",
+    "version": "1.2.0",
+    "product": "kiosk",
+    "platform": "x86_64",
+    "architecture": "x86_64",
+    "author": "ACME",
+    "description": "monthly update",
+    "misc": "",
+    "vcs_identifier": "abc123",
+    "deployment_id": 42,
+    "size": 123456789,
+    "source": "hub",
+}
+ARCHIVE_INFO: dict[str, str | int] = {"uuid": "arch-1", "version": "0.3", "source": "hub"}
+VALID = {
+    "update": {"apply", "ignore", "reschedule"},
+    "archive": {"download", "ignore", "reschedule"},
+}
+
+
+@dataclass
+class FakeLinkService:
+    listeners: list[LinkListener] = field(default_factory=list)
+    calls: list[tuple[object, ...]] = field(default_factory=list)
+    pending: dict[str, PendingRequest] = field(default_factory=dict)
+    check_result: dict[str, str | int] = field(default_factory=dict)
+    fail_with: BaseException | None = None  # raised by the next method call
+    installed: list[bytes] = field(default_factory=list)
+
+    state: str = "awaiting-decision"
+    connected: bool = True
+    progress: int = 0
+    current_firmware: dict[str, str] = field(
+        default_factory=lambda: {"uuid": "running-uuid", "version": "1.1.0", "product": "kiosk"}
+    )
+    device_identifier: str = "kiosk-0042"
+    server_url: str = "wss://devices.example.com/socket"
+    last_error: str = ""
+    reconnect_backoff: list[int] = field(default_factory=list)
+    decision_timeout_ms: int = 30000
+    default_decision: str = "apply"
+    version: str = "0.1.0"
+
+    def __post_init__(self) -> None:
+        self.pending["u-1"] = PendingRequest("u-1", "update", UPDATE_INFO)
+        self.pending["a-1"] = PendingRequest("a-1", "archive", ARCHIVE_INFO)
+
+    def _maybe_fail(self) -> None:
+        exc, self.fail_with = self.fail_with, None
+        if exc is not None:
+            raise exc
+
+    # -- LinkService -------------------------------------------------------------------
+
+    def add_listener(self, listener: LinkListener) -> None:
+        self.listeners.append(listener)
+
+    def decide(self, request_id: str, decision: str, delay_ms: int, caller: Caller) -> None:
+        self._maybe_fail()
+        request = self.pending.get(request_id)
+        if request is None:
+            raise UnknownRequest(f"no pending request {request_id!r}")
+        if decision not in VALID[request.kind]:
+            raise InvalidDecision(f"{decision!r} is not a decision for an {request.kind}")
+        if delay_ms and decision != "reschedule":
+            raise InvalidArgument("delay_ms > 0 only with reschedule")
+        del self.pending[request_id]
+        self.calls.append(("decide", request_id, decision, delay_ms, caller))
+        for listener in self.listeners:
+            listener.decision_made(request_id, decision, delay_ms, caller.describe())
+
+    def pending_requests(self) -> Sequence[PendingRequest]:
+        self._maybe_fail()
+        return list(self.pending.values())
+
+    async def check_for_update(self) -> Info:
+        self._maybe_fail()
+        self.calls.append(("check",))
+        return dict(self.check_result)
+
+    async def install_file(self, fd: int, options: Mapping[str, object], caller: Caller) -> str:
+        try:
+            self._maybe_fail()
+            with os.fdopen(os.dup(fd), "rb") as stream:
+                self.installed.append(stream.read())
+            self.calls.append(("install", dict(options), caller))
+            return "file-1"
+        finally:
+            os.close(fd)  # the service owns the descriptor it is given
+
+    def reconnect(self) -> None:
+        self._maybe_fail()
+        self.calls.append(("reconnect",))
+
+    def set_reconnect_backoff(self, delays_ms: Sequence[int]) -> None:
+        self._maybe_fail()
+        self.reconnect_backoff = list(delays_ms)
+        self.calls.append(("backoff", list(delays_ms)))
+        for listener in self.listeners:
+            listener.properties_changed({"ReconnectBackoff": list(delays_ms)})
