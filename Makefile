@@ -11,7 +11,8 @@ VENV_DEB    := .venv-deb12
 DEB12_PINS  := websockets==10.4 httpx==0.23.3
 
 APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
-                libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc
+                libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
+                libglib2.0-bin
 
 .PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean
 
