@@ -1,0 +1,631 @@
+"""The daemon's configuration: one TOML file (DESIGN §5), parsed into frozen dataclasses.
+
+:func:`load_config` reads ``/etc/nhlink/nhlink.toml`` (or any path) with
+``tomllib`` and returns a :class:`Config`, or raises :class:`ConfigError`
+whose message is one line naming the file, the key and the problem::
+
+    /etc/nhlink/nhlink.toml: firmware.applier: must be one of auto, fwup, builtin (got 'x')
+
+Rules (documented for users in ``docs/nhlink.toml.5.md``):
+
+* every key has a type, a default or is required; wrong types, out-of-range
+  values and **unknown keys** are refused by name (a typo must not be ignored);
+* file paths must be absolute;
+* ``[hub]`` needs exactly one of ``[hub.shared_secret]`` (NH1) and
+  ``[hub.tls]`` (mutual TLS); the shared secret comes from exactly one of
+  ``secret_file`` (preferred: the file can be 0600 while this one is 0644) and
+  ``secret``; ``secret_file`` and the TLS files are read at load time so that a
+  missing credential stops start-up, not the first connection;
+* fwup public keys must be base64 of 32 bytes (Ed25519).
+
+Builders turn sections into the settings objects other modules take:
+:meth:`Config.hub_settings` and :meth:`Config.retry_policy`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import difflib
+import errno
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, Literal, cast
+from urllib.parse import urlsplit
+
+from nhlink_dbus.core.download_policy import RetryPolicy
+from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth
+from nhlink_dbus.core.kv import parse_kv_spec
+from nhlink_dbus.core.nh1 import NH1Params
+from nhlink_dbus.errors import ConfigError
+
+DEFAULT_PATH: Final = "/etc/nhlink/nhlink.toml"
+DEFAULT_ARCHIVES_DIR: Final = "/var/lib/nhlink/archives"
+
+# Upper bound of every duration (ms): ten years. Larger values are typos.
+MAX_MS: Final = 10 * 365 * 86_400_000
+
+Applier = Literal["auto", "fwup", "builtin"]
+UpdateDefault = Literal["apply", "ignore"]
+ArchiveDefault = Literal["download", "ignore"]
+
+APPLIERS: Final = ("auto", "fwup", "builtin")
+UPDATE_DEFAULTS: Final = ("apply", "ignore")
+ARCHIVE_DEFAULTS: Final = ("download", "ignore")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+# Names valid both for Python's hashlib and Erlang's :crypto (the server).
+NH1_DIGESTS: Final = ("sha256", "sha384", "sha512")
+ED25519_KEY_BYTES: Final = 32
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """``[hub]``: where the hub is and how this device authenticates."""
+
+    url: str
+    identifier: str | None
+    auth: SharedSecretAuth | TlsAuth
+    heartbeat_interval_ms: int = 30_000
+    rejoin_after_ms: int = 5_000
+    # Server verification for NH1 over wss:// (with [hub.tls] they live there).
+    cafile: str | None = None
+    sni: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FirmwareConfig:
+    """``[firmware]``: the running firmware's KV store and how updates are applied."""
+
+    kv: str
+    devpath: str | None = None
+    task: str = "upgrade"
+    applier: Applier = "auto"
+    fwup_path: str | None = None
+    public_keys: tuple[str, ...] = ()
+    fwup_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivesConfig:
+    """``[archives]``: where verified archives go, and their signing keys."""
+
+    dir: str = DEFAULT_ARCHIVES_DIR
+    public_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionsConfig:
+    """``[decisions]``: DESIGN §3 (timeouts, defaults, who may decide)."""
+
+    timeout_ms: int = 30_000
+    default_update: UpdateDefault = "apply"
+    default_archive: ArchiveDefault = "ignore"
+    ignore_same_uuid: bool = True
+    group: str = "nhlink"
+
+
+@dataclass(frozen=True, slots=True)
+class RebootConfig:
+    """``[reboot]``: the delay, logind retries, and the fallback command."""
+
+    delay_ms: int = 5_000
+    retries: int = 3
+    retry_delay_ms: int = 1_000
+    command: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadConfig:
+    """``[download]``: protocol.md §6.4's RetryConfig (2.5.2 defaults)."""
+
+    max_disconnects: int = 10
+    idle_timeout_ms: int = 60_000
+    time_between_retries_ms: int = 15_000
+    max_timeout_ms: int = 86_400_000
+    worst_case_download_speed_bps: int = 30_000
+    max_redirects: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    """``[logging]``."""
+
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole file. ``source`` is the path it was read from."""
+
+    source: str
+    hub: HubConfig
+    firmware: FirmwareConfig
+    archives: ArchivesConfig = ArchivesConfig()
+    decisions: DecisionsConfig = DecisionsConfig()
+    reboot: RebootConfig = RebootConfig()
+    download: DownloadConfig = DownloadConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    def hub_settings(self, identifier: str | None = None) -> HubSettings:
+        """The hub client's settings.
+
+        ``hub.identifier`` wins; ``identifier`` is the fallback the caller found
+        (the KV store's serial number). Raises :class:`ConfigError` with neither.
+        """
+        chosen = self.hub.identifier or identifier
+        if not chosen:
+            raise ConfigError(
+                f"{self.source}: hub.identifier: not set, and no serial number was found"
+            )
+        return HubSettings(
+            url=self.hub.url,
+            identifier=chosen,
+            auth=self.hub.auth,
+            heartbeat_interval_ms=self.hub.heartbeat_interval_ms,
+            rejoin_after_ms=self.hub.rejoin_after_ms,
+            cafile=self.hub.cafile,
+            sni=self.hub.sni,
+        )
+
+    def retry_policy(self) -> RetryPolicy:
+        """The downloader's retry policy (``[download]``)."""
+        d = self.download
+        return RetryPolicy(
+            max_disconnects=d.max_disconnects,
+            idle_timeout_ms=d.idle_timeout_ms,
+            time_between_retries_ms=d.time_between_retries_ms,
+            max_timeout_ms=d.max_timeout_ms,
+            worst_case_download_speed_bps=d.worst_case_download_speed_bps,
+            max_redirects=d.max_redirects,
+        )
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str] = DEFAULT_PATH) -> Config:
+    """Read and validate the file at ``path``; raises :class:`ConfigError`."""
+    source = os.fspath(path)
+    try:
+        with open(source, "rb") as fh:
+            data = fh.read()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{source}: cannot read: {_os_problem(exc)}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{source}: line {line}: not UTF-8 text") from None
+    return parse_config(text, source)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Validate TOML ``text``; ``source`` names it in error messages."""
+    try:
+        document = tomllib.loads(text)
+    except ValueError as exc:  # TOMLDecodeError, and int() limits inside tomllib
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: invalid TOML: nested too deeply") from None
+    root = _Table(source, "", document)
+    hub = _hub(root.table("hub"))
+    firmware = _firmware(root.table("firmware"))
+    archives = _archives(root.table("archives"))
+    decisions = _decisions(root.table("decisions"))
+    reboot = _reboot(root.table("reboot"))
+    download = _download(root.table("download"))
+    logging_ = _logging(root.table("logging"))
+    root.finish()
+    return Config(source, hub, firmware, archives, decisions, reboot, download, logging_)
+
+
+def _hub(t: _Table) -> HubConfig:
+    url = _hub_url(t, "url")
+    identifier = t.optional_string("identifier")
+    if identifier is not None and (not identifier.strip() or _has_control(identifier)):
+        raise t.error("identifier", "must be a non-empty string without control characters")
+    heartbeat = t.integer("heartbeat_interval_ms", 30_000, minimum=100)
+    rejoin = t.integer("rejoin_after_ms", 5_000, minimum=0)
+    cafile = t.readable_file("cafile")
+    sni = t.optional_string("sni", nonempty=True)
+    shared = t.optional_table("shared_secret")
+    tls = t.optional_table("tls")
+    auth: SharedSecretAuth | TlsAuth
+    if shared is not None and tls is not None:
+        raise t.error("", "[hub.shared_secret] and [hub.tls] exclude each other: keep one")
+    if shared is not None:
+        auth = _shared_secret(shared)
+    elif tls is not None:
+        if cafile is not None or sni is not None:
+            key = "cafile" if cafile is not None else "sni"
+            raise t.error(key, f"with [hub.tls], set hub.tls.{key} instead")
+        auth = _tls(tls)
+    else:
+        raise t.error("", "needs [hub.shared_secret] (NH1) or [hub.tls] (mutual TLS)")
+    t.finish()
+    return HubConfig(url, identifier, auth, heartbeat, rejoin, cafile, sni)
+
+
+def _hub_url(t: _Table, key: str) -> str:
+    url = t.required_string(key)
+    base = url if "://" in url else f"wss://{url}"
+    try:
+        parts = urlsplit(base)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise t.error(key, f"not a valid URL ({url!r})") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise t.error(key, f"must be a wss:// (or ws://) URL (got scheme {parts.scheme!r})")
+    if not parts.hostname or _has_control(url) or " " in url:
+        raise t.error(key, f"not a valid URL ({url!r})")
+    return url
+
+
+def _shared_secret(t: _Table) -> SharedSecretAuth:
+    key = t.required_string("key")
+    if not key.startswith(("nhd_", "nhp_")) or _has_control(key):
+        raise t.error("key", "must be a device key (nhd_...) or a product key (nhp_...)")
+    has_file, has_inline = t.has("secret_file"), t.has("secret")
+    if has_file and has_inline:
+        raise t.error("secret", "set secret_file or secret, not both")
+    if has_file:
+        secret = t.secret_from_file("secret_file")
+    elif has_inline:
+        secret = t.required_string("secret", secret=True)
+        if secret != secret.strip() or _has_control(secret):
+            raise t.error("secret", "must not contain whitespace or control characters")
+    else:
+        raise t.error("secret_file", "missing (or give the secret inline with secret)")
+    params = NH1Params(
+        digest=t.choice("key_digest", "sha256", NH1_DIGESTS),
+        iterations=t.integer("key_iterations", 1000, minimum=1, maximum=10_000_000),
+        length=t.integer("key_length", 32, minimum=16, maximum=1024),
+    )
+    t.finish()
+    return SharedSecretAuth(key, secret, params)
+
+
+def _tls(t: _Table) -> TlsAuth:
+    certfile = t.readable_file("certfile", required=True)
+    keyfile = t.readable_file("keyfile", required=True)
+    assert certfile is not None and keyfile is not None
+    auth = TlsAuth(
+        certfile=certfile,
+        keyfile=keyfile,
+        cafile=t.readable_file("cafile"),
+        sni=t.optional_string("sni", nonempty=True),
+    )
+    t.finish()
+    return auth
+
+
+def _firmware(t: _Table) -> FirmwareConfig:
+    kv = t.required_string("kv")
+    try:
+        kind, kv_path, _offset, _size = parse_kv_spec(kv)
+    except ConfigError as exc:
+        raise t.error("kv", str(exc)) from None
+    if not os.path.isabs(kv_path) or "\0" in kv_path:
+        raise t.error("kv", f"the {kind} path must be absolute (got {kv_path!r})")
+    devpath = t.path("devpath")
+    task = t.string("task", "upgrade")
+    if _has_control(task):
+        raise t.error("task", "must not contain control characters")
+    applier = cast(Applier, t.choice("applier", "auto", APPLIERS))
+    fwup_path = t.path("fwup_path")
+    public_keys = t.public_keys("public_keys")
+    fwup_env = t.environment("fwup_env")
+    t.finish()
+    return FirmwareConfig(kv, devpath, task, applier, fwup_path, public_keys, fwup_env)
+
+
+def _archives(t: _Table) -> ArchivesConfig:
+    config = ArchivesConfig(
+        dir=t.path("dir") or DEFAULT_ARCHIVES_DIR,
+        public_keys=t.public_keys("public_keys"),
+    )
+    t.finish()
+    return config
+
+
+def _decisions(t: _Table) -> DecisionsConfig:
+    timeout = t.integer("timeout_ms", 30_000, minimum=0)
+    default_update = cast(UpdateDefault, t.choice("default_update", "apply", UPDATE_DEFAULTS))
+    default_archive = cast(ArchiveDefault, t.choice("default_archive", "ignore", ARCHIVE_DEFAULTS))
+    ignore_same_uuid = t.boolean("ignore_same_uuid", True)
+    group = t.string("group", "nhlink")
+    if not _GROUP_NAME.fullmatch(group):
+        raise t.error("group", f"not a valid group name ({group!r})")
+    t.finish()
+    return DecisionsConfig(timeout, default_update, default_archive, ignore_same_uuid, group)
+
+
+def _reboot(t: _Table) -> RebootConfig:
+    config = RebootConfig(
+        delay_ms=t.integer("delay_ms", 5_000, minimum=0),
+        retries=t.integer("retries", 3, minimum=0, maximum=100),
+        retry_delay_ms=t.integer("retry_delay_ms", 1_000, minimum=0),
+        command=t.command("command"),
+    )
+    t.finish()
+    return config
+
+
+def _download(t: _Table) -> DownloadConfig:
+    config = DownloadConfig(
+        max_disconnects=t.integer("max_disconnects", 10, minimum=1, maximum=1_000_000),
+        idle_timeout_ms=t.integer("idle_timeout_ms", 60_000, minimum=1),
+        time_between_retries_ms=t.integer("time_between_retries_ms", 15_000, minimum=0),
+        max_timeout_ms=t.integer("max_timeout_ms", 86_400_000, minimum=1),
+        worst_case_download_speed_bps=t.integer(
+            "worst_case_download_speed_bps", 30_000, minimum=1, maximum=2**53
+        ),
+        max_redirects=t.integer("max_redirects", 10, minimum=0, maximum=100),
+    )
+    t.finish()
+    return config
+
+
+def _logging(t: _Table) -> LoggingConfig:
+    level = t.string("level", "info").lower()
+    if level not in LOG_LEVELS:
+        raise t.error("level", f"must be one of {', '.join(LOG_LEVELS)} (got {level!r})")
+    t.finish()
+    return LoggingConfig(level)
+
+
+# --- the typed reader ---------------------------------------------------------------------
+
+_MISSING: Final[Any] = object()
+
+
+class _Table:
+    """One TOML table being read: typed getters that remember which keys were used.
+
+    Every problem becomes ``ConfigError("SOURCE: dotted.key: problem")``;
+    :meth:`finish` refuses the keys nobody asked for.
+    """
+
+    def __init__(self, source: str, prefix: str, data: Mapping[str, Any]) -> None:
+        self.source = source
+        self.prefix = prefix
+        self.data = data
+        self.used: set[str] = set()
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        name = f"{self.prefix}.{key}" if self.prefix and key else (key or self.prefix)
+        return ConfigError(f"{self.source}: {name}: {problem}")
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def _get(self, key: str) -> Any:
+        self.used.add(key)
+        return self.data.get(key, _MISSING)
+
+    def finish(self) -> None:
+        for key in self.data:
+            if key not in self.used:
+                hint = difflib.get_close_matches(key, sorted(self.used), n=1)
+                did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
+                what = "table" if isinstance(self.data[key], dict) else "key"
+                raise self.error(key, f"unknown {what}{did_you_mean}")
+
+    # tables
+
+    def table(self, key: str) -> _Table:
+        """The sub-table ``key``; an absent one reads as empty."""
+        return self.optional_table(key) or _Table(self.source, self._dotted(key), {})
+
+    def optional_table(self, key: str) -> _Table | None:
+        value = self._get(key)
+        if value is _MISSING:
+            return None
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table (got {_type_name(value)})")
+        return _Table(self.source, self._dotted(key), value)
+
+    def _dotted(self, key: str) -> str:
+        return f"{self.prefix}.{key}" if self.prefix else key
+
+    # scalars
+
+    def _typed(self, key: str, kind: type, kind_name: str, *, secret: bool = False) -> Any:
+        value = self._get(key)
+        if value is _MISSING:
+            return value
+        # bool is an int subclass: true must not pass for 1.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            got = _type_name(value) if secret else _describe(value)
+            raise self.error(key, f"must be {kind_name} (got {got})")
+        return value
+
+    def optional_string(
+        self, key: str, *, nonempty: bool = False, secret: bool = False
+    ) -> str | None:
+        value = self._typed(key, str, "a string", secret=secret)
+        if value is _MISSING:
+            return None
+        if nonempty and not value:
+            raise self.error(key, "must not be empty")
+        if "\0" in value:
+            raise self.error(key, "must not contain NUL characters")
+        assert isinstance(value, str)
+        return value
+
+    def required_string(self, key: str, *, secret: bool = False) -> str:
+        value = self.optional_string(key, nonempty=True, secret=secret)
+        if value is None:
+            raise self.error(key, "missing (required)")
+        return value
+
+    def string(self, key: str, default: str) -> str:
+        value = self.optional_string(key, nonempty=True)
+        return default if value is None else value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.string(key, default)
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(choices)} (got {value!r})")
+        return value
+
+    def integer(self, key: str, default: int, *, minimum: int, maximum: int = MAX_MS) -> int:
+        value = self._typed(key, int, "an integer")
+        if value is _MISSING:
+            return default
+        assert isinstance(value, int)
+        if not minimum <= value <= maximum:
+            raise self.error(
+                key, f"must be between {minimum} and {maximum} (got {_int_text(value)})"
+            )
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._typed(key, bool, "true or false")
+        if value is _MISSING:
+            return default
+        assert isinstance(value, bool)
+        return value
+
+    # arrays and tables of strings
+
+    def strings(self, key: str) -> tuple[str, ...] | None:
+        value = self._typed(key, list, "an array of strings")
+        if value is _MISSING:
+            return None
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                raise self.error(key, f"item {index} must be a string (got {_describe(item)})")
+            if "\0" in item:
+                raise self.error(key, f"item {index} must not contain NUL characters")
+        return tuple(value)
+
+    def public_keys(self, key: str) -> tuple[str, ...]:
+        keys = self.strings(key) or ()
+        for index, text in enumerate(keys):
+            try:
+                raw = base64.b64decode(text.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != ED25519_KEY_BYTES:
+                raise self.error(
+                    key, f"item {index} is not a base64 Ed25519 public key (32 bytes): {text!r}"
+                )
+        return tuple(text.strip() for text in keys)
+
+    def command(self, key: str) -> tuple[str, ...] | None:
+        argv = self.strings(key)
+        if argv is not None and (not argv or not argv[0]):
+            raise self.error(key, 'must name a program, e.g. ["systemctl", "reboot"]')
+        return argv
+
+    def environment(self, key: str) -> Mapping[str, str]:
+        value = self._get(key)
+        if value is _MISSING:
+            return MappingProxyType({})
+        if not isinstance(value, dict):
+            raise self.error(key, f"must be a table of strings (got {_type_name(value)})")
+        env: dict[str, str] = {}
+        for name, item in value.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise self.error(key, f"{name!r} is not a valid environment variable name")
+            if not isinstance(item, str) or "\0" in item:
+                raise self.error(f"{key}.{name}", f"must be a string (got {_describe(item)})")
+            env[name] = item
+        return MappingProxyType(env)
+
+    # files
+
+    def path(self, key: str) -> str | None:
+        value = self.optional_string(key, nonempty=True)
+        if value is not None and not os.path.isabs(value):
+            raise self.error(key, f"must be an absolute path (got {value!r})")
+        return value
+
+    def readable_file(self, key: str, *, required: bool = False) -> str | None:
+        value = self.path(key)
+        if value is None:
+            if required:
+                raise self.error(key, "missing (required)")
+            return None
+        try:
+            os.close(_open_regular_file(value))
+        except OSError as exc:
+            raise self.error(key, f"cannot read {value}: {_os_problem(exc)}") from None
+        return value
+
+    def secret_from_file(self, key: str) -> str:
+        value = self.path(key)
+        assert value is not None
+        try:
+            with open(_open_regular_file(value), "rb") as fh:
+                data = fh.read(65_536)
+        except OSError as exc:
+            raise self.error(key, f"cannot read {value}: {_os_problem(exc)}") from None
+        try:
+            secret = data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise self.error(key, f"{value} is not UTF-8 text") from None
+        if not secret or _has_control(secret) or any(c.isspace() for c in secret):
+            raise self.error(key, f"{value} must hold the secret alone on one line")
+        return secret
+
+
+def _open_regular_file(path: str) -> int:
+    """An fd for reading ``path``; a FIFO or device would block or mislead: refuse."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return fd
+
+
+def _type_name(value: object) -> str:
+    match value:
+        case bool():
+            return "a boolean"
+        case int():
+            return "an integer"
+        case float():
+            return "a float"
+        case str():
+            return "a string"
+        case list():
+            return "an array"
+        case dict():
+            return "a table"
+        case _:
+            return "a date/time"
+
+
+def _describe(value: object) -> str:
+    """Type and a short rendering of a wrong value (never used for secrets)."""
+    if isinstance(value, list | dict):
+        return _type_name(value)
+    text = _int_text(value) if isinstance(value, int) else repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{_type_name(value)} {text}"
+
+
+def _int_text(value: int) -> str:
+    # str() of a huge int raises ValueError (PEP 651 digit limit); TOML hex allows them.
+    return str(value) if value.bit_length() <= 128 else "a huge number"
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
+def _os_problem(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
