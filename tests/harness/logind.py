@@ -11,11 +11,16 @@ The helpers talk to it with real ``busctl``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+# The interpreter that has python-dbusmock: the Debian-12 test venv has only the
+# runtime libraries, so its runs point this at the main venv's interpreter.
+DBUSMOCK_PYTHON = os.environ.get("NHLINK_DBUSMOCK_PYTHON", sys.executable)
 
 from nhlink_dbus import names
 from tests.harness.bus import START_TIMEOUT_S, PrivateSystemBus, busctl
@@ -43,7 +48,7 @@ class LogindMock:
         self.log_path = bus.directory / "logind-mock.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "dbusmock", "--system", "--template", "logind"],
+                [DBUSMOCK_PYTHON, "-m", "dbusmock", "--system", "--template", "logind"],
                 env=bus.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
