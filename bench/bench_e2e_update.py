@@ -50,18 +50,26 @@ def _peak_rss_kib(pid: int) -> int:
     return 0
 
 
-async def _one(folder: Path, mib: int, bus_address: str, logind: LogindMock) -> tuple[float, float, int]:
+async def _one(
+    folder: Path, mib: int, bus_address: str, logind: LogindMock
+) -> tuple[float, float, int]:
     v1 = make_firmware(folder, f"1.0.{mib}", rootfs_size=1 << 20, layout=LAYOUT)
     v2 = make_firmware(folder, f"2.0.{mib}", rootfs_size=mib << 20, layout=LAYOUT)
     image = folder / f"disk-{mib}.img"
     install_complete(image, v1, layout=LAYOUT)
     baseline = folder / f"baseline-{mib}.img"
     shutil.copy(image, baseline)
-    config = HubSimConfig(shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)],
-                          health_check=False)
+    config = HubSimConfig(
+        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
+    )
     async with HubSim(config) as sim:
-        cfg = write_config(folder, ws_url=sim.ws_url, image=image, layout=LAYOUT,
-                           extra="[decisions]\ntimeout_ms = 1000\n")
+        cfg = write_config(
+            folder,
+            ws_url=sim.ws_url,
+            image=image,
+            layout=LAYOUT,
+            extra="[decisions]\ntimeout_ms = 1000\n",
+        )
         daemon = Daemon(cfg, folder / f"daemon-{mib}.log", bus_address)
         try:
             await sim.wait_for_join(DEVICE, timeout=30)
@@ -78,8 +86,10 @@ async def _one(folder: Path, mib: int, bus_address: str, logind: LogindMock) -> 
             daemon.stop()
         url = payload["firmware_url"]
         start = time.perf_counter()
-        shell = (f"curl -sf '{url}' | {NHLINK_FWUP} -a -q -d {baseline} -t upgrade -i - "
-                 f"--public-key {PUBLIC_KEY}")
+        shell = (
+            f"curl -sf '{url}' | {NHLINK_FWUP} -a -q -d {baseline} -t upgrade -i - "
+            f"--public-key {PUBLIC_KEY}"
+        )
         subprocess.run(shell, shell=True, check=True)
         curl = time.perf_counter() - start
     if image.read_bytes() != baseline.read_bytes():
@@ -94,17 +104,22 @@ async def main() -> None:
     os.environ["DBUS_SYSTEM_BUS_ADDRESS"] = bus.address
     logind = LogindMock(bus)
     try:
-        with tempfile.TemporaryDirectory(prefix="nhlink-bench-e2e-",
-                                         dir=os.environ.get("BENCH_DIR")) as d:
+        with tempfile.TemporaryDirectory(
+            prefix="nhlink-bench-e2e-", dir=os.environ.get("BENCH_DIR")
+        ) as d:
             rss = {}
             for mib in (64, 256):
                 wall, curl, rss[mib] = await _one(Path(d), mib, bus.address, logind)
-                print(f"{mib:4d} MiB update: daemon push→Reboot {wall:.2f} s "
-                      f"({mib / wall:.0f} MiB/s, reboot delay 0.3 s included); "
-                      f"curl | nhlink-fwup {curl:.2f} s; ratio {wall / curl:.2f}")
-            print(f"daemon peak RSS: 64 MiB firmware {rss[64] / 1024:.1f} MiB, "
-                  f"256 MiB firmware {rss[256] / 1024:.1f} MiB "
-                  f"(growth {(rss[256] - rss[64]) / 1024:+.1f} MiB)")
+                print(
+                    f"{mib:4d} MiB update: daemon push→Reboot {wall:.2f} s "
+                    f"({mib / wall:.0f} MiB/s, reboot delay 0.3 s included); "
+                    f"curl | nhlink-fwup {curl:.2f} s; ratio {wall / curl:.2f}"
+                )
+            print(
+                f"daemon peak RSS: 64 MiB firmware {rss[64] / 1024:.1f} MiB, "
+                f"256 MiB firmware {rss[256] / 1024:.1f} MiB "
+                f"(growth {(rss[256] - rss[64]) / 1024:+.1f} MiB)"
+            )
     finally:
         logind.stop()
         bus.stop()

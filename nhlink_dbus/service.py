@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import time
@@ -36,6 +37,16 @@ from nhlink_dbus.aio.logind import Logind, LogindError
 from nhlink_dbus.config import Config
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
+from nhlink_dbus.core.archive_manager import (
+    ArchiveDecided,
+    ArchiveDecision,
+    ArchiveDropped,
+    ArchiveEffect,
+    ArchiveManager,
+    ArchiveOffer,
+    AskArchive,
+    StartArchiveDownload,
+)
 from nhlink_dbus.core.backoff import delay_list
 from nhlink_dbus.core.hub_settings import loggable_url
 from nhlink_dbus.core.kv import KVError, active_slot_metadata
@@ -65,6 +76,7 @@ from nhlink_dbus.errors import (
     StateError,
     UnknownRequest,
 )
+from nhlink_dbus.fwup.local_firmware import LocalFirmwareError, inspect_fd, read_fd_chunks
 from nhlink_dbus.kv import read_kv
 from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
 
@@ -93,6 +105,22 @@ def update_info_dict(offer: Offer) -> dict[str, str | int]:
             out[key] = value
     if offer.info.deployment_id is not None:
         out["deployment_id"] = offer.info.deployment_id
+    return out
+
+
+def archive_info_dict(offer: ArchiveOffer) -> dict[str, str | int]:
+    """The a{sv} info of an archive: its metadata, never the URL."""
+    info = offer.info
+    out: dict[str, str | int] = {
+        "source": "hub",
+        "uuid": info.uuid,
+        "version": info.version,
+        "size": info.size,
+    }
+    for key in ("description", "platform", "architecture", "uploaded_at"):
+        value = getattr(info, key)
+        if value is not None:
+            out[key] = value
     return out
 
 
@@ -130,6 +158,8 @@ class NhlinkService:
         self.listeners = _Listeners()
         self.deciders = 0  # faces that answer UpdateAvailable (the bus face)
         self.manager = UpdateManager(reboot_delay_ms=config.reboot.delay_ms)
+        self.archives = ArchiveManager()
+        self._local_fds: dict[str, int] = {}  # InstallFile request id -> fd (owned)
         self.fwup_keys: tuple[str, ...] = tuple(config.firmware.public_keys)
         self.archive_keys: tuple[str, ...] = tuple(config.archives.public_keys)
         self.kv: dict[str, str] = {}
@@ -186,6 +216,10 @@ class NhlinkService:
         self.listeners.items.append(listener)
         if decides:
             self.deciders += 1
+
+    def _archive_keys(self) -> tuple[str, ...]:
+        # §7.6: archive keys, else the firmware keys.
+        return self.archive_keys or self.fwup_keys
 
     # -- running -----------------------------------------------------------------------------
 
@@ -284,6 +318,7 @@ class NhlinkService:
                     self._arm_reschedule(effect.offer.request_id)
             elif isinstance(effect, Superseded):
                 self._cancel_timer(effect.request_id)
+                self._close_local(effect.request_id)
             elif isinstance(effect, StartUpdate):
                 self._spawn(self._run_update(effect.offer))
             elif isinstance(effect, ReportProgress):
@@ -310,6 +345,11 @@ class NhlinkService:
                 if effect.state is UpdateState.UPDATING:
                     self._progress = 0
                 self.listeners.properties_changed({"State": effect.state.value})
+
+    def _close_local(self, request_id: str) -> None:
+        fd = self._local_fds.pop(request_id, None)
+        if fd is not None:
+            os.close(fd)
 
     def _ask(self, offer: Offer) -> None:
         running = self.slot.get("nerves_fw_uuid")
@@ -348,6 +388,78 @@ class NhlinkService:
         handle = self._timers.pop(request_id, None)
         if handle is not None:
             handle.cancel()
+
+    # -- archives ---------------------------------------------------------------------------
+
+    def _perform_archive(self, effects: Sequence[ArchiveEffect]) -> None:
+        for effect in effects:
+            if isinstance(effect, AskArchive):
+                self._ask_archive(effect.offer)
+            elif isinstance(effect, ArchiveDecided):
+                self._cancel_timer(effect.offer.request_id)
+                logger.info(
+                    "archive %s: %s (by %s)",
+                    effect.offer.request_id,
+                    effect.decision.value,
+                    effect.decided_by,
+                )
+                self.listeners.decision_made(
+                    effect.offer.request_id,
+                    effect.decision.value,
+                    effect.delay_ms,
+                    effect.decided_by,
+                )
+                if effect.decision is ArchiveDecision.RESCHEDULE:
+                    self._arm_archive_reschedule(effect.offer.request_id, effect.delay_ms)
+            elif isinstance(effect, ArchiveDropped):
+                self._cancel_timer(effect.request_id)
+            elif isinstance(effect, StartArchiveDownload):
+                self._spawn(self._download_archive(effect.offer))
+
+    def _ask_archive(self, offer: ArchiveOffer) -> None:
+        default = ArchiveDecision(self.config.decisions.default_archive)
+        if self.deciders == 0:
+            self._decide_archive(offer.request_id, default, "policy")
+            return
+        self.listeners.archive_available(offer.request_id, archive_info_dict(offer))
+        self._timers[offer.request_id] = asyncio.get_running_loop().call_later(
+            self.config.decisions.timeout_ms / 1000,
+            self._decide_archive,
+            offer.request_id,
+            default,
+            "timeout",
+        )
+
+    def _decide_archive(self, request_id: str, decision: ArchiveDecision, by: str) -> None:
+        try:
+            self._perform_archive(self.archives.decide(request_id, decision, 0, by, self._now_ms()))
+        except StateError as exc:
+            logger.warning("archive decision for %s dropped: %s", request_id, exc)
+
+    def _arm_archive_reschedule(self, request_id: str, delay_ms: int) -> None:
+        self._timers[request_id] = asyncio.get_running_loop().call_later(
+            delay_ms / 1000,
+            lambda: self._perform_archive(self.archives.tick(self._now_ms() + 1)),
+        )
+
+    async def _download_archive(self, offer: ArchiveOffer) -> None:
+        from nhlink_dbus.aio.archive_store import fetch_archive  # noqa: PLC0415
+
+        try:
+            path = await fetch_archive(
+                offer.info, offer.public_keys, self.config.archives.dir, self.config.retry_policy()
+            )
+        except NhlinkError as exc:
+            self._error(f"archive {offer.info.uuid}: {exc}")
+            return
+        except Exception as exc:
+            logger.exception("archive download failed")
+            self._error(f"archive {offer.info.uuid}: internal error: {exc.__class__.__name__}")
+            return
+        finally:
+            self.archives.done(offer.request_id)
+        logger.info("archive %s ready at %s", offer.info.uuid, path)
+        self.listeners.archive_ready(offer.request_id, archive_info_dict(offer), path)
 
     # -- applying ------------------------------------------------------------------------------
 
@@ -389,12 +501,20 @@ class NhlinkService:
                 )
                 await applier.start()
                 try:
-                    await download(
-                        offer.info.firmware_url,
-                        applier,
-                        self.config.retry_policy(),
-                        on_error=lambda reason: logger.warning("download: %s", reason),
-                    )
+                    local_fd = self._local_fds.pop(offer.request_id, None)
+                    if local_fd is not None:
+                        try:
+                            async for chunk in read_fd_chunks(local_fd):
+                                await applier.write(chunk)
+                        finally:
+                            os.close(local_fd)
+                    else:
+                        await download(
+                            offer.info.firmware_url,
+                            applier,
+                            self.config.retry_policy(),
+                            on_error=lambda reason: logger.warning("download: %s", reason),
+                        )
                 except DownloadError as exc:
                     await applier.abort(str(exc))
                     success, message, applier_error = False, str(exc), False
@@ -442,6 +562,20 @@ class NhlinkService:
     # -- LinkService -------------------------------------------------------------------------
 
     def decide(self, request_id: str, decision: str, delay_ms: int, caller: Caller) -> None:
+        if request_id in self.archives.pending:
+            try:
+                archive_choice = ArchiveDecision(decision)
+            except ValueError:
+                raise InvalidDecision(
+                    f"{decision!r} is not a decision for an archive (download, ignore, reschedule)"
+                ) from None
+            self._check_delay(archive_choice.value, delay_ms)
+            self._perform_archive(
+                self.archives.decide(
+                    request_id, archive_choice, delay_ms, caller.describe(), self._now_ms()
+                )
+            )
+            return
         offer = self.manager.pending
         if (
             offer is None
@@ -455,19 +589,26 @@ class NhlinkService:
             raise InvalidDecision(
                 f"{decision!r} is not a decision for an update (apply, ignore, reschedule)"
             ) from None
-        if choice is Decision.RESCHEDULE and delay_ms <= 0:
-            raise InvalidArgument("reschedule needs a delay_ms > 0")
-        if choice is not Decision.RESCHEDULE and delay_ms != 0:
-            raise InvalidArgument("delay_ms must be 0 unless the decision is reschedule")
+        self._check_delay(choice.value, delay_ms)
         self._perform(
             self.manager.decide(request_id, choice, delay_ms, caller.describe(), self._now_ms())
         )
 
+    @staticmethod
+    def _check_delay(decision: str, delay_ms: int) -> None:
+        if decision == "reschedule" and delay_ms <= 0:
+            raise InvalidArgument("reschedule needs a delay_ms > 0")
+        if decision != "reschedule" and delay_ms != 0:
+            raise InvalidArgument("delay_ms must be 0 unless the decision is reschedule")
+
     def pending_requests(self) -> Sequence[PendingRequest]:
+        out: list[PendingRequest] = []
         offer = self.manager.pending
-        if offer is None or self.manager.state is not UpdateState.AWAITING_DECISION:
-            return []
-        return [PendingRequest(offer.request_id, "update", update_info_dict(offer))]
+        if offer is not None and self.manager.state is UpdateState.AWAITING_DECISION:
+            out.append(PendingRequest(offer.request_id, "update", update_info_dict(offer)))
+        for rid, aoffer in self.archives.pending.items():
+            out.append(PendingRequest(rid, "archive", archive_info_dict(aoffer)))
+        return out
 
     async def check_for_update(self) -> Info:
         update = await self.hub.check_update_available()
@@ -483,7 +624,41 @@ class NhlinkService:
         return out
 
     async def install_file(self, fd: int, options: Mapping[str, object], caller: Caller) -> str:
-        raise NotPossible("InstallFile is not available yet")
+        """Install a local ``.fw`` given as an open fd (owned by us from here on).
+
+        The archive is verified first (signature with the firmware keys, every
+        resource's hash); then it goes the same apply/progress/reboot way as a hub
+        update, decided by the caller.
+        """
+        try:
+            if options:
+                raise InvalidArgument(
+                    f"unknown InstallFile option(s): {', '.join(sorted(options))}"
+                )
+            if self.manager.state in (UpdateState.UPDATING, UpdateState.REBOOTING):
+                raise NotPossible(f"an update is {self.manager.state.value}: try again later")
+            if not self.fwup_keys:
+                raise NotPossible("no firmware signing keys are configured or were received")
+            try:
+                meta = await asyncio.to_thread(inspect_fd, fd, self.fwup_keys)
+            except LocalFirmwareError as exc:
+                raise InvalidArgument(f"the file is not valid firmware: {exc}") from None
+            info = hm.UpdateInfo("file:", hm.FirmwareMetadata(**meta))
+            effects = self.manager.offer(info, self.fwup_keys, source="file")
+            asks = [e for e in effects if isinstance(e, AskDecision)]
+            if not asks:
+                raise NotPossible("the update manager did not accept the file")
+            rid = asks[0].offer.request_id
+            self._local_fds[rid] = fd
+            fd = -1  # owned by the request now
+            self._perform([e for e in effects if not isinstance(e, AskDecision)])
+            self._perform(
+                self.manager.decide(rid, Decision.APPLY, 0, caller.describe(), self._now_ms())
+            )
+            return rid
+        finally:
+            if fd >= 0:
+                os.close(fd)
 
     def reconnect(self) -> None:
         self.hub.reconnect()

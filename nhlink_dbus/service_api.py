@@ -57,7 +57,9 @@ class LinkService(Protocol):
     """What a face may ask of the service. Errors raised are from ``errors.py``:
     ``UnknownRequest``, ``InvalidDecision``, ``InvalidArgument`` (see there)."""
 
-    def add_listener(self, listener: LinkListener) -> None: ...
+    def add_listener(self, listener: LinkListener, decides: bool = False) -> None:
+        """Register a listener; ``decides``: it answers UpdateAvailable/ArchiveAvailable
+        (with a deciding face attached, offers wait for ``Decide`` or the timeout)."""
 
     def decide(self, request_id: str, decision: str, delay_ms: int, caller: Caller) -> None: ...
     def pending_requests(self) -> Sequence[PendingRequest]: ...

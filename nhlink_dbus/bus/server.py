@@ -96,7 +96,7 @@ async def serve(
     interface.attach(bus)
     face = BusFace(bus, interface, owns_bus)
     try:
-        service.add_listener(interface)
+        service.add_listener(interface, decides=True)
         try:
             reply = await bus.request_name(names.BUS_NAME, NameFlag.DO_NOT_QUEUE)
         except DBusError as exc:

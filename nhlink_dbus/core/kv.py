@@ -72,6 +72,4 @@ def parse_kv_spec(spec: str) -> tuple[str, str, int, int]:
             if offset < 0 or size < 8:
                 raise ConfigError(f"bad offset or size in KV spec '{spec}'")
             return "uboot-env", parts[0], offset, size
-    raise ConfigError(
-        f"KV spec '{spec}': expecting 'uboot-env:DEVICE:OFFSET:SIZE' or 'file:PATH'"
-    )
+    raise ConfigError(f"KV spec '{spec}': expecting 'uboot-env:DEVICE:OFFSET:SIZE' or 'file:PATH'")

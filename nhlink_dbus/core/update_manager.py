@@ -120,8 +120,16 @@ class StateChanged:
 
 
 Effect = (
-    AskDecision | Superseded | Decided | StartUpdate | ReportProgress | PushStatus | Finished
-    | RequestReboot | ReportError | StateChanged
+    AskDecision
+    | Superseded
+    | Decided
+    | StartUpdate
+    | ReportProgress
+    | PushStatus
+    | Finished
+    | RequestReboot
+    | ReportError
+    | StateChanged
 )
 
 # Which states accept which input (the one table of this module).
@@ -159,15 +167,24 @@ class UpdateManager:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def offer(self, info: UpdateInfo, public_keys: tuple[str, ...], source: str = "hub",
-              request_id: str | None = None) -> list[Effect]:
+    def offer(
+        self,
+        info: UpdateInfo,
+        public_keys: tuple[str, ...],
+        source: str = "hub",
+        request_id: str | None = None,
+    ) -> list[Effect]:
         """A new update offer (hub push, legacy join reply, update check, local file)."""
         out: list[Effect] = []
         if self.state in (UpdateState.UPDATING, UpdateState.REBOOTING):
             return out  # ignored entirely, as nerves_hub_link 2.5.2 does
         if not public_keys:
-            out.append(ReportError("firmware update refused: no firmware signing keys are "
-                                   "configured or were received from the hub"))
+            out.append(
+                ReportError(
+                    "firmware update refused: no firmware signing keys are "
+                    "configured or were received from the hub"
+                )
+            )
             return out
         if self.pending is not None:
             out.append(Superseded(self.pending.request_id))
@@ -177,8 +194,9 @@ class UpdateManager:
         out.append(AskDecision(self.pending))
         return out
 
-    def decide(self, request_id: str, decision: Decision, delay_ms: int, decided_by: str,
-               now: float) -> list[Effect]:
+    def decide(
+        self, request_id: str, decision: Decision, delay_ms: int, decided_by: str, now: float
+    ) -> list[Effect]:
         """The answer to a pending offer. Raises StateError if there is none with this id."""
         self._check("decide")
         offer = self.pending
@@ -207,8 +225,12 @@ class UpdateManager:
     def tick(self, now: float) -> list[Effect]:
         """Fire a due reschedule: the same offer is asked about again."""
         out: list[Effect] = []
-        if (self.state is UpdateState.RESCHEDULED and self.reschedule_at is not None
-                and now >= self.reschedule_at and self.pending is not None):
+        if (
+            self.state is UpdateState.RESCHEDULED
+            and self.reschedule_at is not None
+            and now >= self.reschedule_at
+            and self.pending is not None
+        ):
             self.reschedule_at = None
             self._set(UpdateState.AWAITING_DECISION, out)
             out.append(AskDecision(self.pending))
@@ -242,8 +264,12 @@ class UpdateManager:
     def hub_reboot(self) -> list[Effect]:
         """The hub asked for a reboot."""
         if self.state is UpdateState.UPDATING:
-            return [ReportError("reboot requested by the hub while an update is being "
-                                "written: refused (the update continues)")]
+            return [
+                ReportError(
+                    "reboot requested by the hub while an update is being "
+                    "written: refused (the update continues)"
+                )
+            ]
         out: list[Effect] = []
         self.pending = None
         self.reschedule_at = None

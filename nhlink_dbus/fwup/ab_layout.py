@@ -59,10 +59,14 @@ def _body(layout: AbLayout, meta: dict[str, str], devpath: str) -> str:
             [(ROOTFS_A, la.rootfs_blocks), (la.rootfs_b, la.rootfs_blocks), (la.data_offset, 16384)]
         ):
             flag = "boot=true\n" if i == boot else ""
-            parts.append(f'partition "{i}" {{\nblock-offset={off}\nblock-count={count}\n'
-                         f"type=131\n{flag}}}\n")
+            parts.append(
+                f'partition "{i}" {{\nblock-offset={off}\nblock-count={count}\ntype=131\n{flag}}}\n'
+            )
         mbr.append(f'mbr "{name}" {{\nsignature=0x6e686c6b\n{"".join(parts)}}}\n')
-    env = f'uboot-environment "uboot-env" {{\nblock-offset={ENV_OFFSET}\nblock-count={ENV_COUNT}\n}}\n'
+    env = (
+        f'uboot-environment "uboot-env" {{\nblock-offset={ENV_OFFSET}\n'
+        f"block-count={ENV_COUNT}\n}}\n"
+    )
     complete = (
         'task "complete" {\non-init {\nfunlist={2,mbr_write,"mbr-a",2,uboot_clearenv,"uboot-env",'
         '4,uboot_setenv,"uboot-env",nerves_fw_active,a,'
@@ -114,5 +118,6 @@ def build_ab_firmware(
         "author": "nhlink-dbus",
     }
     top = {f"meta-{k}": v for k, v in meta.items()}
-    return create_fw(out, top, {"rootfs.img": rootfs}, _body(layout, meta, devpath),
-                     private_key, compresslevel)
+    return create_fw(
+        out, top, {"rootfs.img": rootfs}, _body(layout, meta, devpath), private_key, compresslevel
+    )

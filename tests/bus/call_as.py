@@ -55,7 +55,7 @@ async def methods(bus: MessageBus) -> dict[str, str]:
 
 async def own() -> dict[str, str]:
     class Service:
-        def add_listener(self, listener: object) -> None:
+        def add_listener(self, listener: object, decides: bool = False) -> None:
             pass
 
     try:

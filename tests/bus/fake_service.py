@@ -66,7 +66,7 @@ class FakeLinkService:
 
     # -- LinkService -------------------------------------------------------------------
 
-    def add_listener(self, listener: LinkListener) -> None:
+    def add_listener(self, listener: LinkListener, decides: bool = False) -> None:
         self.listeners.append(listener)
 
     def decide(self, request_id: str, decision: str, delay_ms: int, caller: Caller) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,21 @@ AB_ENV = "uboot-env:{}:0x20000:0x2000"  # ab.conf: block 256, 16 blocks
 
 
 def _apply(image: Path, task: str) -> None:
-    cmd = [sys.executable, "-m", "nhlink_dbus.fwup.cli", "-a", "-q", "-d", str(image), "-t", task,
-           "-i", str(FIXTURES / "ab.fw"), "-p", str(FIXTURES / "fwup-key.pub")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nhlink_dbus.fwup.cli",
+        "-a",
+        "-q",
+        "-d",
+        str(image),
+        "-t",
+        task,
+        "-i",
+        str(FIXTURES / "ab.fw"),
+        "-p",
+        str(FIXTURES / "fwup-key.pub"),
+    ]
     subprocess.run(cmd, check=True, capture_output=True)
 
 
@@ -84,16 +98,18 @@ def test_bad_specs(spec: str) -> None:
         parse_kv_spec(spec)
 
 
-@given(st.dictionaries(st.from_regex(r"[a-z_.]{1,12}", fullmatch=True),
-                       st.text(st.characters(blacklist_characters="\0", codec="utf-8"), max_size=20),
-                       max_size=20))
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z_.]{1,12}", fullmatch=True),
+        st.text(st.characters(blacklist_characters="\0", codec="utf-8"), max_size=20),
+        max_size=20,
+    )
+)
 def test_uboot_round_trip(values: dict[str, str]) -> None:
     assert parse_uboot_block(uboot_env.encode(values, 8192)) == values
 
 
 @given(st.binary(min_size=0, max_size=600))
 def test_uboot_garbage_is_value_or_kverror(block: bytes) -> None:
-    try:
+    with contextlib.suppress(KVError):
         parse_uboot_block(block)
-    except KVError:
-        pass

@@ -3,6 +3,7 @@ should not: malformed ZIP, meta.conf, signature, task, target."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import subprocess
@@ -27,8 +28,13 @@ SIMPLE = (FIXTURES / "simple.fw").read_bytes()
 
 
 def run(args: list[str], stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "nhlink_dbus.fwup.cli", *args], input=stdin,
-                          capture_output=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "nhlink_dbus.fwup.cli", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def framed_errors(out: bytes) -> list[bytes]:
@@ -56,19 +62,15 @@ def test_mutated_archive_is_value_or_documented_error(data: st.DataObject) -> No
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=300))
 def test_meta_conf_parser_value_or_error(text: str) -> None:
-    try:
+    with contextlib.suppress(FirmwareError):
         load_meta_conf(text.encode())
-    except FirmwareError:
-        pass
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list('ab={},"\'\\$#\n /*-01x')), max_size=200))
+@given(st.text(alphabet=st.sampled_from(list("ab={},\"'\\$#\n /*-01x")), max_size=200))
 def test_confuse_grammar_value_or_error(text: str) -> None:
-    try:
+    with contextlib.suppress(confuse.ConfuseError):
         confuse.parse(text)
-    except confuse.ConfuseError:
-        pass
 
 
 @pytest.mark.parametrize(
@@ -84,8 +86,10 @@ def test_confuse_grammar_value_or_error(text: str) -> None:
 def test_malformed_zip_from_stdin(tmp_path: Path, payload: bytes, message: str) -> None:
     target = tmp_path / "t.img"
     target.write_bytes(bytes(1 << 20))
-    result = run(["-a", "-d", str(target), "-t", "upgrade", "-p", KEY, "-i", "-", "--framing"],
-                 len(payload).to_bytes(4, "big") + payload + b"\0\0\0\0" if payload else b"\0\0\0\0")
+    result = run(
+        ["-a", "-d", str(target), "-t", "upgrade", "-p", KEY, "-i", "-", "--framing"],
+        len(payload).to_bytes(4, "big") + payload + b"\0\0\0\0" if payload else b"\0\0\0\0",
+    )
     assert result.returncode == 1
     assert b"Traceback" not in result.stderr
     errors = framed_errors(result.stdout)
@@ -95,28 +99,41 @@ def test_malformed_zip_from_stdin(tmp_path: Path, payload: bytes, message: str) 
 
 def _fw_with_conf(tmp_path: Path, body: str, signed: bool = True) -> Path:
     out = tmp_path / "x.fw"
-    create_fw(out, {"meta-product": "p"}, {"rootfs.img": b"x" * 1024}, body,
-              PRIV if signed else None)
+    create_fw(
+        out, {"meta-product": "p"}, {"rootfs.img": b"x" * 1024}, body, PRIV if signed else None
+    )
     return out
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ('task "upgrade" {\non-resource "rootfs.img" {\nfunlist={2,frobnicate,0}\n}\n}\n',
-         "Unsupported function 'frobnicate' in task 'upgrade' on-resource 'rootfs.img'"),
-        ('task "upgrade" {\nreqlist={2,"require-moon-phase",full}\n}\n',
-         "Unsupported requirement 'require-moon-phase' in task 'upgrade'"),
+        (
+            'task "upgrade" {\non-resource "rootfs.img" {\nfunlist={2,frobnicate,0}\n}\n}\n',
+            "Unsupported function 'frobnicate' in task 'upgrade' on-resource 'rootfs.img'",
+        ),
+        (
+            'task "upgrade" {\nreqlist={2,"require-moon-phase",full}\n}\n',
+            "Unsupported requirement 'require-moon-phase' in task 'upgrade'",
+        ),
         ('mystery-section "x" {\n}\n', "Unsupported section 'mystery-section' in meta.conf"),
-        ('task "upgrade" {\non-init {\nfunlist={2,mbr_write,nope}\n}\n}\n',
-         "mbr_write can't find mbr reference"),
-        ('task "upgrade" {\non-init {\nfunlist={2,execute,"touch /tmp/x"}\n}\n}\n',
-         "execute requires --unsafe"),
-        ('task "upgrade" {\non-resource "rootfs.img" {\nfunlist={2,raw_write,0}\n}\n',
-         "Error parsing meta.conf"),
+        (
+            'task "upgrade" {\non-init {\nfunlist={2,mbr_write,nope}\n}\n}\n',
+            "mbr_write can't find mbr reference",
+        ),
+        (
+            'task "upgrade" {\non-init {\nfunlist={2,execute,"touch /tmp/x"}\n}\n}\n',
+            "execute requires --unsafe",
+        ),
+        (
+            'task "upgrade" {\non-resource "rootfs.img" {\nfunlist={2,raw_write,0}\n}\n',
+            "Error parsing meta.conf",
+        ),
     ],
 )
-def test_unsupported_meta_conf_refused_before_writing(tmp_path: Path, body: str, message: str) -> None:
+def test_unsupported_meta_conf_refused_before_writing(
+    tmp_path: Path, body: str, message: str
+) -> None:
     fw = _fw_with_conf(tmp_path, body)
     target = tmp_path / "t.img"
     target.write_bytes(bytes(1 << 20))
@@ -129,16 +146,38 @@ def test_unsupported_meta_conf_refused_before_writing(tmp_path: Path, body: str,
 def test_bad_public_keys_are_clear(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pub"
     bad.write_text("not base64!!")
-    result = run(["-a", "-d", str(tmp_path / "t.img"), "-t", "upgrade", "-p", str(bad),
-                  "-i", str(FIXTURES / "simple.fw")])
+    result = run(
+        [
+            "-a",
+            "-d",
+            str(tmp_path / "t.img"),
+            "-t",
+            "upgrade",
+            "-p",
+            str(bad),
+            "-i",
+            str(FIXTURES / "simple.fw"),
+        ]
+    )
     assert result.returncode == 1 and b"not valid base64" in result.stdout
     result = run(["-V", "--public-key", "AAAA", "-i", str(FIXTURES / "simple.fw")])
     assert result.returncode == 1 and b"32-byte" in result.stdout
 
 
 def test_unwritable_target_is_clear(tmp_path: Path) -> None:
-    result = run(["-a", "-d", str(tmp_path / "no" / "such" / "dir.img"), "-t", "upgrade",
-                  "-p", KEY, "-i", str(FIXTURES / "simple.fw")])
+    result = run(
+        [
+            "-a",
+            "-d",
+            str(tmp_path / "no" / "such" / "dir.img"),
+            "-t",
+            "upgrade",
+            "-p",
+            KEY,
+            "-i",
+            str(FIXTURES / "simple.fw"),
+        ]
+    )
     assert result.returncode == 1
     assert b"Can't open" in result.stdout and b"Traceback" not in result.stderr
 
@@ -160,8 +199,13 @@ def _corrupt_ab(tmp_path: Path) -> Path:
             data = src.read(info.filename)
             if info.filename == "data/rootfs.img":
                 data = data[:300000] + bytes([data[300000] ^ 0xFF]) + data[300001:]
-            dst.writestr(info.filename, data, zipfile.ZIP_STORED
-                         if info.filename == "meta.conf.ed25519" else zipfile.ZIP_DEFLATED)
+            dst.writestr(
+                info.filename,
+                data,
+                zipfile.ZIP_STORED
+                if info.filename == "meta.conf.ed25519"
+                else zipfile.ZIP_DEFLATED,
+            )
     path = tmp_path / "corrupt-ab.fw"
     path.write_bytes(out.getvalue())
     return path
@@ -171,11 +215,38 @@ def test_corrupt_upgrade_never_touches_the_running_slot(tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
     with image.open("wb") as fh:
         fh.truncate(64 << 20)
-    assert run(["-a", "-q", "-d", str(image), "-t", "complete", "-p", KEY,
-                "-i", str(FIXTURES / "ab.fw")]).returncode == 0
+    assert (
+        run(
+            [
+                "-a",
+                "-q",
+                "-d",
+                str(image),
+                "-t",
+                "complete",
+                "-p",
+                KEY,
+                "-i",
+                str(FIXTURES / "ab.fw"),
+            ]
+        ).returncode
+        == 0
+    )
     before = image.read_bytes()
-    result = run(["-a", "--framing", "-d", str(image), "-t", "upgrade", "-p", KEY,
-                  "-i", str(_corrupt_ab(tmp_path))])
+    result = run(
+        [
+            "-a",
+            "--framing",
+            "-d",
+            str(image),
+            "-t",
+            "upgrade",
+            "-p",
+            KEY,
+            "-i",
+            str(_corrupt_ab(tmp_path)),
+        ]
+    )
     assert result.returncode == 1
     assert framed_errors(result.stdout) == [b"raw_write detected blake2b mismatch on 'rootfs.img'"]
     after = image.read_bytes()

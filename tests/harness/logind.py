@@ -18,12 +18,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nhlink_dbus import names
+from tests.harness.bus import START_TIMEOUT_S, PrivateSystemBus, busctl
+
 # The interpreter that has python-dbusmock: the Debian-12 test venv has only the
 # runtime libraries, so its runs point this at the main venv's interpreter.
 DBUSMOCK_PYTHON = os.environ.get("NHLINK_DBUSMOCK_PYTHON", sys.executable)
-
-from nhlink_dbus import names
-from tests.harness.bus import START_TIMEOUT_S, PrivateSystemBus, busctl
 
 MOCK_INTERFACE = "org.freedesktop.DBus.Mock"
 
