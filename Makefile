@@ -74,6 +74,10 @@ test: setup lint typecheck pytest pytest-deb12
 
 bench: setup
 	$(VPY) bench/bench_fwup_apply.py
+	$(VPY) bench/bench_e2e_update.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DEB) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
+
+demo: setup
+	$(VPY) demo/run_demo.py
