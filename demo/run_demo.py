@@ -52,7 +52,7 @@ def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-d
 
 
 def control(url: str, path: str) -> object:
-    with urllib.request.urlopen(url + path, timeout=5) as resp:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(url + path, timeout=5) as resp:
         return json.loads(resp.read())
 
 
@@ -78,8 +78,22 @@ def main() -> int:
         image = work / "disk.img"
         with image.open("wb") as fh:
             fh.truncate(LAYOUT.image_bytes)
-        subprocess.run([str(BIN / "nhlink-fwup"), "-a", "-q", "-d", str(image), "-t", "complete",
-                        "-i", str(v1), "--public-key", public], check=True)
+        subprocess.run(
+            [
+                str(BIN / "nhlink-fwup"),
+                "-a",
+                "-q",
+                "-d",
+                str(image),
+                "-t",
+                "complete",
+                "-i",
+                str(v1),
+                "--public-key",
+                public,
+            ],
+            check=True,
+        )
         print(f"    disk image {image} runs 1.0.0 ({uuid1}) in slot A")
 
         say("nhlink-hub-sim (a NervesHub stand-in on 127.0.0.1)")
@@ -87,9 +101,24 @@ def main() -> int:
         secrets.write_text(f"{KEY}:{SECRET}\n")
         sim_log = (work / "sim.log").open("wb")
         sim = subprocess.Popen(
-            [str(BIN / "nhlink-hub-sim"), "serve", "--port", "0", "--http-port", "0",
-             "--control-port", "0", "--shared-secret-file", str(secrets), "--fw", str(fw_dir),
-             "--no-health-check"], stdout=subprocess.PIPE, stderr=sim_log)
+            [
+                str(BIN / "nhlink-hub-sim"),
+                "serve",
+                "--port",
+                "0",
+                "--http-port",
+                "0",
+                "--control-port",
+                "0",
+                "--shared-secret-file",
+                str(secrets),
+                "--fw",
+                str(fw_dir),
+                "--no-health-check",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=sim_log,
+        )
         procs.append(sim)
         assert sim.stdout is not None
         urls = json.loads(sim.stdout.readline())
@@ -101,7 +130,7 @@ def main() -> int:
         secret_file.chmod(0o600)
         config = work / "nhlink.toml"
         config.write_text(f"""[hub]
-url = "{urls['ws_url']}"
+url = "{urls["ws_url"]}"
 identifier = "{DEVICE}"
 [hub.shared_secret]
 key = "{KEY}"
@@ -120,8 +149,12 @@ delay_ms = 3000
         daemon_log = work / "daemon.log"
 
         def start_daemon() -> subprocess.Popen[bytes]:
-            p = subprocess.Popen([str(BIN / "nhlink-dbus"), "--config", str(config)], env=env,
-                                 stdout=daemon_log.open("ab"), stderr=subprocess.STDOUT)
+            p = subprocess.Popen(
+                [str(BIN / "nhlink-dbus"), "--config", str(config)],
+                env=env,
+                stdout=daemon_log.open("ab"),
+                stderr=subprocess.STDOUT,
+            )
             procs.append(p)
             return p
 
@@ -139,30 +172,55 @@ delay_ms = 3000
             return d if d.get("connected") and "device" in d.get("joined_topics", {}) else None
 
         device = wait_for(joined, 20, "the device to join the hub")
-        print(f"    joined the hub reporting nerves_fw_uuid = "
-              f"{device['join_params']['nerves_fw_uuid']}")
-        wait_for(lambda: subprocess.run([str(BIN / "nhlinkctl"), "status"], env=env,
-                                        capture_output=True).returncode == 0, 10, "the bus face")
+        print(
+            f"    joined the hub reporting nerves_fw_uuid = "
+            f"{device['join_params']['nerves_fw_uuid']}"
+        )
+
+        def face_up() -> bool:
+            status = subprocess.run(
+                [str(BIN / "nhlinkctl"), "status"], env=env, capture_output=True, check=False
+            )
+            return status.returncode == 0
+
+        wait_for(face_up, 10, "the bus face")
 
         say("nhlinkctl watch (what a kiosk sees on org.nerveshub.Link)")
         watch = subprocess.Popen([str(BIN / "nhlinkctl"), "watch"], env=env)
         procs.append(watch)
-        kiosk = subprocess.Popen([sys.executable, str(ROOT / "examples" / "kiosk_answer.py"),
-                                  "--once"], env=env)
+        kiosk = subprocess.Popen(
+            [sys.executable, str(ROOT / "examples" / "kiosk_answer.py"), "--once"], env=env
+        )
         procs.append(kiosk)
         time.sleep(1.0)
 
         say("The hub pushes firmware 2.0.0; the kiosk answers 'apply' over D-Bus")
-        subprocess.run([str(BIN / "nhlink-hub-sim"), "--control", urls["control_url"], "push",
-                        "update", "--device", DEVICE, "--file", str(v2)], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(BIN / "nhlink-hub-sim"),
+                "--control",
+                urls["control_url"],
+                "push",
+                "update",
+                "--device",
+                DEVICE,
+                "--file",
+                str(v2),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         wait_for(logind.reboot_calls, 60, "the reboot request")
         time.sleep(0.5)
-        say(f"logind received Reboot(interactive={logind.reboot_calls()[0]}) "
-            "(python-dbusmock recorded it; nothing was rebooted)")
+        say(
+            f"logind received Reboot(interactive={logind.reboot_calls()[0]}) "
+            "(python-dbusmock recorded it; nothing was rebooted)"
+        )
         kv = read_kv(LAYOUT.kv_spec(image))
-        print(f"    U-Boot environment now: nerves_fw_active={kv['nerves_fw_active']}, "
-              f"version {active_slot_metadata(kv).get('nerves_fw_version')}")
+        print(
+            f"    U-Boot environment now: nerves_fw_active={kv['nerves_fw_active']}, "
+            f"version {active_slot_metadata(kv).get('nerves_fw_version')}"
+        )
 
         say("'After the reboot': the daemon restarts and joins with the new firmware")
         daemon.terminate()
@@ -177,8 +235,10 @@ delay_ms = 3000
 
         device = wait_for(rejoined, 20, "the re-join")
         reported = device["join_params"]["nerves_fw_uuid"]  # type: ignore[index]
-        print(f"    the hub sees nerves_fw_uuid = {reported}"
-              f" ({'2.0.0: the update worked' if reported == uuid2 else 'unexpected!'})")
+        print(
+            f"    the hub sees nerves_fw_uuid = {reported}"
+            f" ({'2.0.0: the update worked' if reported == uuid2 else 'unexpected!'})"
+        )
         say(f"Done in {time.monotonic() - started:.1f} s. Logs: {work}")
         return 0 if reported == uuid2 else 1
     finally:

@@ -40,6 +40,12 @@ async def main() -> None:
     link = bus.get_proxy_object(BUS_NAME, OBJECT_PATH, node).get_interface(INTERFACE)
     answered = asyncio.Event()
     seen: set[str] = set()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def spawn(request_id: str, kind: str, info: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(answer(request_id, kind, info))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def answer(request_id: str, kind: str, info: dict[str, Any]) -> None:
         if request_id in seen:
@@ -47,17 +53,20 @@ async def main() -> None:
         seen.add(request_id)
         decision = args.decision if kind == "update" else "ignore"
         meta = _plain(info)
-        print(f"kiosk: {kind} {request_id} offered: version {meta.get('version')} "
-              f"({meta.get('uuid')}); answering '{decision}'", flush=True)
+        print(
+            f"kiosk: {kind} {request_id} offered: version {meta.get('version')} "
+            f"({meta.get('uuid')}); answering '{decision}'",
+            flush=True,
+        )
         await link.call_decide(request_id, decision, 0)  # type: ignore[attr-defined]
         answered.set()
 
     def on_update(request_id: str, info: dict[str, Any]) -> None:
         seen.discard(request_id)  # a rescheduled request comes back with the same id
-        asyncio.ensure_future(answer(request_id, "update", info))
+        spawn(request_id, "update", info)
 
     def on_archive(request_id: str, info: dict[str, Any]) -> None:
-        asyncio.ensure_future(answer(request_id, "archive", info))
+        spawn(request_id, "archive", info)
 
     # Subscribe first, then look at what is already pending (no request is missed).
     link.on_update_available(on_update)  # type: ignore[attr-defined]

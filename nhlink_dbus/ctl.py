@@ -367,7 +367,10 @@ class Watcher:
     def _describe(self, member: str, a: Mapping[str, Any]) -> None:
         out = self.out
         if member == "FwupProgress":
-            out.inline(_bar(int(a["percent"])))
+            percent = int(a["percent"])
+            # Off a terminal (logs, pipes) every tenth percent is enough.
+            if out.tty or percent % 10 == 0 or percent == 100:
+                out.inline(_bar(percent))
         elif member == "UpdateAvailable":
             out.line(f"update available: {a['request_id']}: {_describe_info(a['update'])}")
         elif member == "ArchiveAvailable":
