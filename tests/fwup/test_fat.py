@@ -20,7 +20,6 @@ _SHARED_FIXTURES = Path("/work/shared/fixtures/fwup")
 FIXTURES = _REPO_FIXTURES if _REPO_FIXTURES.is_dir() else _SHARED_FIXTURES
 CONF = FIXTURES / "conf"
 
-pytestmark = pytest.mark.skipif(shutil.which("mformat") is None, reason="mtools not installed")
 
 # fat.conf: BOOT_PART_OFFSET / BOOT_PART_COUNT on a 64 MiB target
 BOOT_OFFSET = 2048

@@ -16,7 +16,7 @@ from nhlink_dbus.hubsim import Fault, HubSim
 from nhlink_dbus.hubsim.files import UNSATISFIABLE, ByteRange, firmware_meta, parse_range
 
 BODY = bytes(range(256)) * 40  # 10 240 bytes
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "fwup"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fwup"
 
 
 def serve(sim: HubSim) -> str:
@@ -196,8 +196,6 @@ def test_parse_range_never_out_of_bounds(header: str, size: int) -> None:
 
 def test_firmware_meta_from_fixture() -> None:
     path = FIXTURES / "ab.fw"
-    if not path.exists():
-        pytest.skip("shared fwup fixtures not present")
     meta = firmware_meta(path)
     assert meta["uuid"] == "bb2fee49-58a0-5cce-0e76-15d7a5a130b6"
     assert meta["version"] == "2.0.0"
