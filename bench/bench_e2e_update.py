@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from tests.integration.daemon_helpers import (  # noqa: E402
 )
 
 LAYOUT = AbLayout(rootfs_blocks=(300 << 20) // 512)
+REBOOT_DELAY_S = 0.3  # [reboot] delay_ms of tests/integration/daemon_helpers.write_config
 
 
 def _peak_rss_kib(pid: int) -> int:
@@ -72,13 +72,15 @@ async def _one(
         )
         daemon = Daemon(cfg, folder / f"daemon-{mib}.log", bus_address)
         try:
+            print(f"{mib} MiB: firmware built, daemon starting", flush=True)
             await sim.wait_for_join(DEVICE, timeout=30)
             logind.clear_calls()
             start = time.perf_counter()
             payload = await sim.offer_update(DEVICE, v2.path)
+            deadline = time.perf_counter() + 300
             while not logind.reboot_calls():
-                if daemon.proc.poll() is not None:
-                    raise SystemExit(daemon.text())
+                if daemon.proc.poll() is not None or time.perf_counter() > deadline:
+                    raise SystemExit(daemon.text()[-3000:])
                 await asyncio.sleep(0.01)
             wall = time.perf_counter() - start
             rss = _peak_rss_kib(daemon.proc.pid)
@@ -90,7 +92,10 @@ async def _one(
             f"curl -sf '{url}' | {NHLINK_FWUP} -a -q -d {baseline} -t upgrade -i - "
             f"--public-key {PUBLIC_KEY}"
         )
-        subprocess.run(shell, shell=True, check=True)
+        # Not subprocess.run: the simulator serving this download runs on this loop.
+        proc = await asyncio.create_subprocess_shell(shell)
+        if await proc.wait() != 0:
+            raise SystemExit("curl | nhlink-fwup failed")
         curl = time.perf_counter() - start
     if image.read_bytes() != baseline.read_bytes():
         raise SystemExit("daemon and curl|nhlink-fwup images differ")
