@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from nhlink_dbus.core import confuse
 from nhlink_dbus.core.fw_archive import (
     ArchiveEnd,
     EntryData,
@@ -59,6 +60,37 @@ def meta_uuid(meta_conf: bytes) -> str:
     """The UUID fwup derives from ``meta.conf`` (also ``${FWUP_META_UUID}``)."""
     h = _uuid_hash(meta_conf)[:16].hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+# meta.conf keys -> nerves_hub_link FirmwareMetadata fields (protocol.md §4.1).
+META_FIELDS = {
+    "meta-product": "product",
+    "meta-description": "description",
+    "meta-version": "version",
+    "meta-author": "author",
+    "meta-platform": "platform",
+    "meta-architecture": "architecture",
+    "meta-misc": "misc",
+    "meta-vcs-identifier": "vcs_identifier",
+    "meta-fwup-version": "fwup_version",
+}
+
+
+def firmware_metadata(meta_conf: bytes) -> dict[str, str]:
+    """FirmwareMetadata fields of an archive (those it sets) plus its ``uuid``.
+
+    Reads only the top-level ``meta-*`` options, so any valid libconfuse text
+    works; raises :class:`~.confuse.ConfuseError` (or UnicodeDecodeError) otherwise.
+    """
+    uuid = meta_uuid(meta_conf)
+    root = confuse.parse(meta_conf.decode("utf-8"), {"FWUP_META_UUID": uuid})
+    out = {}
+    for key, value, _is_list in root.options:
+        field_name = META_FIELDS.get(key)
+        if field_name is not None and value:
+            out[field_name] = value[0]
+    out["uuid"] = uuid
+    return out
 
 
 def quote_value(value: str) -> str:

@@ -6,21 +6,11 @@ import asyncio
 import os
 from collections.abc import AsyncIterator, Sequence
 
-from nhlink_dbus.core.fwup_meta import ArchiveInspector, meta_uuid
+from nhlink_dbus.core.fwup_meta import META_FIELDS, ArchiveInspector, meta_uuid
 from nhlink_dbus.errors import NhlinkError
 from nhlink_dbus.fwup.signature import check_signature, parse_public_key
 
 CHUNK = 1 << 20
-_META_FIELDS = {
-    "meta-product": "product",
-    "meta-description": "description",
-    "meta-version": "version",
-    "meta-author": "author",
-    "meta-platform": "platform",
-    "meta-architecture": "architecture",
-    "meta-misc": "misc",
-    "meta-vcs-identifier": "vcs_identifier",
-}
 
 
 class LocalFirmwareError(NhlinkError):
@@ -52,7 +42,7 @@ def inspect_fd(fd: int, public_keys: Sequence[str]) -> dict[str, str]:
     info = inspector.info
     assert info is not None
     out = {
-        field: info.conf.meta[key] for key, field in _META_FIELDS.items() if key in info.conf.meta
+        field: info.conf.meta[key] for key, field in META_FIELDS.items() if key in info.conf.meta
     }
     out["uuid"] = meta_uuid(info.meta_conf)
     return out

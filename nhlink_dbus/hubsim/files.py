@@ -46,6 +46,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qs, urljoin
 
+from nhlink_dbus.core.confuse import ConfuseError
+from nhlink_dbus.core.fwup_meta import firmware_metadata
 from nhlink_dbus.errors import ConfigError
 from nhlink_dbus.hubsim._http import HttpRequest, response_head, send_simple
 
@@ -203,22 +205,6 @@ class HttpLogEntry:
         }
 
 
-# fwup's meta-uuid: BLAKE2b-256 over this namespace and meta.conf, version nibble 5
-# (fixtures/fwup/EXPECT.md); the variant bits are left as they are.
-_FWUP_UUID_NAMESPACE: Final = bytes.fromhex("2053dffbd51e4310b93b956da89f9f34")
-_META_KEYS: Final = {
-    "meta-product": "product",
-    "meta-description": "description",
-    "meta-version": "version",
-    "meta-author": "author",
-    "meta-platform": "platform",
-    "meta-architecture": "architecture",
-    "meta-misc": "misc",
-    "meta-vcs-identifier": "vcs_identifier",
-    "meta-fwup-version": "fwup_version",
-}
-
-
 def firmware_meta(path: Path) -> dict[str, str | None]:
     """FirmwareMetadata (protocol.md §4.1) read from a ``.fw`` file's meta.conf.
 
@@ -232,21 +218,10 @@ def firmware_meta(path: Path) -> dict[str, str | None]:
     try:
         with zipfile.ZipFile(path) as archive:
             conf = archive.read("meta.conf")
-    except (zipfile.BadZipFile, KeyError, OSError):
+        meta |= firmware_metadata(conf)
+    except (zipfile.BadZipFile, KeyError, OSError, ConfuseError, UnicodeDecodeError):
         digest = hashlib.sha256(path.read_bytes()).digest()
         meta["uuid"] = str(uuid.UUID(bytes=digest[:16], version=5))
-        return meta
-    for line in conf.decode("utf-8", "replace").splitlines():
-        name, sep, value = line.partition("=")
-        key = _META_KEYS.get(name.strip())
-        if sep and key:
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] == '"':
-                value = value[1:-1]
-            meta[key] = value
-    hashed = bytearray(hashlib.blake2b(_FWUP_UUID_NAMESPACE + conf, digest_size=32).digest())
-    hashed[6] = (hashed[6] & 0x0F) | 0x50
-    meta["uuid"] = str(uuid.UUID(bytes=bytes(hashed[:16])))
     return meta
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -143,3 +144,16 @@ class Daemon:
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+async def until(predicate, timeout: float, what: str, daemon: Daemon):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns something true; fail with the daemon's log."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > end:
+            raise AssertionError(f"timed out waiting for {what}\n{daemon.text()[-4000:]}")
+        await asyncio.sleep(0.05)

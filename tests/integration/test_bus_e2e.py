@@ -10,7 +10,6 @@ live introspection equals the committed file."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
@@ -28,6 +27,7 @@ from tests.integration.daemon_helpers import (
     Daemon,
     install_complete,
     make_firmware,
+    until,
     write_config,
 )
 
@@ -56,18 +56,6 @@ class Monitor:
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=10)
         self._fh.close()
-
-
-async def _until(predicate, timeout: float, what: str, daemon: Daemon):  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}\n{daemon.text()[-4000:]}")
-        await asyncio.sleep(0.05)
 
 
 def _call(
@@ -135,7 +123,7 @@ async def test_decisions_over_the_bus(
         daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True)
         try:
             await sim.wait_for_join(DEVICE, timeout=20)
-            await _until(
+            await until(
                 lambda: _call(system_bus, "GetPendingRequests", check=False).returncode == 0,
                 10,
                 "the service on the bus",
@@ -162,7 +150,7 @@ async def test_decisions_over_the_bus(
             http_url = sim.http_url
             payload = await sim.offer_update(DEVICE, v2.path)
             assert "X-Amz-Signature" in payload["firmware_url"]
-            await _until(
+            await until(
                 lambda: "member=UpdateAvailable" in listener_a.text(), 10, "UpdateAvailable", daemon
             )
             pending = _pending(system_bus)
@@ -187,7 +175,7 @@ async def test_decisions_over_the_bus(
             )
 
             _call(system_bus, "Decide", "sst", rid, "reschedule", "400")
-            await _until(
+            await until(
                 lambda: listener_a.text().count("member=UpdateAvailable") >= 2,
                 10,
                 "the re-offer after the reschedule",
@@ -196,10 +184,10 @@ async def test_decisions_over_the_bus(
             assert [str(p[0]) for p in _pending(system_bus)] == [rid]  # same request id
 
             _call(system_bus, "Decide", "sst", rid, "apply", "0")
-            await _until(
+            await until(
                 lambda: "member=UpdateFinished" in listener_a.text(), 30, "UpdateFinished", daemon
             )
-            await _until(logind_mock.reboot_calls, 10, "Reboot", daemon)
+            await until(logind_mock.reboot_calls, 10, "Reboot", daemon)
             assert logind_mock.reboot_calls() == [False]
             # the first decision won
             assert "Error.UnknownRequest" in _decide_error(system_bus, rid, "apply")
@@ -240,7 +228,7 @@ async def test_no_answer_applies_the_default_after_the_timeout(
         try:
             await sim.wait_for_join(DEVICE, timeout=20)
             await sim.offer_update(DEVICE, v2.path)
-            await _until(logind_mock.reboot_calls, 30, "Reboot after the default", daemon)
+            await until(logind_mock.reboot_calls, 30, "Reboot after the default", daemon)
         finally:
             assert daemon.stop() == 0, daemon.text()
             monitor.stop()

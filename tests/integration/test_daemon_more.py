@@ -24,22 +24,11 @@ from tests.integration.daemon_helpers import (
     Daemon,
     install_complete,
     make_firmware,
+    until,
     write_config,
 )
 
 NHLINKCTL = str(Path(sys.executable).parent / "nhlinkctl")
-
-
-async def _until(predicate, timeout: float, what: str, daemon: Daemon):  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}\n{daemon.text()[-4000:]}")
-        await asyncio.sleep(0.05)
 
 
 def _sim_config() -> HubSimConfig:
@@ -87,8 +76,8 @@ async def test_hub_reboot_event_pushes_rebooting_then_reboots(
         try:
             record = await sim.wait_for_join(DEVICE, timeout=20)
             await sim.push(DEVICE, "reboot", {})
-            await _until(lambda: record.events("rebooting"), 10, "the rebooting push", daemon)
-            await _until(logind_mock.reboot_calls, 10, "Reboot", daemon)
+            await until(lambda: record.events("rebooting"), 10, "the rebooting push", daemon)
+            await until(logind_mock.reboot_calls, 10, "Reboot", daemon)
             assert logind_mock.reboot_calls() == [False]
         finally:
             assert daemon.stop() == 0, daemon.text()
@@ -124,7 +113,7 @@ async def test_check_install_and_backoff_over_the_bus(
                 # Off the loop: the simulator answers the hub side on this very loop.
                 return await asyncio.to_thread(ctl_sync, *args)
 
-            await _until(lambda: ctl_sync("status").returncode == 0, 10, "the bus face", daemon)
+            await until(lambda: ctl_sync("status").returncode == 0, 10, "the bus face", daemon)
             # CheckForUpdate: nothing yet, then the offered update enters the decision path.
             assert json.loads((await ctl("check")).stdout)["update_available"] in (0, False)
             await sim.offer_update(DEVICE, v2.path, push=False)
@@ -172,7 +161,7 @@ async def test_check_install_and_backoff_over_the_bus(
             )
             result = await ctl("install", str(v2.path))
             assert result.returncode == 0, result.stderr
-            await _until(logind_mock.reboot_calls, 30, "Reboot after InstallFile", daemon)
+            await until(logind_mock.reboot_calls, 30, "Reboot after InstallFile", daemon)
         finally:
             assert daemon.stop() == 0, daemon.text()
     kv = read_kv(LAYOUT.kv_spec(image))

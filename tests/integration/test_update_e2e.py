@@ -24,22 +24,9 @@ from tests.integration.daemon_helpers import (
     Daemon,
     install_complete,
     make_firmware,
+    until,
     write_config,
 )
-
-
-async def _until(predicate, timeout: float, what: str, daemon: Daemon):  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(
-                f"timed out waiting for {what}\n--- daemon log ---\n{daemon.text()}"
-            )
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.parametrize("applier", ["builtin", "fwup"])
@@ -66,7 +53,7 @@ async def test_hub_update_applied_inhibited_rebooted_and_reported(
             # Stall the download half way for a moment, to look at logind meanwhile.
             sim.set_fault(kind="stall", after=2 << 20, seconds=1.0, times=1)
             await sim.offer_update(DEVICE, v2.path)
-            inhibitors = await _until(
+            inhibitors = await until(
                 lambda: [i for i in logind_mock.inhibitors() if i.what == INHIBIT_WHAT],
                 15,
                 "the inhibitor",
@@ -78,9 +65,9 @@ async def test_hub_update_applied_inhibited_rebooted_and_reported(
                 values = [e["value"] for e in record.events("fwup_progress")]
                 return values if values and values[-1] == 100 else None
 
-            progress = await _until(progress_done, 30, "fwup_progress 100", daemon)
+            progress = await until(progress_done, 30, "fwup_progress 100", daemon)
             assert progress[0] == 0 and progress == sorted(set(progress))
-            await _until(logind_mock.reboot_calls, 10, "Reboot", daemon)
+            await until(logind_mock.reboot_calls, 10, "Reboot", daemon)
             await asyncio.sleep(0.5)
             assert logind_mock.reboot_calls() == [False]  # exactly one Reboot(false)
             assert not [i for i in logind_mock.inhibitors() if i.what == INHIBIT_WHAT]

@@ -23,22 +23,11 @@ from tests.integration.daemon_helpers import (
     Firmware,
     install_complete,
     make_firmware,
+    until,
     write_config,
 )
 
 A_START, B_START = 4096 * 512, LAYOUT.rootfs_b * 512
-
-
-async def _until(predicate, timeout: float, what: str, daemon: Daemon):  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}\n{daemon.text()[-4000:]}")
-        await asyncio.sleep(0.05)
 
 
 def _resigned_with_wrong_key(fw: Firmware, out: Path) -> Path:
@@ -116,7 +105,7 @@ async def test_failures_are_reported_and_never_reboot(
                     found = [e["status"] for e in record.events("status_update")]
                     return found if len(found) >= count else None
 
-                statuses = await _until(reported, 30, f"status_update #{n}", daemon)
+                statuses = await until(reported, 30, f"status_update #{n}", daemon)
                 assert statuses[n - 1] == status
             await asyncio.sleep(0.5)
             assert logind_mock.reboot_calls() == []
@@ -174,7 +163,7 @@ async def test_interrupted_downloads_resume_to_the_same_image(
             try:
                 await sim.wait_for_join(DEVICE, timeout=20)
                 await sim.offer_update(DEVICE, v2.path)
-                await _until(logind_mock.reboot_calls, 30, "Reboot", daemon)
+                await until(logind_mock.reboot_calls, 30, "Reboot", daemon)
             finally:
                 assert daemon.stop() == 0, daemon.text()
             ranges = [e.range for e in sim.http_log if e.path == url_path]
