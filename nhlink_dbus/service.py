@@ -296,19 +296,19 @@ class NhlinkService:
 
     # -- effects -------------------------------------------------------------------------------
 
+    def _announce(self, kind: str, request_id: str, decision: str, delay_ms: int, by: str) -> None:
+        """A decision was taken: stop its timeout and tell every listener (DecisionMade)."""
+        self._cancel_timer(request_id)
+        logger.info("%s %s: %s (by %s)", kind, request_id, decision, by)
+        self.listeners.decision_made(request_id, decision, delay_ms, by)
+
     def _perform(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
             if isinstance(effect, AskDecision):
                 self._ask(effect.offer)
             elif isinstance(effect, Decided):
-                self._cancel_timer(effect.offer.request_id)
-                logger.info(
-                    "update %s: %s (by %s)",
-                    effect.offer.request_id,
-                    effect.decision.value,
-                    effect.decided_by,
-                )
-                self.listeners.decision_made(
+                self._announce(
+                    "update",
                     effect.offer.request_id,
                     effect.decision.value,
                     effect.delay_ms,
@@ -396,14 +396,8 @@ class NhlinkService:
             if isinstance(effect, AskArchive):
                 self._ask_archive(effect.offer)
             elif isinstance(effect, ArchiveDecided):
-                self._cancel_timer(effect.offer.request_id)
-                logger.info(
-                    "archive %s: %s (by %s)",
-                    effect.offer.request_id,
-                    effect.decision.value,
-                    effect.decided_by,
-                )
-                self.listeners.decision_made(
+                self._announce(
+                    "archive",
                     effect.offer.request_id,
                     effect.decision.value,
                     effect.delay_ms,

@@ -28,26 +28,13 @@ from nhlink_dbus.core.fw_archive import (
     EntryStart,
     ZipStreamReader,
 )
-from nhlink_dbus.core.fwup_conf import MetaConf, load_meta_conf
+from nhlink_dbus.core.fwup_conf import META_KEYS, MetaConf, load_meta_conf
 from nhlink_dbus.core.fwup_nickname import nickname
 from nhlink_dbus.errors import FirmwareError
 
 _UUID_PREFIX = bytes.fromhex("2053dffbd51e4310b93b956da89f9f34")
 _BARE = re.compile(r"[A-Za-z0-9_.]+")
-METADATA_ORDER = (
-    "meta-product",
-    "meta-description",
-    "meta-version",
-    "meta-author",
-    "meta-platform",
-    "meta-architecture",
-    "meta-creation-date",
-    "meta-fwup-version",
-    "meta-misc",
-    "meta-vcs-identifier",
-    "meta-uuid",
-    "meta-nickname",
-)
+METADATA_ORDER = (*META_KEYS, "meta-uuid", "meta-nickname")  # fwup -m order
 
 
 def _uuid_hash(meta_conf: bytes) -> bytearray:
