@@ -16,6 +16,8 @@
         ├── ConfigError             a bad configuration file or value
         ├── StateError              an illegal state-machine transition
         ├── TargetError             the target device cannot be read or written
+        ├── LogindError             logind refused or did not answer (no fallback worked)
+        ├── BusNameError            the bus name cannot be owned (policy, or taken)
         └── RequestError            a caller's request to the service is refused
             ├── UnknownRequest      no pending request has that id (or it was decided)
             ├── InvalidDecision     the decision does not fit the request's kind
@@ -78,6 +80,14 @@ class StateError(LocalError):
 
 class TargetError(LocalError):
     """The target device or image cannot be opened, read or written."""
+
+
+class LogindError(LocalError):
+    """logind refused or did not answer, and no fallback worked."""
+
+
+class BusNameError(LocalError):
+    """The bus name cannot be had: not permitted by the policy, or owned already."""
 
 
 class RequestError(LocalError):

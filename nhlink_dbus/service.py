@@ -33,7 +33,7 @@ import nhlink_dbus
 from nhlink_dbus.aio.appliers import ApplyRequest, make_applier
 from nhlink_dbus.aio.downloader import download
 from nhlink_dbus.aio.hub_client import HubClient
-from nhlink_dbus.aio.logind import Logind, LogindError
+from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.config import Config
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
@@ -71,6 +71,7 @@ from nhlink_dbus.errors import (
     DownloadError,
     InvalidArgument,
     InvalidDecision,
+    LogindError,
     NhlinkError,
     NotPossible,
     StateError,

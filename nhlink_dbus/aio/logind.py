@@ -25,19 +25,12 @@ from dbus_next.constants import MessageType
 from dbus_next.message import Message
 
 from nhlink_dbus import names
-from nhlink_dbus.errors import LocalError
+from nhlink_dbus.errors import LogindError
 
 logger = logging.getLogger(__name__)
 
 # The reference D-Bus implementation's default method call timeout.
 CALL_TIMEOUT_S = 25.0
-
-
-class LogindError(LocalError):
-    """logind refused or did not answer, and no fallback worked.
-
-    TODO: move into ``nhlink_dbus.errors`` with the rest of the tree.
-    """
 
 
 class _ErrorReply(Exception):

@@ -19,17 +19,10 @@ from dbus_next.errors import DBusError
 
 from nhlink_dbus import names
 from nhlink_dbus.bus.interface import LinkInterface
-from nhlink_dbus.errors import LocalError
+from nhlink_dbus.errors import BusNameError
 from nhlink_dbus.service_api import LinkService
 
 logger = logging.getLogger(__name__)
-
-
-class BusNameError(LocalError):
-    """The bus name cannot be had: not permitted by the policy, or owned already.
-
-    TODO: move into ``nhlink_dbus.errors`` with the rest of the tree.
-    """
 
 
 class BusFace:

@@ -13,7 +13,8 @@ import pytest
 from dbus_next.aio.message_bus import MessageBus
 
 from nhlink_dbus import names
-from nhlink_dbus.aio.logind import Inhibitor, Logind, LogindError
+from nhlink_dbus.aio.logind import Inhibitor, Logind
+from nhlink_dbus.errors import LogindError
 from tests.harness import (
     InhibitorRecord,
     LogindMock,

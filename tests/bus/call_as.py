@@ -18,7 +18,8 @@ from dbus_next.constants import BusType, MessageType
 from dbus_next.message import Message
 
 from nhlink_dbus import names
-from nhlink_dbus.bus.server import BusNameError, close_connection, serve
+from nhlink_dbus.bus.server import close_connection, serve
+from nhlink_dbus.errors import BusNameError
 
 CALLS: list[tuple[str, str, list[Any]]] = [
     ("Decide", "sst", ["u-1", "ignore", 0]),

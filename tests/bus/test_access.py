@@ -185,7 +185,8 @@ async def test_only_root_may_own_the_name(system_bus: PrivateSystemBus) -> None:
 async def test_a_second_service_is_told_the_name_is_taken(
     system_bus: PrivateSystemBus, face: BusFace
 ) -> None:
-    from nhlink_dbus.bus.server import BusNameError, serve  # noqa: PLC0415
+    from nhlink_dbus.bus.server import serve  # noqa: PLC0415
+    from nhlink_dbus.errors import BusNameError  # noqa: PLC0415
 
     with pytest.raises(BusNameError, match="already owned by another process"):
         await serve(FakeLinkService())
