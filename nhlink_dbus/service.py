@@ -363,6 +363,7 @@ class NhlinkService:
             self._decide(offer.request_id, Decision.APPLY, 0, "policy")
             return
         self.listeners.update_available(offer.request_id, update_info_dict(offer))
+        self._cancel_timer(offer.request_id)
         timeout = self.config.decisions.timeout_ms / 1000
         loop = asyncio.get_running_loop()
         default = Decision(self.config.decisions.default_update)

@@ -8,7 +8,8 @@ outcomes with the current time, and performs the effects it returns. Rules:
   apply the device stays ``rebooting`` until it restarts: applying a second
   update before the reboot would write the slot that is running now.
 * Otherwise a pending reschedule is cancelled and the offer needs a decision
-  (``awaiting-decision``); a newer offer supersedes an undecided one.
+  (``awaiting-decision``); a different offer supersedes an undecided one, while a
+  repeat of the same firmware keeps its request id (the hub re-sends offers).
 * No firmware signing keys (configured or received) → the offer is refused:
   firmware is never applied unverified.
 * ``apply`` → ``updating``; ``ignore`` → ``idle``; ``reschedule`` → the same
@@ -186,10 +187,24 @@ class UpdateManager:
                 )
             )
             return out
-        if self.pending is not None:
+        uuid = info.firmware_meta.uuid
+        same = (
+            self.pending is not None
+            and uuid is not None
+            and self.pending.info.firmware_meta.uuid == uuid
+            and self.pending.source == source
+        )
+        if same and self.state is UpdateState.AWAITING_DECISION:
+            # The hub repeats an offer (its orchestrator runs every few minutes): the
+            # question stands; keep its request id and take the fresher URL and keys.
+            assert self.pending is not None
+            self.pending = Offer(self.pending.request_id, info, public_keys, source)
+            return out
+        if self.pending is not None and not same:
             out.append(Superseded(self.pending.request_id))
+        rid = self.pending.request_id if same and self.pending is not None else None
         self.reschedule_at = None
-        self.pending = Offer(request_id or self.new_request_id(), info, public_keys, source)
+        self.pending = Offer(rid or request_id or self.new_request_id(), info, public_keys, source)
         self._set(UpdateState.AWAITING_DECISION, out)
         out.append(AskDecision(self.pending))
         return out

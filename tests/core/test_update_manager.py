@@ -132,3 +132,17 @@ def test_hub_reboot() -> None:
     m2.decide(rid, Decision.APPLY, 0, "p", now=0)
     assert kinds(m2.hub_reboot()) == [ReportError]
     assert m2.state is UpdateState.UPDATING
+
+
+def test_repeated_offer_keeps_the_question_and_its_id() -> None:
+    m = UpdateManager()
+    first = m.offer(info("same"), KEYS)[-1].offer  # type: ignore[attr-defined]
+    fresher = UpdateInfo("https://hub/fw?X-Amz-Signature=new", FirmwareMetadata(uuid="same"))
+    assert m.offer(fresher, KEYS) == []  # still awaiting the same decision
+    assert m.pending is not None and m.pending.request_id == first.request_id
+    assert m.pending.info.firmware_url.endswith("new")  # the fresher URL is kept
+    m.decide(first.request_id, Decision.RESCHEDULE, 1000, "x", now=0)
+    out = m.offer(info("same"), KEYS)  # during a reschedule: asked afresh, same id
+    assert not any(isinstance(e, Superseded) for e in out)
+    assert out[-1].offer.request_id == first.request_id  # type: ignore[attr-defined]
+    assert m.next_deadline() is None
