@@ -11,8 +11,10 @@ Nothing touches the host's real system bus, network or disks.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -31,10 +33,51 @@ from nhlink_dbus.fwup.create import generate_key_pair, load_private_key  # noqa:
 from nhlink_dbus.kv import read_kv  # noqa: E402
 from tests.harness import LogindMock, start_system_bus  # noqa: E402
 
-BIN = Path(sys.executable).parent
+PY = sys.executable  # every tool runs as `python -m`, with the interpreter running the demo
+
+
+def tool(module: str) -> list[str]:
+    return [PY, "-m", module]
+
+
+FWUP, SIM, DAEMON, CTL = (
+    tool(m)
+    for m in (
+        "nhlink_dbus.fwup.cli",
+        "nhlink_dbus.hubsim.cli",
+        "nhlink_dbus.daemon",
+        "nhlink_dbus.ctl",
+    )
+)
 DEVICE = "kiosk-0042"
 KEY, SECRET = "nhp_demoProductKey", "demoProductSecretThatNeverLeavesThisMachine"
 LAYOUT = AbLayout()
+GROUP = grp.getgrgid(os.getgid()).gr_name if os.getuid() != 0 else "nhlink"
+
+
+def _demo_policies() -> dict[str, str]:
+    """As root, the shipped policy is all the demo needs (plus the mock logind's name).
+    As another user, that user also gets what root has on this private bus: owning the
+    service and logind names and calling the service (the service's own group check is
+    satisfied by running with ``decisions.group`` = the user's group)."""
+    from tests.harness.bus import LOGIND_TEST_POLICY  # noqa: PLC0415
+
+    policies = {"test-login1.conf": LOGIND_TEST_POLICY}
+    if os.getuid() != 0:
+        user = pwd.getpwuid(os.getuid()).pw_name
+        policies["demo-user.conf"] = f"""<!DOCTYPE busconfig PUBLIC
+ "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <policy user="{user}">
+    <allow own="org.nerveshub.Link"/>
+    <allow own="org.freedesktop.login1"/>
+    <allow send_destination="org.nerveshub.Link" send_interface="org.nerveshub.Link1"/>
+    <allow send_destination="org.freedesktop.login1"/>
+  </policy>
+</busconfig>
+"""
+    return policies
 
 
 def say(text: str) -> None:
@@ -60,7 +103,7 @@ def main() -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="nhlink-demo-"))
     procs: list[subprocess.Popen[bytes]] = []
-    bus = start_system_bus()
+    bus = start_system_bus(extra_policies=_demo_policies())
     env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address, PYTHONUNBUFFERED="1")
     logind = LogindMock(bus)
     try:
@@ -80,7 +123,7 @@ def main() -> int:
             fh.truncate(LAYOUT.image_bytes)
         subprocess.run(
             [
-                str(BIN / "nhlink-fwup"),
+                *FWUP,
                 "-a",
                 "-q",
                 "-d",
@@ -102,7 +145,7 @@ def main() -> int:
         sim_log = (work / "sim.log").open("wb")
         sim = subprocess.Popen(
             [
-                str(BIN / "nhlink-hub-sim"),
+                *SIM,
                 "serve",
                 "--port",
                 "0",
@@ -142,6 +185,7 @@ applier = "builtin"
 public_keys = ["{public}"]
 [decisions]
 timeout_ms = 30000
+group = "{GROUP}"
 [reboot]
 delay_ms = 3000
 """)
@@ -150,7 +194,7 @@ delay_ms = 3000
 
         def start_daemon() -> subprocess.Popen[bytes]:
             p = subprocess.Popen(
-                [str(BIN / "nhlink-dbus"), "--config", str(config)],
+                [*DAEMON, "--config", str(config)],
                 env=env,
                 stdout=daemon_log.open("ab"),
                 stderr=subprocess.STDOUT,
@@ -178,15 +222,13 @@ delay_ms = 3000
         )
 
         def face_up() -> bool:
-            status = subprocess.run(
-                [str(BIN / "nhlinkctl"), "status"], env=env, capture_output=True, check=False
-            )
+            status = subprocess.run([*CTL, "status"], env=env, capture_output=True, check=False)
             return status.returncode == 0
 
         wait_for(face_up, 10, "the bus face")
 
         say("nhlinkctl watch (what a kiosk sees on org.nerveshub.Link)")
-        watch = subprocess.Popen([str(BIN / "nhlinkctl"), "watch"], env=env)
+        watch = subprocess.Popen([*CTL, "watch"], env=env)
         procs.append(watch)
         kiosk = subprocess.Popen(
             [sys.executable, str(ROOT / "examples" / "kiosk_answer.py"), "--once"], env=env
@@ -197,7 +239,7 @@ delay_ms = 3000
         say("The hub pushes firmware 2.0.0; the kiosk answers 'apply' over D-Bus")
         subprocess.run(
             [
-                str(BIN / "nhlink-hub-sim"),
+                *SIM,
                 "--control",
                 urls["control_url"],
                 "push",
