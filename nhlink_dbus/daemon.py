@@ -28,7 +28,10 @@ DEFAULT_CONFIG = "/etc/nhlink/nhlink.toml"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nhlink-dbus", description=__doc__.splitlines()[1].strip())
+    p = argparse.ArgumentParser(
+        prog="nhlink-dbus",
+        description="The nhlink-dbus daemon: NervesHub device client on the system bus.",
+    )
     p.add_argument(
         "--config", default=DEFAULT_CONFIG, help=f"configuration file ({DEFAULT_CONFIG})"
     )
