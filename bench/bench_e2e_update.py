@@ -23,18 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nhlink_dbus.fwup.ab_layout import AbLayout  # noqa: E402
-from nhlink_dbus.hubsim import HubSim, HubSimConfig  # noqa: E402
-from nhlink_dbus.hubsim.auth import SharedSecret  # noqa: E402
+from nhlink_dbus.hubsim import HubSim  # noqa: E402
 from tests.harness import LogindMock, start_system_bus  # noqa: E402
 from tests.integration.daemon_helpers import (  # noqa: E402
     DEVICE,
     NHLINK_FWUP,
-    PRODUCT_KEY,
-    PRODUCT_SECRET,
     PUBLIC_KEY,
     Daemon,
     install_complete,
     make_firmware,
+    sim_config,
     write_config,
 )
 
@@ -59,9 +57,7 @@ async def _one(
     install_complete(image, v1, layout=LAYOUT)
     baseline = folder / f"baseline-{mib}.img"
     shutil.copy(image, baseline)
-    config = HubSimConfig(
-        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
-    )
+    config = sim_config()
     async with HubSim(config) as sim:
         cfg = write_config(
             folder,

@@ -123,18 +123,6 @@ class RebootConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class DownloadConfig:
-    """``[download]``: protocol.md §6.4's RetryConfig (2.5.2 defaults)."""
-
-    max_disconnects: int = 10
-    idle_timeout_ms: int = 60_000
-    time_between_retries_ms: int = 15_000
-    max_timeout_ms: int = 86_400_000
-    worst_case_download_speed_bps: int = 30_000
-    max_redirects: int = 10
-
-
-@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """``[logging]``."""
 
@@ -151,7 +139,7 @@ class Config:
     archives: ArchivesConfig = ArchivesConfig()
     decisions: DecisionsConfig = DecisionsConfig()
     reboot: RebootConfig = RebootConfig()
-    download: DownloadConfig = DownloadConfig()
+    download: RetryPolicy = field(default_factory=RetryPolicy)  # [download]: protocol.md §6.4
     logging: LoggingConfig = LoggingConfig()
 
     def hub_settings(self, identifier: str | None = None) -> HubSettings:
@@ -177,15 +165,7 @@ class Config:
 
     def retry_policy(self) -> RetryPolicy:
         """The downloader's retry policy (``[download]``)."""
-        d = self.download
-        return RetryPolicy(
-            max_disconnects=d.max_disconnects,
-            idle_timeout_ms=d.idle_timeout_ms,
-            time_between_retries_ms=d.time_between_retries_ms,
-            max_timeout_ms=d.max_timeout_ms,
-            worst_case_download_speed_bps=d.worst_case_download_speed_bps,
-            max_redirects=d.max_redirects,
-        )
+        return self.download
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -359,8 +339,8 @@ def _reboot(t: _Table) -> RebootConfig:
     return config
 
 
-def _download(t: _Table) -> DownloadConfig:
-    config = DownloadConfig(
+def _download(t: _Table) -> RetryPolicy:
+    config = RetryPolicy(
         max_disconnects=t.integer("max_disconnects", 10, minimum=1, maximum=1_000_000),
         idle_timeout_ms=t.integer("idle_timeout_ms", 60_000, minimum=1),
         time_between_retries_ms=t.integer("time_between_retries_ms", 15_000, minimum=0),

@@ -56,14 +56,16 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-class WsClient:
-    """An open client WebSocket, whatever the websockets version."""
+class WsMessages:
+    """Messages over an open websockets connection (client or server side, any
+    version): the part both have in common. The simulator's server connection
+    reuses it."""
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
 
     async def recv(self) -> str | bytes | None:
-        """The next message; None once the connection is closed (see :attr:`close_reason`)."""
+        """The next message; None once the connection is closed."""
         try:
             message: str | bytes = await self._raw.recv()
         except ConnectionClosed:
@@ -78,18 +80,22 @@ class WsClient:
             return False
         return True
 
+    def abort(self) -> None:
+        """Drop the TCP connection without a close frame."""
+        transport = getattr(self._raw, "transport", None)
+        if transport is not None:
+            transport.abort()
+
+
+class WsClient(WsMessages):
+    """An open client WebSocket, whatever the websockets version."""
+
     async def close(self) -> None:
         """Close handshake (bounded by the close timeout), errors swallowed."""
         try:
             await self._raw.close()
         except (OSError, ConnectionClosed, TimeoutError):  # pragma: no cover
             self.abort()
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a close frame."""
-        transport = getattr(self._raw, "transport", None)
-        if transport is not None:
-            transport.abort()
 
     @property
     def close_reason(self) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
-from websockets.exceptions import ConnectionClosed
+from nhlink_dbus.aio.ws_compat import WsMessages
 
 try:  # websockets >= 13
     from websockets.asyncio import server as _new_server
@@ -43,37 +43,12 @@ class Reject:
 Decide = Callable[[str, dict[str, str], PeerCert | None], object]
 
 
-class WsConnection:
+class WsConnection(WsMessages):
     """A server-side WebSocket connection, whatever the websockets version."""
-
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
-
-    async def recv(self) -> str | bytes | None:
-        """The next message, or None once the connection is closed."""
-        try:
-            message: str | bytes = await self._raw.recv()
-        except ConnectionClosed:
-            return None
-        return message
-
-    async def send(self, text: str) -> bool:
-        """Send a text frame; False if the connection is already closed."""
-        try:
-            await self._raw.send(text)
-        except ConnectionClosed:
-            return False
-        return True
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close handshake with ``code`` (bounded by the server's close timeout)."""
         await self._raw.close(code, reason)
-
-    def abort(self) -> None:
-        """Drop the TCP connection without a close frame."""
-        transport = self._raw.transport
-        if transport is not None:
-            transport.abort()
 
     @property
     def close_code(self) -> int | None:

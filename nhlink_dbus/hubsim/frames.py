@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nhlink_dbus.errors import ProtocolError
+from nhlink_dbus.core.phoenix import decode_frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +37,10 @@ class Frame:
 
     @classmethod
     def decode(cls, text: str) -> Frame:
-        """Parse a text frame; raise ProtocolError unless it is a V2 five-element array."""
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise ProtocolError("frame is not JSON") from exc
-        if not isinstance(value, list) or len(value) != 5:
-            raise ProtocolError("frame is not a five-element array")
-        join_ref, ref, topic, event, payload = value
-        if not (join_ref is None or isinstance(join_ref, str)):
-            raise ProtocolError("join_ref must be a string or null")
-        if not (ref is None or isinstance(ref, str)):
-            raise ProtocolError("ref must be a string or null")
-        if not isinstance(topic, str) or not isinstance(event, str):
-            raise ProtocolError("topic and event must be strings")
-        return cls(join_ref, ref, topic, event, payload)
+        """Parse a text frame by the client core's rules (a V2 five-element array with
+        an object payload); raise ProtocolError otherwise."""
+        frame = decode_frame(text)
+        return cls(frame.join_ref, frame.ref, frame.topic, frame.event, frame.payload)
 
 
 def reply(request: Frame, join_ref: str | None, status: str, response: Any) -> Frame:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from nhlink_dbus.fwup.ab_layout import AbLayout, build_ab_firmware
 from nhlink_dbus.fwup.create import load_private_key
+from nhlink_dbus.hubsim import HubSimConfig
+from nhlink_dbus.hubsim.auth import SharedSecret
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "fwup"
@@ -157,3 +159,19 @@ async def until(predicate, timeout: float, what: str, daemon: Daemon):  # type: 
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}\n{daemon.text()[-4000:]}")
         await asyncio.sleep(0.05)
+
+
+def sim_config() -> HubSimConfig:
+    """The simulator as the daemon tests use it: our product key, no health checks."""
+    return HubSimConfig(
+        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
+    )
+
+
+def device_with_update(folder: Path, rootfs_size: int = 4 << 20) -> tuple[Firmware, Firmware, Path]:
+    """(v1, v2, image): a disk image running v1 in slot A, and v2 to be offered."""
+    v1 = make_firmware(folder, "1.0.0", rootfs_size)
+    v2 = make_firmware(folder, "2.0.0", rootfs_size)
+    image = folder / "disk.img"
+    install_complete(image, v1)
+    return v1, v2, image

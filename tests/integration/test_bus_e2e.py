@@ -16,17 +16,15 @@ import subprocess
 from pathlib import Path
 
 from nhlink_dbus import names
-from nhlink_dbus.hubsim import HubSim, HubSimConfig
-from nhlink_dbus.hubsim.auth import SharedSecret
+from nhlink_dbus.hubsim import HubSim
 from tests.bus.test_introspection import CONTRACT, canonical
 from tests.harness import LogindMock, PrivateSystemBus, busctl
 from tests.integration.daemon_helpers import (
     DEVICE,
-    PRODUCT_KEY,
     PRODUCT_SECRET,
     Daemon,
-    install_complete,
-    make_firmware,
+    device_with_update,
+    sim_config,
     until,
     write_config,
 )
@@ -106,13 +104,8 @@ def _pending(bus: PrivateSystemBus) -> list[list[object]]:
 async def test_decisions_over_the_bus(
     tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
 ) -> None:
-    v1 = make_firmware(tmp_path, "1.0.0")
-    v2 = make_firmware(tmp_path, "2.0.0")
-    image = tmp_path / "disk.img"
-    install_complete(image, v1)
-    config = HubSimConfig(
-        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
-    )
+    _v1, v2, image = device_with_update(tmp_path)
+    config = sim_config()
     record_all = Monitor(system_bus, tmp_path / "all.txt", "")  # all traffic
     listener_a = Monitor(system_bus, tmp_path / "a.txt")
     listener_b = Monitor(system_bus, tmp_path / "b.txt")
@@ -212,13 +205,8 @@ async def test_decisions_over_the_bus(
 async def test_no_answer_applies_the_default_after_the_timeout(
     tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
 ) -> None:
-    v1 = make_firmware(tmp_path, "1.0.0")
-    v2 = make_firmware(tmp_path, "2.0.0")
-    image = tmp_path / "disk.img"
-    install_complete(image, v1)
-    config = HubSimConfig(
-        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
-    )
+    _v1, v2, image = device_with_update(tmp_path)
+    config = sim_config()
     monitor = Monitor(system_bus, tmp_path / "signals.txt")
     async with HubSim(config) as sim:
         cfg = write_config(

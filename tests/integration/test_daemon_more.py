@@ -12,29 +12,21 @@ from pathlib import Path
 
 from nhlink_dbus import names
 from nhlink_dbus.core.kv import active_slot_metadata
-from nhlink_dbus.hubsim import HubSim, HubSimConfig
-from nhlink_dbus.hubsim.auth import SharedSecret
+from nhlink_dbus.hubsim import HubSim
 from nhlink_dbus.kv import read_kv
 from tests.harness import LogindMock, PrivateSystemBus, busctl
 from tests.integration.daemon_helpers import (
     DEVICE,
     LAYOUT,
-    PRODUCT_KEY,
-    PRODUCT_SECRET,
     Daemon,
     install_complete,
     make_firmware,
+    sim_config,
     until,
     write_config,
 )
 
 NHLINKCTL = str(Path(sys.executable).parent / "nhlinkctl")
-
-
-def _sim_config() -> HubSimConfig:
-    return HubSimConfig(
-        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
-    )
 
 
 def test_bad_config_stops_startup_with_one_line(tmp_path: Path) -> None:
@@ -70,7 +62,7 @@ async def test_hub_reboot_event_pushes_rebooting_then_reboots(
     v1 = make_firmware(tmp_path, "1.0.0", rootfs_size=1 << 20)
     image = tmp_path / "disk.img"
     install_complete(image, v1)
-    async with HubSim(_sim_config()) as sim:
+    async with HubSim(sim_config()) as sim:
         cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image)
         daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address)
         try:
@@ -91,7 +83,7 @@ async def test_check_install_and_backoff_over_the_bus(
     image = tmp_path / "disk.img"
     install_complete(image, v1)
     env = system_bus.env
-    async with HubSim(_sim_config()) as sim:
+    async with HubSim(sim_config()) as sim:
         cfg = write_config(
             tmp_path, ws_url=sim.ws_url, image=image, extra="[decisions]\ntimeout_ms = 60000\n"
         )

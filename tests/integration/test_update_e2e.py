@@ -12,18 +12,15 @@ import pytest
 
 from nhlink_dbus.core.kv import active_slot_metadata
 from nhlink_dbus.fwup.ab_layout import AbLayout
-from nhlink_dbus.hubsim import HubSim, HubSimConfig
-from nhlink_dbus.hubsim.auth import SharedSecret
+from nhlink_dbus.hubsim import HubSim
 from nhlink_dbus.kv import read_kv
 from nhlink_dbus.names import INHIBIT_WHAT
 from tests.harness import LogindMock, PrivateSystemBus
 from tests.integration.daemon_helpers import (
     DEVICE,
-    PRODUCT_KEY,
-    PRODUCT_SECRET,
     Daemon,
-    install_complete,
-    make_firmware,
+    device_with_update,
+    sim_config,
     until,
     write_config,
 )
@@ -33,16 +30,11 @@ from tests.integration.daemon_helpers import (
 async def test_hub_update_applied_inhibited_rebooted_and_reported(
     applier: str, tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
 ) -> None:
-    v1 = make_firmware(tmp_path, "1.0.0")
-    v2 = make_firmware(tmp_path, "2.0.0")
-    image = tmp_path / "disk.img"
-    install_complete(image, v1)
+    v1, v2, image = device_with_update(tmp_path)
     layout = AbLayout()
     before = image.read_bytes()
 
-    config = HubSimConfig(
-        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
-    )
+    config = sim_config()
     async with HubSim(config) as sim:
         cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image, applier=applier)
         daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address)

@@ -10,19 +10,18 @@ from pathlib import Path
 
 from nhlink_dbus.core.kv import active_slot_metadata
 from nhlink_dbus.fwup.create import create_fw
-from nhlink_dbus.hubsim import HubSim, HubSimConfig
-from nhlink_dbus.hubsim.auth import SharedSecret
+from nhlink_dbus.hubsim import HubSim
 from nhlink_dbus.kv import read_kv
 from tests.harness import LogindMock, PrivateSystemBus
 from tests.integration.daemon_helpers import (
     DEVICE,
     LAYOUT,
-    PRODUCT_KEY,
-    PRODUCT_SECRET,
     Daemon,
     Firmware,
+    device_with_update,
     install_complete,
     make_firmware,
+    sim_config,
     until,
     write_config,
 )
@@ -63,10 +62,7 @@ def _corrupted(fw: Firmware, out: Path) -> Path:
 async def test_failures_are_reported_and_never_reboot(
     tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
 ) -> None:
-    v1 = make_firmware(tmp_path, "1.0.0")
-    v2 = make_firmware(tmp_path, "2.0.0")
-    image = tmp_path / "disk.img"
-    install_complete(image, v1)
+    v1, v2, image = device_with_update(tmp_path)
     running_slot = image.read_bytes()[A_START:B_START]
     cases = [
         (
@@ -87,9 +83,7 @@ async def test_failures_are_reported_and_never_reboot(
             {"kind": "cut", "after": 1000},
         ),
     ]
-    config = HubSimConfig(
-        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
-    )
+    config = sim_config()
     async with HubSim(config) as sim:
         cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image)
         daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address)
@@ -144,9 +138,7 @@ async def test_interrupted_downloads_resume_to_the_same_image(
         ],
         check=True,
     )
-    config = HubSimConfig(
-        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
-    )
+    config = sim_config()
     for scenario in ("cuts", "full-body-for-range"):
         image = tmp_path / f"disk-{scenario}.img"
         install_complete(image, v1)
