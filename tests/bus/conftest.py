@@ -4,12 +4,14 @@ client connections, and a throw-away member of group ``nhlink``."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import grp
 import logging
 import os
 import pwd
+import shutil
 import subprocess
-import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +23,36 @@ from nhlink_dbus.bus.server import BusFace, serve
 from tests.bus.fake_service import FakeLinkService
 from tests.harness import PrivateSystemBus, system_bus_connection
 
-REPO = Path(__file__).resolve().parents[2]
-# Debian's interpreter (pyenv's cannot be run by other uids), on the venv's packages.
+# Debian's interpreter (pyenv's cannot be run by other uids).
 SYSTEM_PYTHON = "/usr/bin/python3"
-SITE_PACKAGES = next(p for p in sys.path if p.endswith("site-packages") and "venv" in p)
-CALL_AS = Path(__file__).with_name("call_as.py")
 NOBODY = 65534
+
+
+def _tree_for_other_uids() -> Path:
+    """A world-readable copy of what other uids run: our package, dbus-next, call_as.py.
+
+    The checkout (and its venv) may sit below a folder only root can enter (a CI
+    clone in a mktemp -d folder does), so other uids must not read them in place.
+    """
+    import dbus_next  # noqa: PLC0415
+
+    root = Path(tempfile.mkdtemp(prefix="nhlink-other-uid-", dir="/tmp"))
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(
+        Path(__file__).resolve().parents[2] / "nhlink_dbus", root / "nhlink_dbus", ignore=skip
+    )
+    shutil.copytree(Path(dbus_next.__file__).parent, root / "dbus_next", ignore=skip)
+    shutil.copyfile(Path(__file__).with_name("call_as.py"), root / "call_as.py")
+    for folder, _dirs, files in os.walk(root):
+        os.chmod(folder, 0o755)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o644)
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+OTHER_UID_ROOT = _tree_for_other_uids()
+CALL_AS = OTHER_UID_ROOT / "call_as.py"
 
 
 @pytest.fixture(autouse=True)
@@ -116,7 +142,7 @@ def as_user_argv(uid: int, *, init_groups: bool = False) -> list[str]:
 def system_python_env(bus: PrivateSystemBus) -> dict[str, str]:
     return {
         **bus.env,
-        "PYTHONPATH": f"{REPO}{os.pathsep}{SITE_PACKAGES}",
+        "PYTHONPATH": str(OTHER_UID_ROOT),
         "PYTHONDONTWRITEBYTECODE": "1",
         "HOME": "/nonexistent",
     }
