@@ -49,8 +49,8 @@ $(VENV_DEB)/.installed: pyproject.toml
 venv-deb12: $(VENV_DEB)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check nhlink_dbus tests bench demo examples
-	$(VENV)/bin/ruff format --check nhlink_dbus tests bench demo examples
+	$(VENV)/bin/ruff check nhlink_dbus nhlink_devtools tests bench demo examples
+	$(VENV)/bin/ruff format --check nhlink_dbus nhlink_devtools tests bench demo examples
 
 typecheck: venv
 	$(VENV)/bin/mypy

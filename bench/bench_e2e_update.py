@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nhlink_dbus.fwup.ab_layout import AbLayout  # noqa: E402
-from nhlink_dbus.hubsim import HubSim  # noqa: E402
+from nhlink_devtools.ab_layout import AbLayout  # noqa: E402
+from nhlink_devtools.hubsim import HubSim  # noqa: E402
 from tests.harness import LogindMock, start_system_bus  # noqa: E402
 from tests.integration.daemon_helpers import (  # noqa: E402
     DEVICE,

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from nhlink_dbus.fwup.create import create_fw, load_private_key
+from nhlink_devtools.fw_builder import create_fw, load_private_key
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "fwup"

@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from nhlink_dbus.core.fwup_meta import meta_uuid  # noqa: E402
-from nhlink_dbus.core.kv import active_slot_metadata  # noqa: E402
-from nhlink_dbus.fwup.ab_layout import AbLayout, build_ab_firmware  # noqa: E402
-from nhlink_dbus.fwup.create import generate_key_pair, load_private_key  # noqa: E402
-from nhlink_dbus.kv import read_kv  # noqa: E402
+from nhlink_dbus.core.kv_format import active_slot_metadata  # noqa: E402
+from nhlink_dbus.kv_store import read_kv  # noqa: E402
+from nhlink_devtools.ab_layout import AbLayout, build_ab_firmware  # noqa: E402
+from nhlink_devtools.fw_builder import generate_key_pair, load_private_key  # noqa: E402
 from tests.harness import LogindMock, start_system_bus  # noqa: E402
 
 PY = sys.executable  # every tool runs as `python -m`, with the interpreter running the demo
@@ -44,7 +44,7 @@ FWUP, SIM, DAEMON, CTL = (
     tool(m)
     for m in (
         "nhlink_dbus.fwup.cli",
-        "nhlink_dbus.hubsim.cli",
+        "nhlink_devtools.hubsim.cli",
         "nhlink_dbus.daemon",
         "nhlink_dbus.ctl",
     )

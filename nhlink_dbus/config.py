@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth
-from nhlink_dbus.core.kv import parse_kv_spec
+from nhlink_dbus.core.kv_format import parse_kv_spec
 from nhlink_dbus.core.nh1 import NH1Params
 from nhlink_dbus.errors import ConfigError
 
@@ -50,7 +50,7 @@ DEFAULT_ARCHIVES_DIR: Final = "/var/lib/nhlink/archives"
 # Upper bound of every duration (ms): ten years. Larger values are typos.
 MAX_MS: Final = 10 * 365 * 86_400_000
 
-Applier = Literal["auto", "fwup", "builtin"]
+ApplierKind = Literal["auto", "fwup", "builtin"]
 UpdateDefault = Literal["apply", "ignore"]
 ArchiveDefault = Literal["download", "ignore"]
 
@@ -87,7 +87,7 @@ class FirmwareConfig:
     kv: str
     devpath: str | None = None
     task: str = "upgrade"
-    applier: Applier = "auto"
+    applier: ApplierKind = "auto"
     fwup_path: str | None = None
     public_keys: tuple[str, ...] = ()
     fwup_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
@@ -299,7 +299,7 @@ def _firmware(t: _Table) -> FirmwareConfig:
     task = t.string("task", "upgrade")
     if _has_control(task):
         raise t.error("task", "must not contain control characters")
-    applier = cast(Applier, t.choice("applier", "auto", APPLIERS))
+    applier = cast(ApplierKind, t.choice("applier", "auto", APPLIERS))
     fwup_path = t.path("fwup_path")
     public_keys = t.public_keys("public_keys")
     fwup_env = t.environment("fwup_env")

@@ -49,7 +49,7 @@ from nhlink_dbus.core.archive_manager import (
 )
 from nhlink_dbus.core.backoff import delay_list
 from nhlink_dbus.core.hub_settings import loggable_url
-from nhlink_dbus.core.kv import KVError, active_slot_metadata
+from nhlink_dbus.core.kv_format import KVError, active_slot_metadata
 from nhlink_dbus.core.update_manager import (
     AskDecision,
     Decided,
@@ -78,7 +78,7 @@ from nhlink_dbus.errors import (
     UnknownRequest,
 )
 from nhlink_dbus.fwup.local_firmware import LocalFirmwareError, inspect_fd, read_fd_chunks
-from nhlink_dbus.kv import read_kv
+from nhlink_dbus.kv_store import read_kv
 from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
 
 logger = logging.getLogger(__name__)

@@ -53,6 +53,7 @@ from enum import Enum
 from types import TracebackType
 from typing import Literal, Protocol
 
+from nhlink_dbus.config import ApplierKind
 from nhlink_dbus.core.fwup_apply import ApplyListener
 from nhlink_dbus.core.fwup_framing import (
     ExitStatus,
@@ -68,7 +69,6 @@ from nhlink_dbus.fwup.signature import parse_public_key
 logger = logging.getLogger(__name__)
 
 MessageKind = Literal["ok", "warning", "error"]
-ApplierKind = Literal["auto", "fwup", "builtin"]
 OnProgress = Callable[[int], None]
 OnMessage = Callable[[MessageKind, int, str], None]
 # (device, task, public keys, listener, environment) -> an open session; tests pass their own.

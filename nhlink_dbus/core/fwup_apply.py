@@ -1,6 +1,6 @@
 """Applying a ``.fw`` archive the way fwup does, as a push-driven state machine.
 
-Feed the archive bytes in any slicing (:meth:`Applier.feed`); the applier
+Feed the archive bytes in any slicing (:meth:`ApplyEngine.feed`); the applier
 reads the ZIP stream, verifies ``meta.conf``'s Ed25519 signature, selects the
 task, runs ``on-init``, streams each resource into its ``on-resource``
 actions while hashing it, runs ``on-finish`` when the ZIP central directory is
@@ -168,7 +168,7 @@ class _Consumer:
         self.abort = abort
 
 
-class Applier:
+class ApplyEngine:
     """Apply one archive to one target; see the module docstring."""
 
     def __init__(
@@ -621,7 +621,7 @@ class Applier:
 
 __all__ = [
     "HOST_ACTIONS",
-    "Applier",
+    "ApplyEngine",
     "ApplyListener",
     "ApplyOptions",
     "FatOps",

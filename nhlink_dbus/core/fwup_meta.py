@@ -88,7 +88,7 @@ def quote_value(value: str) -> str:
 
 
 @dataclass(slots=True)
-class ArchiveInfo:
+class FwArchiveHead:
     """What the head of an archive says."""
 
     meta_conf: bytes
@@ -124,7 +124,7 @@ class ArchiveInspector:
     public_keys: Sequence[bytes]
     check_signature: Callable[[bytes, bytes, bytes], bool]
     verify: bool = False
-    info: ArchiveInfo | None = None
+    info: FwArchiveHead | None = None
     verified: bool = False
     _reader: ZipStreamReader = field(default_factory=ZipStreamReader)
     _sig: bytearray = field(default_factory=bytearray)
@@ -207,7 +207,7 @@ class ArchiveInspector:
                 )
             verified = True
         conf = load_meta_conf(text, {"FWUP_META_UUID": meta_uuid(text)})
-        self.info = ArchiveInfo(text, conf, signature, self._created, verified)
+        self.info = FwArchiveHead(text, conf, signature, self._created, verified)
 
     def verify_text(self) -> str:
         """fwup ``-V``'s success line."""

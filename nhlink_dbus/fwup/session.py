@@ -1,6 +1,6 @@
 """One apply onto one device, wired the way ``nhlink-fwup`` does it.
 
-The core :class:`~nhlink_dbus.core.fwup_apply.Applier` performs no I/O of its
+The core :class:`~nhlink_dbus.core.fwup_apply.ApplyEngine` performs no I/O of its
 own; this module binds it to the real pieces: the target file or block device,
 the block cache, the hash thread, FAT through mtools, host actions (only with
 ``unsafe``) and the Ed25519 check. The CLI and the in-process applier of the
@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from nhlink_dbus.core.block_cache import BlockCache
-from nhlink_dbus.core.fwup_apply import Applier, ApplyListener, ApplyOptions
+from nhlink_dbus.core.fwup_apply import ApplyEngine, ApplyListener, ApplyOptions
 from nhlink_dbus.errors import NhlinkError
 from nhlink_dbus.fwup.fat_adapter import MtoolsFat
 from nhlink_dbus.fwup.hash_worker import HashWorker
@@ -59,7 +59,7 @@ class ApplySession:
             self.target.close()
             raise
         try:
-            self.applier = Applier(
+            self.applier = ApplyEngine(
                 ApplyOptions(
                     task=task,
                     public_keys=public_keys,

@@ -19,7 +19,7 @@ from nhlink_dbus import __version__
 from nhlink_dbus.aio.downloader import USER_AGENT, download
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.errors import DownloadError
-from nhlink_dbus.hubsim import HubSim
+from nhlink_devtools.hubsim import HubSim
 
 SIZE = 200_000
 DATA = os.urandom(SIZE)

@@ -29,7 +29,7 @@ from nhlink_dbus.core.hub_session import (
     SessionEvent,
 )
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth
-from nhlink_dbus.hubsim import HubSim, HubSimConfig, SharedSecret
+from nhlink_devtools.hubsim import HubSim, HubSimConfig, SharedSecret
 
 DEV = "kiosk-0042"
 KEY = "nhd_" + "k" * 43

@@ -16,7 +16,7 @@ from nhlink_dbus.aio import ws_compat
 from nhlink_dbus.aio.hub_tls import server_hostname, tls_context
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth
 from nhlink_dbus.errors import AuthError, ConfigError, HubConnectionError
-from nhlink_dbus.hubsim import HubSim, HubSimConfig, SharedSecret
+from nhlink_devtools.hubsim import HubSim, HubSimConfig, SharedSecret
 
 NH1 = SharedSecretAuth("nhd_k", "s")
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from nhlink_dbus.core import confuse
 from nhlink_dbus.core.fwup_conf import load_meta_conf
 from nhlink_dbus.errors import FirmwareError, NhlinkError
-from nhlink_dbus.fwup.create import create_fw, load_private_key
+from nhlink_devtools.fw_builder import create_fw, load_private_key
 from tests.fwup.expect_records import FIXTURES
 from tests.fwup.test_stream_chunking import apply
 

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nhlink_dbus.core.block_cache import BlockCache
-from nhlink_dbus.core.fwup_apply import Applier, ApplyOptions
+from nhlink_dbus.core.fwup_apply import ApplyEngine, ApplyOptions
 from nhlink_dbus.errors import NhlinkError
 from nhlink_dbus.fwup.signature import check_signature, parse_public_key
 from tests.fwup.expect_records import FIXTURES
@@ -53,7 +53,7 @@ def apply(
 ) -> tuple[str, str, list[str]]:
     dev = MemoryDevice(base)
     listener = Listener()
-    applier = Applier(
+    applier = ApplyEngine(
         ApplyOptions(task=task, public_keys=[KEY], total_blocks=SIZE // 512),
         BlockCache(dev),
         listener,

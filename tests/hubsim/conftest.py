@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from nhlink_dbus.core.nh1 import sign_headers
-from nhlink_dbus.hubsim import HubSim, HubSimConfig, SharedSecret
+from nhlink_devtools.hubsim import HubSim, HubSimConfig, SharedSecret
 
 PRODUCT_KEY = "nhp_testProductKey"
 PRODUCT_SECRET = "testProductSecret0123456789abcdefghijklmnop"

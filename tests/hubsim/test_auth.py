@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nhlink_dbus.hubsim import HubSim, HubSimConfig
-from nhlink_dbus.hubsim.auth import NO_AUTH_REASON, SharedSecret
-from nhlink_dbus.hubsim.certs import client_context, generate_ca, issue_device_cert
+from nhlink_devtools.hubsim import HubSim, HubSimConfig
+from nhlink_devtools.hubsim.auth import NO_AUTH_REASON, SharedSecret
+from nhlink_devtools.hubsim.certs import client_context, generate_ca, issue_device_cert
 from tests.hubsim.conftest import (
     DEVICE_ID,
     DEVICE_KEY,

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from nhlink_dbus.hubsim import HubSim, HubSimConfig, SharedSecret
-from nhlink_dbus.hubsim.cli import main
+from nhlink_devtools.hubsim import HubSim, HubSimConfig, SharedSecret
+from nhlink_devtools.hubsim.cli import main
 from tests.hubsim.conftest import DEVICE_ID, PRODUCT_KEY, PRODUCT_SECRET, nh1_headers
 from tests.hubsim.wsclient import open_ws, recv, send
 
@@ -84,7 +84,7 @@ async def _cli(*argv: str) -> tuple[int, Any]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "nhlink_dbus.hubsim.cli",
+        "nhlink_devtools.hubsim.cli",
         *argv,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -103,7 +103,7 @@ async def test_cli_against_running_serve(
     server = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "nhlink_dbus.hubsim.cli",
+        "nhlink_devtools.hubsim.cli",
         "serve",
         "--port",
         "0",

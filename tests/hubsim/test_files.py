@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nhlink_dbus.errors import ConfigError
-from nhlink_dbus.hubsim import Fault, HubSim
-from nhlink_dbus.hubsim.files import UNSATISFIABLE, ByteRange, firmware_meta, parse_range
+from nhlink_devtools.hubsim import Fault, HubSim
+from nhlink_devtools.hubsim.files import UNSATISFIABLE, ByteRange, firmware_meta, parse_range
 
 BODY = bytes(range(256)) * 40  # 10 240 bytes
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "fwup"

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from nhlink_dbus.errors import StateError
-from nhlink_dbus.hubsim import Frame, HubSim
+from nhlink_devtools.hubsim import HubSim, SimFrame
 from tests.hubsim.conftest import DEVICE_ID, nh1_headers
 from tests.hubsim.wsclient import open_ws, recv, send
 
@@ -86,7 +86,7 @@ async def test_push_reaches_device_and_frames_are_recorded(sim: HubSim) -> None:
     device = sim.devices[DEVICE_ID]
     assert device.events("fwup_progress") == [{"value": 42}]
     assert [f.event for f in device.frames_received] == ["phx_join", "fwup_progress", "rebooting"]
-    assert device.frames_sent[-1] == Frame(None, None, "device", "reboot", {})
+    assert device.frames_sent[-1] == SimFrame(None, None, "device", "reboot", {})
     await ws.close()
 
 

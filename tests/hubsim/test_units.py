@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from nhlink_dbus.core.nh1 import sign_headers
 from nhlink_dbus.errors import ProtocolError
-from nhlink_dbus.hubsim.auth import Accepted, HttpAnswer, SharedSecret, decide
-from nhlink_dbus.hubsim.frames import Frame, redact
+from nhlink_devtools.hubsim.auth import Accepted, HttpAnswer, SharedSecret, decide
+from nhlink_devtools.hubsim.frames import SimFrame, redact
 
 # protocol.md §2.2, vector A
 KEY, SECRET, IDENT, SIGNED_AT = (
@@ -55,8 +55,8 @@ def test_device_key_pinned_to_identifier() -> None:
 
 
 def test_frame_round_trip() -> None:
-    frame = Frame("1", "2", "device", "update", {"a": [1]})
-    assert Frame.decode(frame.encode()) == frame
+    frame = SimFrame("1", "2", "device", "update", {"a": [1]})
+    assert SimFrame.decode(frame.encode()) == frame
 
 
 @pytest.mark.parametrize(
@@ -64,13 +64,13 @@ def test_frame_round_trip() -> None:
 )
 def test_frame_rejects(text: str) -> None:
     with pytest.raises(ProtocolError):
-        Frame.decode(text)
+        SimFrame.decode(text)
 
 
 @given(st.text(max_size=60))
 def test_frame_decode_value_or_protocol_error(text: str) -> None:
     try:
-        frame = Frame.decode(text)
+        frame = SimFrame.decode(text)
     except ProtocolError:
         return
     assert json.loads(frame.encode())[2:4] == [frame.topic, frame.event]

@@ -10,10 +10,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from nhlink_dbus.fwup.ab_layout import AbLayout, build_ab_firmware
-from nhlink_dbus.fwup.create import load_private_key
-from nhlink_dbus.hubsim import HubSimConfig
-from nhlink_dbus.hubsim.auth import SharedSecret
+from nhlink_devtools.ab_layout import AbLayout, build_ab_firmware
+from nhlink_devtools.fw_builder import load_private_key
+from nhlink_devtools.hubsim import HubSimConfig
+from nhlink_devtools.hubsim.auth import SharedSecret
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "fwup"

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from nhlink_dbus import names
-from nhlink_dbus.hubsim import HubSim
+from nhlink_devtools.hubsim import HubSim
 from tests.bus.test_introspection import CONTRACT, canonical
 from tests.harness import LogindMock, PrivateSystemBus, busctl
 from tests.integration.daemon_helpers import (

@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 from nhlink_dbus import names
-from nhlink_dbus.core.kv import active_slot_metadata
-from nhlink_dbus.hubsim import HubSim
-from nhlink_dbus.kv import read_kv
+from nhlink_dbus.core.kv_format import active_slot_metadata
+from nhlink_dbus.kv_store import read_kv
+from nhlink_devtools.hubsim import HubSim
 from tests.harness import LogindMock, PrivateSystemBus, busctl
 from tests.integration.daemon_helpers import (
     DEVICE,

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from nhlink_dbus.core.kv import active_slot_metadata
-from nhlink_dbus.fwup.ab_layout import AbLayout
-from nhlink_dbus.hubsim import HubSim
-from nhlink_dbus.kv import read_kv
+from nhlink_dbus.core.kv_format import active_slot_metadata
+from nhlink_dbus.kv_store import read_kv
 from nhlink_dbus.names import INHIBIT_WHAT
+from nhlink_devtools.ab_layout import AbLayout
+from nhlink_devtools.hubsim import HubSim
 from tests.harness import LogindMock, PrivateSystemBus
 from tests.integration.daemon_helpers import (
     DEVICE,

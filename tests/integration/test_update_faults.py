@@ -8,10 +8,10 @@ import asyncio
 import zipfile
 from pathlib import Path
 
-from nhlink_dbus.core.kv import active_slot_metadata
-from nhlink_dbus.fwup.create import create_fw
-from nhlink_dbus.hubsim import HubSim
-from nhlink_dbus.kv import read_kv
+from nhlink_dbus.core.kv_format import active_slot_metadata
+from nhlink_dbus.kv_store import read_kv
+from nhlink_devtools.fw_builder import create_fw
+from nhlink_devtools.hubsim import HubSim
 from tests.harness import LogindMock, PrivateSystemBus
 from tests.integration.daemon_helpers import (
     DEVICE,
@@ -31,7 +31,7 @@ A_START, B_START = 4096 * 512, LAYOUT.rootfs_b * 512
 
 def _resigned_with_wrong_key(fw: Firmware, out: Path) -> Path:
     """Same content, signed with the test-only *wrong* key."""
-    from nhlink_dbus.fwup.create import load_private_key  # noqa: PLC0415
+    from nhlink_devtools.fw_builder import load_private_key  # noqa: PLC0415
     from tests.integration.daemon_helpers import FIXTURES  # noqa: PLC0415
 
     src = zipfile.ZipFile(fw.path)

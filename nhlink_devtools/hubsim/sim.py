@@ -16,14 +16,14 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from nhlink_dbus.errors import ConfigError, ProtocolError, StateError
-from nhlink_dbus.hubsim import _ws
-from nhlink_dbus.hubsim._http import HttpServer
-from nhlink_dbus.hubsim.auth import Accepted, HttpAnswer, SharedSecret, decide
-from nhlink_dbus.hubsim.certs import CertPair, SimPKI, issue_device_cert, load_or_generate_pki
-from nhlink_dbus.hubsim.certs import server_context as _server_context
-from nhlink_dbus.hubsim.files import Fault, FileServer, HttpLogEntry
-from nhlink_dbus.hubsim.files import firmware_meta as read_firmware_meta
-from nhlink_dbus.hubsim.frames import Frame, redact, reply
+from nhlink_devtools.hubsim import _ws
+from nhlink_devtools.hubsim._http import HttpServer
+from nhlink_devtools.hubsim.auth import Accepted, HttpAnswer, SharedSecret, decide
+from nhlink_devtools.hubsim.certs import CertPair, SimPKI, issue_device_cert, load_or_generate_pki
+from nhlink_devtools.hubsim.certs import server_context as _server_context
+from nhlink_devtools.hubsim.files import Fault, FileServer, HttpLogEntry
+from nhlink_devtools.hubsim.files import firmware_meta as read_firmware_meta
+from nhlink_devtools.hubsim.frames import SimFrame, redact, reply
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class DeviceRecord:
     connected: bool = False
     auth: Accepted | None = None  # how the latest connection authenticated
     join_params: dict[str, Any] | None = None  # payload of the latest "device" phx_join
-    joins: list[Frame] = field(default_factory=list)  # every phx_join, any topic
-    frames_received: list[Frame] = field(default_factory=list)  # every frame the device sent
-    frames_sent: list[Frame] = field(default_factory=list)  # every frame the sim sent it
+    joins: list[SimFrame] = field(default_factory=list)  # every phx_join, any topic
+    frames_received: list[SimFrame] = field(default_factory=list)  # every frame the device sent
+    frames_sent: list[SimFrame] = field(default_factory=list)  # every frame the sim sent it
     joined_topics: dict[str, str] = field(default_factory=dict)  # topic -> join_ref (live)
     connections: int = 0  # accepted WebSocket connections so far
     disconnects: list[str] = field(default_factory=list)  # why each connection ended
@@ -212,7 +212,7 @@ class HubSim:
         self._http_port = self._http.port
         self.files.base_url = self.http_url
         if self.config.control_port is not None and self._control is None:
-            from nhlink_dbus.hubsim.control import ControlApi  # noqa: PLC0415 (import cycle)
+            from nhlink_devtools.hubsim.control import ControlApi  # noqa: PLC0415 (import cycle)
 
             self._control = HttpServer(ControlApi(self).handle, "control")
             await self._control.start(self.config.host, self.config.control_port, None)
@@ -319,7 +319,7 @@ class HubSim:
             raise StateError(f"device {device_id!r} is not connected")
         return session
 
-    async def send_frame(self, device_id: str, frame: Frame) -> None:
+    async def send_frame(self, device_id: str, frame: SimFrame) -> None:
         """Send any frame to a connected device (for protocol edge cases)."""
         await self._send(self._session(device_id), frame)
 
@@ -331,7 +331,7 @@ class HubSim:
         *,
         topic: str = "device",
         fastlane: bool | None = None,
-    ) -> Frame:
+    ) -> SimFrame:
         """Push ``event`` to a device that joined ``topic``; return the frame sent."""
         return await self._push_on(self._session(device_id), event, payload, topic, fastlane)
 
@@ -342,13 +342,13 @@ class HubSim:
         payload: Any,
         topic: str = "device",
         fastlane: bool | None = None,
-    ) -> Frame:
+    ) -> SimFrame:
         join_ref = session.device.joined_topics.get(topic)
         if fastlane if fastlane is not None else self.config.fastlane:
             join_ref = None
         elif join_ref is None:
             raise StateError(f"device {session.device.identifier!r} has not joined {topic!r}")
-        frame = Frame(join_ref, None, topic, event, {} if payload is None else payload)
+        frame = SimFrame(join_ref, None, topic, event, {} if payload is None else payload)
         await self._send(session, frame)
         return frame
 
@@ -362,7 +362,7 @@ class HubSim:
         join_ref = session.device.joined_topics.pop(topic, None)
         if join_ref is None:
             raise StateError(f"device {device_id!r} has not joined {topic!r}")
-        await self._send(session, Frame(join_ref, join_ref, topic, event, {}))
+        await self._send(session, SimFrame(join_ref, join_ref, topic, event, {}))
         self._changed()
 
     async def close_device(self, device_id: str, code: int = 1000, reason: str = "") -> None:
@@ -563,7 +563,7 @@ class HubSim:
                 await conn.close(1003, "")
                 return
             try:
-                frame = Frame.decode(message)
+                frame = SimFrame.decode(message)
             except ProtocolError as exc:
                 # Phoenix's serializer crashes the socket process on a bad frame.
                 session.closing_reason = f"bad frame: {exc}"
@@ -574,14 +574,14 @@ class HubSim:
             self._changed()
             await self._dispatch(session, frame)
 
-    async def _send(self, session: _Session, frame: Frame) -> None:
+    async def _send(self, session: _Session, frame: SimFrame) -> None:
         text = frame.encode()
         logger.debug("> %s %s", session.device.identifier, redact(text))
         if await session.conn.send(text):
             session.device.frames_sent.append(frame)
             self._changed()
 
-    async def _dispatch(self, session: _Session, frame: Frame) -> None:
+    async def _dispatch(self, session: _Session, frame: SimFrame) -> None:
         device = session.device
         topic, event = frame.topic, frame.event
         if topic == "phoenix" and event == "heartbeat":
@@ -598,7 +598,7 @@ class HubSim:
         if event == "phx_leave":
             del device.joined_topics[topic]
             await self._send(session, reply(frame, join_ref, "ok", {}))
-            await self._send(session, Frame(join_ref, join_ref, topic, "phx_close", {}))
+            await self._send(session, SimFrame(join_ref, join_ref, topic, "phx_close", {}))
             self._changed()
         elif topic == "device" and event == "check_update_available":
             payload = self.updates.get(device.identifier, NOTHING_AVAILABLE)
@@ -606,7 +606,7 @@ class HubSim:
         elif topic == "device" and event == "location:update":
             await self._send(session, reply(frame, join_ref, "ok", {}))
 
-    async def _join(self, session: _Session, frame: Frame) -> None:
+    async def _join(self, session: _Session, frame: SimFrame) -> None:
         device = session.device
         topic = frame.topic
         if topic not in self.config.topics:
@@ -615,7 +615,7 @@ class HubSim:
         old_ref = device.joined_topics.pop(topic, None)
         if old_ref is not None:
             # Phoenix closes the old channel of a duplicate join, then joins anew.
-            await self._send(session, Frame(old_ref, old_ref, topic, "phx_close", {}))
+            await self._send(session, SimFrame(old_ref, old_ref, topic, "phx_close", {}))
         device.joins.append(frame)
         params = frame.payload if isinstance(frame.payload, dict) else {}
         if topic != "device":

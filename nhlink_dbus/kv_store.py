@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from nhlink_dbus.core.kv import KVError, parse_env_file, parse_kv_spec, parse_uboot_block
+from nhlink_dbus.core.kv_format import KVError, parse_env_file, parse_kv_spec, parse_uboot_block
 
 
 def read_kv(spec: str) -> dict[str, str]:
-    """The whole store named by ``spec`` (see :func:`nhlink_dbus.core.kv.parse_kv_spec`).
+    """The whole store named by ``spec`` (see :func:`nhlink_dbus.core.kv_format.parse_kv_spec`).
 
     Raises :class:`KVError` when it cannot be read or is not valid.
     """

@@ -36,10 +36,10 @@ from typing import Any
 import httpx
 
 from nhlink_dbus.errors import ConfigError
-from nhlink_dbus.hubsim.auth import SharedSecret
-from nhlink_dbus.hubsim.certs import issue_device_cert, load_or_generate_pki
-from nhlink_dbus.hubsim.files import FAULT_KINDS
-from nhlink_dbus.hubsim.sim import JOIN_REPLIES, HubSim, HubSimConfig
+from nhlink_devtools.hubsim.auth import SharedSecret
+from nhlink_devtools.hubsim.certs import issue_device_cert, load_or_generate_pki
+from nhlink_devtools.hubsim.files import FAULT_KINDS
+from nhlink_devtools.hubsim.sim import JOIN_REPLIES, HubSim, HubSimConfig
 
 DEFAULT_CONTROL = "http://127.0.0.1:4003"
 CONTROL_ENV = "NHLINK_HUB_SIM_CONTROL"

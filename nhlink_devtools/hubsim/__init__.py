@@ -9,7 +9,7 @@ In-process API (for tests)
 
 ::
 
-    from nhlink_dbus.hubsim import HubSim, HubSimConfig, SharedSecret
+    from nhlink_devtools.hubsim import HubSim, HubSimConfig, SharedSecret
 
     config = HubSimConfig(shared_secrets=[SharedSecret("nhp_key", "secret")])
     async with HubSim(config) as sim:
@@ -46,8 +46,8 @@ changed on ``sim.config`` while running)
 
 Observation
     ``sim.devices[id]`` → :class:`DeviceRecord`: ``connected``, ``joined``,
-    ``join_params``, ``joins`` (every phx_join :class:`Frame`),
-    ``frames_received`` / ``frames_sent`` (every :class:`Frame`, heartbeats
+    ``join_params``, ``joins`` (every phx_join :class:`SimFrame`),
+    ``frames_received`` / ``frames_sent`` (every :class:`SimFrame`, heartbeats
     included), ``events(name)`` (payloads the device sent on "device"),
     ``joined_topics``, ``connections``, ``disconnects`` (reasons), ``auth``
     (:class:`Accepted`: ``identifier``, ``auth`` "cert"/"nh1", ``key``,
@@ -72,37 +72,37 @@ not connected / has not joined)
     ``/archives/<uuid>.fw``, re-pushed after every join);
     ``await sim.channel_error(id, "phx_error"|"phx_close")``;
     ``await sim.close_device(id, code=1000)``; ``sim.break_connection(id)``
-    (TCP abort); ``await sim.drain(1012)``; ``await sim.send_frame(id, Frame(…))``.
+    (TCP abort); ``await sim.drain(1012)``; ``await sim.send_frame(id, SimFrame(…))``.
 
 Files and faults
     ``sim.add_file(path_or_bytes, url_path=None)`` → pre-signed URL;
     ``sim.set_fault(kind="cut", path="/firmware/x.fw", after=4096, times=1)``
     (kinds ``cut``, ``stall``, ``status``, ``416``, ``redirect``, ``200``;
-    see :mod:`nhlink_dbus.hubsim.files`), ``sim.clear_faults()``.
+    see :mod:`nhlink_devtools.hubsim.files`), ``sim.clear_faults()``.
 
 Certificates
-    :mod:`nhlink_dbus.hubsim.certs`: ``generate_pki(folder)``,
+    :mod:`nhlink_devtools.hubsim.certs`: ``generate_pki(folder)``,
     ``issue_device_cert(ca, identifier, folder)``, ``generate_ca(folder, name)``
     (an unknown CA), ``client_context(pki, device)``. With ``tls=True`` the
     sim's own PKI is ``sim.pki`` and ``sim.issue_device_cert(identifier)``.
 
-Control API and CLI: :mod:`nhlink_dbus.hubsim.control` and
-:mod:`nhlink_dbus.hubsim.cli` (``nhlink-hub-sim --help``).
+Control API and CLI: :mod:`nhlink_devtools.hubsim.control` and
+:mod:`nhlink_devtools.hubsim.cli` (``nhlink-hub-sim --help``).
 """
 
-from nhlink_dbus.hubsim.auth import Accepted, SharedSecret
-from nhlink_dbus.hubsim.files import Fault, HttpLogEntry
-from nhlink_dbus.hubsim.frames import Frame
-from nhlink_dbus.hubsim.sim import DeviceRecord, HandshakeRecord, HubSim, HubSimConfig
+from nhlink_devtools.hubsim.auth import Accepted, SharedSecret
+from nhlink_devtools.hubsim.files import Fault, HttpLogEntry
+from nhlink_devtools.hubsim.frames import SimFrame
+from nhlink_devtools.hubsim.sim import DeviceRecord, HandshakeRecord, HubSim, HubSimConfig
 
 __all__ = [
     "Accepted",
     "DeviceRecord",
     "Fault",
-    "Frame",
     "HandshakeRecord",
     "HttpLogEntry",
     "HubSim",
     "HubSimConfig",
     "SharedSecret",
+    "SimFrame",
 ]

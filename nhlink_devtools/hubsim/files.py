@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urljoin
 from nhlink_dbus.core.confuse import ConfuseError
 from nhlink_dbus.core.fwup_meta import firmware_metadata
 from nhlink_dbus.errors import ConfigError
-from nhlink_dbus.hubsim._http import HttpRequest, response_head, send_simple
+from nhlink_devtools.hubsim._http import HttpRequest, response_head, send_simple
 
 logger = logging.getLogger(__name__)
 

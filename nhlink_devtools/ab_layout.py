@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from nhlink_dbus.fwup.create import create_fw
+from nhlink_devtools.fw_builder import create_fw
 
 ENV_OFFSET = 256
 ENV_COUNT = 16

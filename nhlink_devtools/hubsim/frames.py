@@ -1,7 +1,7 @@
 """Phoenix V2 JSON frames as the server sees them (protocol.md §1.3).
 
 ``[join_ref, ref, topic, event, payload]``: the simulator decodes what the
-device sends into :class:`Frame` and encodes its replies and pushes the same
+device sends into :class:`SimFrame` and encodes its replies and pushes the same
 way. Server pushes carry ``ref = null``; replies echo the request's ``ref``
 and carry the channel's ``join_ref`` (``null`` on topic ``"phoenix"`` and on
 ``unmatched topic`` errors, as Phoenix's ``Reply`` struct defaults it).
@@ -19,7 +19,7 @@ from nhlink_dbus.core.phoenix import decode_frame
 
 
 @dataclass(frozen=True, slots=True)
-class Frame:
+class SimFrame:
     """One Phoenix message; ``time`` is when the simulator sent or received it."""
 
     join_ref: str | None
@@ -36,17 +36,17 @@ class Frame:
         return [self.join_ref, self.ref, self.topic, self.event, self.payload]
 
     @classmethod
-    def decode(cls, text: str) -> Frame:
+    def decode(cls, text: str) -> SimFrame:
         """Parse a text frame by the client core's rules (a V2 five-element array with
         an object payload); raise ProtocolError otherwise."""
         frame = decode_frame(text)
         return cls(frame.join_ref, frame.ref, frame.topic, frame.event, frame.payload)
 
 
-def reply(request: Frame, join_ref: str | None, status: str, response: Any) -> Frame:
+def reply(request: SimFrame, join_ref: str | None, status: str, response: Any) -> SimFrame:
     """A ``phx_reply`` to ``request``."""
     payload = {"status": status, "response": response}
-    return Frame(join_ref, request.ref, request.topic, "phx_reply", payload)
+    return SimFrame(join_ref, request.ref, request.topic, "phx_reply", payload)
 
 
 _SIGNED_QUERY = re.compile(r"(https?://[^\s\"?]*)\?[^\s\"]*")

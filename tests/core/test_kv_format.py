@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nhlink_dbus.core import uboot_env
-from nhlink_dbus.core.kv import (
+from nhlink_dbus.core.kv_format import (
     KVError,
     active_slot_metadata,
     parse_env_file,
@@ -20,7 +20,7 @@ from nhlink_dbus.core.kv import (
     parse_uboot_block,
 )
 from nhlink_dbus.errors import ConfigError
-from nhlink_dbus.kv import read_kv
+from nhlink_dbus.kv_store import read_kv
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "fwup"
 AB_ENV = "uboot-env:{}:0x20000:0x2000"  # ab.conf: block 256, 16 blocks

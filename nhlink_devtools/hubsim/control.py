@@ -45,11 +45,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nhlink_dbus.errors import ConfigError, StateError
-from nhlink_dbus.hubsim._http import HttpRequest, send_simple
-from nhlink_dbus.hubsim.files import Fault
+from nhlink_devtools.hubsim._http import HttpRequest, send_simple
+from nhlink_devtools.hubsim.files import Fault
 
 if TYPE_CHECKING:
-    from nhlink_dbus.hubsim.sim import HubSim
+    from nhlink_devtools.hubsim.sim import HubSim
 
 logger = logging.getLogger(__name__)
 
