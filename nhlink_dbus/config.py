@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth
 from nhlink_dbus.core.kv_format import parse_kv_spec
+from nhlink_dbus.core.link import LinkSettings
 from nhlink_dbus.core.nh1 import NH1Params
 from nhlink_dbus.errors import ConfigError
 
@@ -166,6 +167,18 @@ class Config:
     def retry_policy(self) -> RetryPolicy:
         """The downloader's retry policy (``[download]``)."""
         return self.download
+
+    def link_settings(self) -> LinkSettings:
+        """What the service's core needs: decisions, reboot delay, configured keys."""
+        return LinkSettings(
+            decision_timeout_ms=self.decisions.timeout_ms,
+            default_update=self.decisions.default_update,
+            default_archive=self.decisions.default_archive,
+            ignore_same_uuid=self.decisions.ignore_same_uuid,
+            reboot_delay_ms=self.reboot.delay_ms,
+            fwup_keys=tuple(self.firmware.public_keys),
+            archive_keys=tuple(self.archives.public_keys),
+        )
 
 
 # --- loading ------------------------------------------------------------------------------

@@ -1,118 +1,53 @@
-"""Archive offers (protocol.md §7; DESIGN §1.4, §3).
+"""Archives being fetched (protocol.md §7; DESIGN §1.4).
 
-An ``archive`` push is a signed ``.fw`` side payload for applications. Each
-offer gets a request id and needs a decision: ``download``, ``ignore`` or
-``reschedule``. A newer offer for the same archive UUID replaces a pending or
-rescheduled one; different archives are independent (2.5.2 starts a download
-per offer as well). Sans-I/O: the service performs the returned effects.
+An ``archive`` push is a signed ``.fw`` side payload for applications. Whether
+to fetch one is a question of the decision engine; this module keeps what was
+decided ``download`` until its file is ready or failed. Different archives are
+independent (2.5.2 starts a download per offer as well); a new offer of an
+archive that is being fetched is ignored, since the file on its way is the same.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
-from enum import Enum
 
 from nhlink_dbus.core.hub_messages import ArchiveInfo
 from nhlink_dbus.errors import StateError
 
 
-class ArchiveDecision(Enum):
-    DOWNLOAD = "download"
-    IGNORE = "ignore"
-    RESCHEDULE = "reschedule"
-
-
 @dataclass(frozen=True, slots=True)
 class ArchiveOffer:
-    request_id: str
+    """An archive to decide on, with the keys that must have signed it."""
+
     info: ArchiveInfo
     public_keys: tuple[str, ...]
 
-
-@dataclass(frozen=True, slots=True)
-class AskArchive:
-    offer: ArchiveOffer
-
-
-@dataclass(frozen=True, slots=True)
-class ArchiveDecided:
-    offer: ArchiveOffer
-    decision: ArchiveDecision
-    delay_ms: int
-    decided_by: str
+    @property
+    def key(self) -> str:
+        return self.info.uuid
 
 
 @dataclass(frozen=True, slots=True)
 class StartArchiveDownload:
+    request_id: str
     offer: ArchiveOffer
 
 
-@dataclass(frozen=True, slots=True)
-class ArchiveDropped:
-    """A pending request replaced by a newer offer of the same archive."""
-
-    request_id: str
-
-
-ArchiveEffect = AskArchive | ArchiveDecided | StartArchiveDownload | ArchiveDropped
-
-
 class ArchiveManager:
-    """Pending, rescheduled and downloading archive requests."""
+    """Archive requests decided ``download``, by request id."""
 
-    def __init__(self, id_prefix: str = "a") -> None:
-        self.pending: dict[str, ArchiveOffer] = {}  # awaiting a decision
-        self.rescheduled: dict[str, tuple[ArchiveOffer, float]] = {}  # id -> (offer, due)
+    def __init__(self) -> None:
         self.downloading: dict[str, ArchiveOffer] = {}
-        self._ids = (f"{id_prefix}{n}" for n in itertools.count(1))
 
-    def offer(self, info: ArchiveInfo, public_keys: tuple[str, ...]) -> list[ArchiveEffect]:
-        out: list[ArchiveEffect] = []
-        for table in (self.pending, self.rescheduled):
-            for rid in [r for r, v in table.items() if _uuid(v) == info.uuid]:
-                del table[rid]
-                out.append(ArchiveDropped(rid))
-        if any(o.info.uuid == info.uuid for o in self.downloading.values()):
-            return out  # already on its way
-        offer = ArchiveOffer(next(self._ids), info, public_keys)
-        self.pending[offer.request_id] = offer
-        out.append(AskArchive(offer))
-        return out
+    def is_downloading(self, uuid: str) -> bool:
+        return any(o.info.uuid == uuid for o in self.downloading.values())
 
-    def decide(
-        self, request_id: str, decision: ArchiveDecision, delay_ms: int, decided_by: str, now: float
-    ) -> list[ArchiveEffect]:
-        offer = self.pending.get(request_id)
-        if offer is None:
-            raise StateError(f"no pending archive request {request_id}")
-        if decision is ArchiveDecision.RESCHEDULE and delay_ms <= 0:
-            raise StateError("reschedule needs a positive delay")
-        del self.pending[request_id]
-        out: list[ArchiveEffect] = [ArchiveDecided(offer, decision, delay_ms, decided_by)]
-        if decision is ArchiveDecision.DOWNLOAD:
-            self.downloading[request_id] = offer
-            out.append(StartArchiveDownload(offer))
-        elif decision is ArchiveDecision.RESCHEDULE:
-            self.rescheduled[request_id] = (offer, now + delay_ms)
-        return out
-
-    def tick(self, now: float) -> list[ArchiveEffect]:
-        out: list[ArchiveEffect] = []
-        for rid, (offer, due) in list(self.rescheduled.items()):
-            if now >= due:
-                del self.rescheduled[rid]
-                self.pending[rid] = offer
-                out.append(AskArchive(offer))
-        return out
-
-    def next_deadline(self) -> float | None:
-        return min((due for _o, due in self.rescheduled.values()), default=None)
+    def start(self, request_id: str, offer: ArchiveOffer) -> list[StartArchiveDownload]:
+        if request_id in self.downloading:
+            raise StateError(f"archive request {request_id} is already being fetched")
+        self.downloading[request_id] = offer
+        return [StartArchiveDownload(request_id, offer)]
 
     def done(self, request_id: str) -> ArchiveOffer | None:
+        """The fetch ended (ready or failed): the offer, or None if it was not running."""
         return self.downloading.pop(request_id, None)
-
-
-def _uuid(value: ArchiveOffer | tuple[ArchiveOffer, float]) -> str:
-    offer = value[0] if isinstance(value, tuple) else value
-    return offer.info.uuid

@@ -1,24 +1,23 @@
-"""The firmware update manager (protocol.md §6.1, §6.2, §6.7; DESIGN.md §3).
+"""The firmware update lifecycle (protocol.md §6.1, §6.2, §6.7; DESIGN §3-4).
 
-A sans-I/O state machine: the service feeds it offers, decisions, progress and
-outcomes with the current time, and performs the effects it returns. Rules:
+A sans-I/O state machine for what happens once an update is decided: applying,
+the one outcome, the reboot. Questions and answers are the decision engine's
+(:mod:`nhlink_dbus.core.decisions`); :mod:`nhlink_dbus.core.link` joins the two.
+``now`` is seconds on a monotonic clock. Rules:
 
-* An offer while ``updating`` or ``rebooting`` is ignored (nerves_hub_link PR
-  #10: duplicates appear when deployments are edited). After a successful
-  apply the device stays ``rebooting`` until it restarts: applying a second
-  update before the reboot would write the slot that is running now.
-* Otherwise a pending reschedule is cancelled and the offer needs a decision
-  (``awaiting-decision``); a different offer supersedes an undecided one, while a
-  repeat of the same firmware keeps its request id (the hub re-sends offers).
-* No firmware signing keys (configured or received) → the offer is refused:
-  firmware is never applied unverified.
-* ``apply`` → ``updating``; ``ignore`` → ``idle``; ``reschedule`` → the same
-  offer (same request id, same keys) is asked again after the delay.
-* Progress is reported strictly increasing, without duplicates.
-* Exactly one outcome per applied request: the first ``finished`` counts,
-  later ones are dropped. Success → ``rebooting`` and a reboot request after
-  the configured delay; failure → ``failed`` with the reason, pushed to the hub
-  as ``fwup error <reason>``. The hub's ``reboot`` pushes ``rebooting`` first.
+* Offers are accepted only while ``idle`` or ``failed``: while ``updating`` or
+  ``rebooting`` they are ignored entirely (nerves_hub_link PR #10: duplicates
+  appear when deployments are edited). After a successful apply the device
+  stays ``rebooting`` until it restarts: applying a second update before the
+  reboot would write the slot that is running now.
+* ``start`` → ``updating``; progress is reported strictly increasing, without
+  duplicates.
+* Exactly one outcome per applied request: the first ``finished`` for the
+  running request counts, any other is dropped. Success → ``rebooting``,
+  ``RebootScheduled`` and, after the configured delay, ``RebootNow``; failure →
+  ``failed`` with the reason, pushed to the hub as ``fwup error <reason>``.
+* The hub's ``reboot``: ``rebooting`` is pushed first, then the reboot at once;
+  refused while an update is being written.
 
 An illegal transition raises :class:`~nhlink_dbus.errors.StateError` and
 changes nothing.
@@ -26,7 +25,6 @@ changes nothing.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from enum import Enum
 
@@ -35,6 +33,8 @@ from nhlink_dbus.errors import StateError
 
 
 class UpdateState(Enum):
+    """The service's ``State`` values (DESIGN §2); the middle two are the engine's."""
+
     IDLE = "idle"
     AWAITING_DECISION = "awaiting-decision"
     RESCHEDULED = "rescheduled"
@@ -43,47 +43,26 @@ class UpdateState(Enum):
     FAILED = "failed"
 
 
-class Decision(Enum):
-    APPLY = "apply"
-    IGNORE = "ignore"
-    RESCHEDULE = "reschedule"
-
-
 @dataclass(frozen=True, slots=True)
 class Offer:
-    """An update that needs (or had) a decision."""
+    """An update to decide on; its request id is the decision engine's."""
 
-    request_id: str
     info: UpdateInfo
     public_keys: tuple[str, ...]
     source: str = "hub"  # hub | removable | file
+
+    @property
+    def key(self) -> str:
+        """What makes two offers the same question (the hub repeats offers)."""
+        return f"{self.source}:{self.info.firmware_meta.uuid}"
 
 
 # -- effects ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
-class AskDecision:
-    offer: Offer
-
-
-@dataclass(frozen=True, slots=True)
-class Superseded:
-    """A pending request was replaced by a newer offer (its id is gone)."""
-
-    request_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Decided:
-    offer: Offer
-    decision: Decision
-    delay_ms: int
-    decided_by: str
-
-
-@dataclass(frozen=True, slots=True)
 class StartUpdate:
+    request_id: str
     offer: Offer
 
 
@@ -98,6 +77,11 @@ class PushStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class PushRebooting:
+    """Tell the hub (``rebooting {}``) before a reboot it asked for."""
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     request_id: str
     success: bool
@@ -105,9 +89,13 @@ class Finished:
 
 
 @dataclass(frozen=True, slots=True)
-class RequestReboot:
+class RebootScheduled:
     delay_ms: int
-    announce: bool  # push "rebooting" first (hub-requested reboots)
+
+
+@dataclass(frozen=True, slots=True)
+class RebootNow:
+    """Ask logind for the reboot now."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,52 +103,38 @@ class ReportError:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class StateChanged:
-    state: UpdateState
-
-
-Effect = (
-    AskDecision
-    | Superseded
-    | Decided
-    | StartUpdate
+UpdateEffect = (
+    StartUpdate
     | ReportProgress
     | PushStatus
+    | PushRebooting
     | Finished
-    | RequestReboot
+    | RebootScheduled
+    | RebootNow
     | ReportError
-    | StateChanged
 )
 
 # Which states accept which input (the one table of this module).
 _ACCEPTS: dict[str, frozenset[UpdateState]] = {
-    "decide": frozenset({UpdateState.AWAITING_DECISION}),
-    "progress": frozenset({UpdateState.UPDATING}),
-    "finished": frozenset({UpdateState.UPDATING}),
+    "start": frozenset({UpdateState.IDLE, UpdateState.FAILED}),
+    "settle": frozenset({UpdateState.IDLE, UpdateState.FAILED}),
 }
 
 
 class UpdateManager:
-    """See the module docstring. ``now`` is milliseconds on a monotonic clock."""
+    """See the module docstring."""
 
-    def __init__(self, reboot_delay_ms: int = 5000, id_prefix: str = "u") -> None:
+    def __init__(self, reboot_delay_ms: int = 5000) -> None:
         self.state = UpdateState.IDLE
         self.reboot_delay_ms = reboot_delay_ms
-        self.pending: Offer | None = None  # awaiting decision or rescheduled
-        self.current: Offer | None = None  # being applied
-        self.reschedule_at: float | None = None
+        self.current: tuple[str, Offer] | None = None  # (request id, offer) being applied
+        self.reboot_at: float | None = None
         self.progress = -1
         self.last_error = ""
-        self._ids = (f"{id_prefix}{n}" for n in itertools.count(1))
 
-    def new_request_id(self) -> str:
-        return next(self._ids)
-
-    def _set(self, state: UpdateState, out: list[Effect]) -> None:
-        if state is not self.state:
-            self.state = state
-            out.append(StateChanged(state))
+    @property
+    def accepts_offers(self) -> bool:
+        return self.state in _ACCEPTS["start"]
 
     def _check(self, what: str) -> None:
         if self.state not in _ACCEPTS[what]:
@@ -168,115 +142,49 @@ class UpdateManager:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def offer(
-        self,
-        info: UpdateInfo,
-        public_keys: tuple[str, ...],
-        source: str = "hub",
-        request_id: str | None = None,
-    ) -> list[Effect]:
-        """A new update offer (hub push, legacy join reply, update check, local file)."""
-        out: list[Effect] = []
-        if self.state in (UpdateState.UPDATING, UpdateState.REBOOTING):
-            return out  # ignored entirely, as nerves_hub_link 2.5.2 does
-        if not public_keys:
-            out.append(
-                ReportError(
-                    "firmware update refused: no firmware signing keys are "
-                    "configured or were received from the hub"
-                )
-            )
-            return out
-        uuid = info.firmware_meta.uuid
-        same = (
-            self.pending is not None
-            and uuid is not None
-            and self.pending.info.firmware_meta.uuid == uuid
-            and self.pending.source == source
-        )
-        if same and self.state is UpdateState.AWAITING_DECISION:
-            # The hub repeats an offer (its orchestrator runs every few minutes): the
-            # question stands; keep its request id and take the fresher URL and keys.
-            assert self.pending is not None
-            self.pending = Offer(self.pending.request_id, info, public_keys, source)
-            return out
-        if self.pending is not None and not same:
-            out.append(Superseded(self.pending.request_id))
-        rid = self.pending.request_id if same and self.pending is not None else None
-        self.reschedule_at = None
-        self.pending = Offer(rid or request_id or self.new_request_id(), info, public_keys, source)
-        self._set(UpdateState.AWAITING_DECISION, out)
-        out.append(AskDecision(self.pending))
-        return out
+    def start(self, request_id: str, offer: Offer) -> list[UpdateEffect]:
+        """``apply`` was decided: the update runs."""
+        self._check("start")
+        self.current = (request_id, offer)
+        self.progress = -1
+        self.state = UpdateState.UPDATING
+        return [StartUpdate(request_id, offer)]
 
-    def decide(
-        self, request_id: str, decision: Decision, delay_ms: int, decided_by: str, now: float
-    ) -> list[Effect]:
-        """The answer to a pending offer. Raises StateError if there is none with this id."""
-        self._check("decide")
-        offer = self.pending
-        if offer is None or offer.request_id != request_id:
-            raise StateError(f"no pending update request {request_id}")
-        if decision is Decision.RESCHEDULE and delay_ms <= 0:
-            raise StateError("reschedule needs a positive delay")
-        out: list[Effect] = [Decided(offer, decision, delay_ms, decided_by)]
-        if decision is Decision.APPLY:
-            self.pending = None
-            self.current = offer
-            self.progress = -1
-            self._set(UpdateState.UPDATING, out)
-            out.append(StartUpdate(offer))
-        elif decision is Decision.IGNORE:
-            self.pending = None
-            self._set(UpdateState.IDLE, out)
-        else:
-            self.reschedule_at = now + delay_ms
-            self._set(UpdateState.RESCHEDULED, out)
-        return out
+    def settle(self) -> None:
+        """An offer was decided otherwise (ignored): a past failure is behind us."""
+        self._check("settle")
+        self.state = UpdateState.IDLE
 
-    def next_deadline(self) -> float | None:
-        return self.reschedule_at
-
-    def tick(self, now: float) -> list[Effect]:
-        """Fire a due reschedule: the same offer is asked about again."""
-        out: list[Effect] = []
-        if (
-            self.state is UpdateState.RESCHEDULED
-            and self.reschedule_at is not None
-            and now >= self.reschedule_at
-            and self.pending is not None
-        ):
-            self.reschedule_at = None
-            self._set(UpdateState.AWAITING_DECISION, out)
-            out.append(AskDecision(self.pending))
-        return out
-
-    def progress_report(self, percent: int) -> list[Effect]:
-        self._check("progress")
+    def progress_report(self, percent: int) -> list[UpdateEffect]:
+        if self.state is not UpdateState.UPDATING:
+            return []
         if not 0 <= percent <= 100 or percent <= self.progress:
             return []
         self.progress = percent
         return [ReportProgress(percent)]
 
-    def finished(self, success: bool, message: str, *, applier_error: bool = True) -> list[Effect]:
-        """The one outcome of the running update (later calls are dropped)."""
-        if self.state is not UpdateState.UPDATING or self.current is None:
+    def finished(
+        self, request_id: str, success: bool, message: str, now: float, *, applier_error: bool
+    ) -> list[UpdateEffect]:
+        """The one outcome of the running update (any other call is dropped)."""
+        if self.current is None or self.current[0] != request_id:
             return []
-        offer, self.current = self.current, None
-        out: list[Effect] = [Finished(offer.request_id, success, message)]
+        self.current = None
+        out: list[UpdateEffect] = [Finished(request_id, success, message)]
         if success:
-            self._set(UpdateState.REBOOTING, out)
-            out.append(RequestReboot(self.reboot_delay_ms, announce=False))
+            self.state = UpdateState.REBOOTING
+            self.reboot_at = now + self.reboot_delay_ms / 1000
+            out.append(RebootScheduled(self.reboot_delay_ms))
         else:
             self.last_error = message
             # §14: report failures deterministically; the hub matches "fwup error".
             status = message if applier_error else f"download failed: {message}"
             out.append(PushStatus(f"fwup error {status}"))
             out.append(ReportError(f"firmware update failed: {status}"))
-            self._set(UpdateState.FAILED, out)
+            self.state = UpdateState.FAILED
         return out
 
-    def hub_reboot(self) -> list[Effect]:
+    def hub_reboot(self) -> list[UpdateEffect]:
         """The hub asked for a reboot."""
         if self.state is UpdateState.UPDATING:
             return [
@@ -285,9 +193,15 @@ class UpdateManager:
                     "written: refused (the update continues)"
                 )
             ]
-        out: list[Effect] = []
-        self.pending = None
-        self.reschedule_at = None
-        self._set(UpdateState.REBOOTING, out)
-        out.append(RequestReboot(0, announce=True))
-        return out
+        self.state = UpdateState.REBOOTING
+        self.reboot_at = None
+        return [PushRebooting(), RebootScheduled(0), RebootNow()]
+
+    def next_deadline(self) -> float | None:
+        return self.reboot_at
+
+    def tick(self, now: float) -> list[UpdateEffect]:
+        if self.reboot_at is not None and now >= self.reboot_at:
+            self.reboot_at = None
+            return [RebootNow()]
+        return []

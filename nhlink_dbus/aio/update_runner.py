@@ -1,0 +1,136 @@
+"""Running one firmware update: the bytes from the hub (or a local file) into the applier.
+
+:func:`run_update` holds a logind block-inhibitor while the firmware streams
+from the download (or from an fd, for ``InstallFile``) into the applier, and
+always returns exactly one :class:`UpdateOutcome` — for a download failure, a
+refusal of the applier, or a fault of our own alike. Cancellation (the service
+stops) aborts the applier and propagates.
+
+:func:`fwup_version` asks the fwup program for its version without blocking the
+loop; the hub chooses firmware by it (protocol.md §3.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress, make_applier
+from nhlink_dbus.aio.downloader import download
+from nhlink_dbus.aio.logind import Logind
+from nhlink_dbus.config import ApplierKind
+from nhlink_dbus.core.download_policy import RetryPolicy
+from nhlink_dbus.errors import DownloadError, LogindError, NhlinkError
+from nhlink_dbus.fwup.local_firmware import read_fd_chunks
+
+logger = logging.getLogger(__name__)
+
+# The fwup whose behaviour the built-in applier follows (reported to the hub).
+FWUP_COMPAT_VERSION = "1.16.0"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateJob:
+    """Where the firmware comes from and how it is applied."""
+
+    request: ApplyRequest
+    applier: ApplierKind
+    policy: RetryPolicy
+    url: str = field(default="", repr=False)  # pre-signed: never logged
+    local_fd: int | None = None  # InstallFile: owned by the job, closed at its end
+    fwup_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOutcome:
+    success: bool
+    message: str
+    applier_error: bool  # False: the download failed before the applier judged
+
+
+async def run_update(
+    job: UpdateJob, logind: Logind | None, on_progress: OnProgress, on_message: OnMessage
+) -> UpdateOutcome:
+    """Download (or read) and apply; see the module docstring."""
+    fd = job.local_fd
+    try:
+        async with _inhibitor(logind):
+            applier = make_applier(
+                job.applier, job.request, on_progress, on_message, fwup_path=job.fwup_path
+            )
+            await applier.start()
+            try:
+                if fd is not None:
+                    async for chunk in read_fd_chunks(fd):
+                        await applier.write(chunk)
+                else:
+                    await download(
+                        job.url,
+                        applier,
+                        job.policy,
+                        on_error=lambda reason: logger.warning("download: %s", reason),
+                    )
+            except DownloadError as exc:
+                await applier.abort(str(exc))
+                return UpdateOutcome(False, str(exc), applier_error=False)
+            except BaseException:
+                await applier.abort("cancelled")
+                raise
+            outcome = await applier.finish()
+            return UpdateOutcome(outcome.success, outcome.message, applier_error=True)
+    except NhlinkError as exc:
+        return UpdateOutcome(False, str(exc), applier_error=True)
+    except Exception as exc:
+        logger.exception("update worker failed")
+        return UpdateOutcome(False, f"internal error: {exc.__class__.__name__}", True)
+    finally:
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def _inhibitor(logind: Logind | None) -> AsyncIterator[None]:
+    if logind is None:
+        logger.warning("no logind connection: applying without a shutdown inhibitor")
+        yield
+        return
+    try:
+        lock = await logind.inhibit()
+    except LogindError as exc:
+        logger.warning("%s; applying without it", exc)
+        yield
+        return
+    async with lock:
+        yield
+
+
+async def fwup_version(applier: ApplierKind, fwup_path: str | None) -> str:
+    """``fwup --version`` of the program the applier will run, else the built-in's."""
+    program = shutil.which(fwup_path or "fwup") if applier != "builtin" else None
+    if program is None:
+        return FWUP_COMPAT_VERSION
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            program,
+            "--version",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        logger.warning("cannot run %s --version: %s", program, exc)
+        return FWUP_COMPAT_VERSION
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout=10)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        logger.warning("%s --version did not answer", program)
+        return FWUP_COMPAT_VERSION
+    return out.decode("utf-8", "replace").strip() or FWUP_COMPAT_VERSION
