@@ -17,12 +17,12 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import nhlink_dbus
 from nhlink_dbus.aio import update_runner
-from nhlink_dbus.aio.appliers import ApplyRequest
+from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
 from nhlink_dbus.aio.archive_store import fetch_archive
 from nhlink_dbus.aio.hub_client import HubClient
 from nhlink_dbus.aio.logind import Logind
@@ -32,6 +32,8 @@ from nhlink_dbus.core import archive_manager as am
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link
 from nhlink_dbus.core import update_manager as um
+from nhlink_dbus.core.download_policy import RetryPolicy
+from nhlink_dbus.core.hub_messages import ArchiveInfo
 from nhlink_dbus.core.kv_format import KVError, active_slot_metadata
 from nhlink_dbus.errors import LogindError, NhlinkError, NotPossible
 from nhlink_dbus.kv_store import read_kv
@@ -39,6 +41,12 @@ from nhlink_dbus.service.faces import FaceRequests
 from nhlink_dbus.service.listeners import Listeners
 
 logger = logging.getLogger(__name__)
+
+UpdateRunner = Callable[
+    [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
+    Awaitable[update_runner.UpdateOutcome],
+]
+ArchiveFetcher = Callable[[ArchiveInfo, Sequence[str], str, RetryPolicy], Awaitable[str]]
 
 
 class NhlinkService(FaceRequests):
@@ -54,11 +62,15 @@ class NhlinkService(FaceRequests):
         hub_factory: Callable[..., HubClient] = HubClient,
         clock: Callable[[], float] = time.monotonic,
         boot_token: str | None = None,
+        run_update: UpdateRunner = update_runner.run_update,
+        fetch_archive: ArchiveFetcher = fetch_archive,
     ) -> None:
         self.config = config
         self.kv = dict(kv)
         self.logind = logind
         self.clock = clock
+        self._run_update = run_update
+        self._fetch_archive = fetch_archive
         self.listeners = Listeners()
         slot = active_slot_metadata(self.kv)
         # Request ids carry a token of this start: none names a request of another one.
@@ -180,7 +192,7 @@ class NhlinkService(FaceRequests):
     async def _update(self, e: um.StartUpdate) -> None:
         outcome = update_runner.UpdateOutcome(False, "the service stopped during the update", True)
         try:
-            outcome = await update_runner.run_update(
+            outcome = await self._run_update(
                 self._update_job(e),
                 self.logind,
                 lambda percent: self.perform(self.core.apply_progress(percent)),
@@ -188,6 +200,11 @@ class NhlinkService(FaceRequests):
             )
         except NhlinkError as exc:
             outcome = update_runner.UpdateOutcome(False, str(exc), True)
+        except Exception as exc:  # the supervisor logs it; the update still ends here
+            outcome = update_runner.UpdateOutcome(
+                False, f"internal error: {type(exc).__name__}", True
+            )
+            raise
         finally:
             done = self.core.update_done(
                 e.request_id,
@@ -215,7 +232,7 @@ class NhlinkService(FaceRequests):
         folder, policy = self.config.archives.dir, self.config.retry_policy()
         path, error = None, "the service stopped"
         try:
-            path = await fetch_archive(e.offer.info, e.offer.public_keys, folder, policy)
+            path = await self._fetch_archive(e.offer.info, e.offer.public_keys, folder, policy)
         except NhlinkError as exc:
             error = str(exc)
         except Exception as exc:  # the supervisor logs it; the request still ends here

@@ -1,0 +1,321 @@
+"""The composition root in-process with fake adapters (no subprocess, no bus).
+
+A fake hub (records pushes, lets the test deliver events), a fake logind and a
+fake update runner stand where the real adapters go; the root and the real
+core decide everything in between.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+
+from nhlink_dbus.aio.appliers import OnMessage, OnProgress
+from nhlink_dbus.aio.logind import Logind
+from nhlink_dbus.aio.update_runner import UpdateJob, UpdateOutcome
+from nhlink_dbus.config import Config, load_config
+from nhlink_dbus.core import hub_messages as hm
+from nhlink_dbus.core import hub_session as hs
+from nhlink_dbus.core import link
+from nhlink_dbus.errors import UnknownRequest
+from nhlink_dbus.service import NhlinkService
+from nhlink_dbus.service_api import Caller, Info
+
+ROOT_CALLER = Caller(0, ":1.42")
+FWKEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+SIGNED_URL = "https://files.example/fw.fw?X-Amz-Signature=s3cr3t"
+KV = {
+    "nerves_fw_active": "a",
+    "a.nerves_fw_uuid": "running-uuid",
+    "a.nerves_fw_version": "1.0.0",
+    "nerves_serial_number": "kiosk-7",
+}
+
+
+class FakeHub:
+    """Stands for HubClient: the service's events arrive through ``deliver``."""
+
+    instances: list[FakeHub] = []
+
+    def __init__(self, settings: object, device: object, *, on_event: Callable[..., object],
+                 reconnect_backoff: Callable[[], object]) -> None:  # fmt: skip
+        self.on_event = on_event
+        self.device = device
+        self.url = "wss://hub.example/socket?token=abc"
+        self.pushes: list[tuple[str, object]] = []
+        self.stopped = asyncio.Event()
+        FakeHub.instances.append(self)
+
+    def deliver(self, event: object) -> None:
+        self.on_event(event)
+
+    async def run(self) -> None:
+        await self.stopped.wait()
+
+    def push_fwup_progress(self, value: int) -> None:
+        self.pushes.append(("fwup_progress", value))
+
+    def push_status_update(self, status: str) -> None:
+        self.pushes.append(("status_update", status))
+
+    def push_rebooting(self) -> None:
+        self.pushes.append(("rebooting", None))
+
+    def set_downloading(self, uuid: str | None) -> None:
+        self.pushes.append(("downloading", uuid))
+
+    def set_backoff(self, delays: object) -> None:
+        self.pushes.append(("backoff", delays))
+
+    def reconnect(self) -> None:
+        self.pushes.append(("reconnect", None))
+
+
+class FakeLogind:
+    def __init__(self) -> None:
+        self.reboots: list[tuple[int, object]] = []
+        self.rebooted = asyncio.Event()
+
+    async def reboot(self, retries: int, fallback_command: object) -> None:
+        self.reboots.append((retries, fallback_command))
+        self.rebooted.set()
+
+
+class Recorder:
+    """A LinkListener that records every call and wakes waiters."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.changed = asyncio.Event()
+
+    def _record(self, name: str, *args: Any) -> None:
+        self.calls.append((name, args))
+        self.changed.set()
+
+    def named(self, name: str) -> list[tuple[Any, ...]]:
+        return [args for n, args in self.calls if n == name]
+
+    async def wait_for(self, name: str, count: int = 1) -> list[tuple[Any, ...]]:
+        async with asyncio.timeout(30):
+            while len(self.named(name)) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.named(name)
+
+    def update_available(self, request_id: str, info: Info) -> None:
+        self._record("update_available", request_id, info)
+
+    def archive_available(self, request_id: str, info: Info) -> None:
+        self._record("archive_available", request_id, info)
+
+    def archive_ready(self, request_id: str, info: Info, path: str) -> None:
+        self._record("archive_ready", request_id, info, path)
+
+    def decision_made(self, request_id: str, decision: str, delay_ms: int, by: str) -> None:
+        self._record("decision_made", request_id, decision, delay_ms, by)
+
+    def fwup_progress(self, percent: int) -> None:
+        self._record("fwup_progress", percent)
+
+    def fwup_message(self, kind: str, code: int, message: str) -> None:
+        self._record("fwup_message", kind, code, message)
+
+    def update_finished(self, request_id: str, success: bool, message: str) -> None:
+        self._record("update_finished", request_id, success, message)
+
+    def error(self, message: str) -> None:
+        self._record("error", message)
+
+    def identify(self) -> None:
+        self._record("identify")
+
+    def disconnected(self, reason: str) -> None:
+        self._record("disconnected", reason)
+
+    def reboot_scheduled(self, delay_ms: int) -> None:
+        self._record("reboot_scheduled", delay_ms)
+
+    def properties_changed(self, changed: Mapping[str, object]) -> None:
+        self._record("properties_changed", dict(changed))
+
+
+def make_config(tmp_path: Path, extra: str = "") -> Config:
+    (tmp_path / "secret").write_text("s" * 32 + "\n")
+    (tmp_path / "secret").chmod(0o600)
+    (tmp_path / "kv.env").write_text("".join(f"{k}={v}\n" for k, v in KV.items()))
+    path = tmp_path / "nhlink.toml"
+    path.write_text(
+        f"""
+[hub]
+url = "wss://hub.example"
+[hub.shared_secret]
+key = "nhp_product"
+secret_file = "{tmp_path / "secret"}"
+[firmware]
+kv = "file:{tmp_path / "kv.env"}"
+devpath = "{tmp_path / "disk.img"}"
+applier = "builtin"
+public_keys = ["{FWKEY}"]
+[reboot]
+delay_ms = 0
+{extra}
+"""
+    )
+    return load_config(str(path))
+
+
+class Runner:
+    """A fake update runner: reports progress, then the outcome it was given."""
+
+    def __init__(self, outcome: UpdateOutcome | BaseException) -> None:
+        self.outcome = outcome
+        self.jobs: list[UpdateJob] = []
+
+    async def __call__(
+        self, job: UpdateJob, logind: Logind | None, on_progress: OnProgress, on_message: OnMessage
+    ) -> UpdateOutcome:
+        self.jobs.append(job)
+        for percent in (0, 50, 50, 100):
+            on_progress(percent)
+        on_message("ok", 0, "")
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
+async def started(config: Config, runner: Runner, **kw: Any) -> tuple[NhlinkService, Recorder]:
+    FakeHub.instances.clear()
+    service = await NhlinkService.create(
+        config, hub_factory=FakeHub, logind=FakeLogind(), run_update=runner, boot_token="boot", **kw
+    )
+    recorder = Recorder()
+    service.add_listener(recorder, decides=True)
+    return service, recorder
+
+
+async def test_update_from_hub_offer_to_logind_reboot(tmp_path: Path) -> None:
+    runner = Runner(UpdateOutcome(True, "", True))
+    service, rec = await started(make_config(tmp_path), runner)
+    hub = FakeHub.instances[0]
+    assert service.device_identifier == "kiosk-7"
+    assert "token" not in service.server_url
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(service.run())
+        hub.deliver(hs.Connected())
+        hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new", version="2.0.0")))
+        ((rid, info),) = await rec.wait_for("update_available")
+        assert rid.startswith("u-boot-") and info["uuid"] == "new"
+        assert "s3cr3t" not in repr(rec.calls)
+        assert service.state == "awaiting-decision"
+        assert [p.request_id for p in service.pending_requests()] == [rid]
+        service.decide(rid, "apply", 0, ROOT_CALLER)
+        await rec.wait_for("update_finished")
+        logind = service.logind
+        assert isinstance(logind, FakeLogind)
+        await asyncio.wait_for(logind.rebooted.wait(), 30)
+        hub.stopped.set()
+        await task
+    assert rec.named("decision_made") == [(rid, "apply", 0, "uid=0 :1.42")]
+    assert rec.named("fwup_progress") == [(0,), (50,), (100,)]
+    assert rec.named("update_finished") == [(rid, True, "")]
+    assert rec.named("reboot_scheduled") == [(0,)]
+    assert hub.pushes == [
+        ("downloading", "new"),
+        ("fwup_progress", 0),
+        ("fwup_progress", 50),
+        ("fwup_progress", 100),
+        ("downloading", None),
+    ]
+    (job,) = runner.jobs
+    assert job.url == SIGNED_URL and job.request.devpath == str(tmp_path / "disk.img")
+    assert job.request.public_keys == (FWKEY,) and "s3cr3t" not in repr(job)
+    assert service.state == "rebooting"
+    with pytest.raises(UnknownRequest):
+        service.decide(rid, "apply", 0, ROOT_CALLER)
+
+
+async def test_decision_timeout_comes_from_the_engine(tmp_path: Path) -> None:
+    config = make_config(tmp_path, '[decisions]\ntimeout_ms = 50\ndefault_update = "ignore"')
+    service, rec = await started(config, Runner(UpdateOutcome(True, "", True)))
+    hub = FakeHub.instances[0]
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(service.run())
+        hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
+        ((_rid, decision, _delay, by),) = await rec.wait_for("decision_made")
+        hub.stopped.set()
+        await task
+    assert (decision, by) == ("ignore", "timeout") and service.state == "idle"
+
+
+async def test_a_failing_runner_is_never_lost(tmp_path: Path) -> None:
+    service, rec = await started(make_config(tmp_path), Runner(RuntimeError("boom")))
+    hub = FakeHub.instances[0]
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(service.run())
+        service.core.set_deciders(0)  # nobody to ask: the default client applies
+        hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
+        ((_rid, ok, message),) = await rec.wait_for("update_finished")
+        errors = await rec.wait_for("error", 2)
+        hub.stopped.set()
+        await task
+    assert (ok, message) == (False, "internal error: RuntimeError")
+    assert ("status_update", "fwup error internal error: RuntimeError") in hub.pushes
+    assert any("update task" in e[0] for e in errors), errors
+    assert service.state == "failed"
+
+
+async def test_service_stop_ends_a_running_update_with_one_outcome(tmp_path: Path) -> None:
+    gate = asyncio.Event()
+
+    class Hanging(Runner):
+        async def __call__(self, *args: Any) -> UpdateOutcome:
+            gate.set()
+            await asyncio.Event().wait()
+            raise AssertionError("not reached")
+
+    service, rec = await started(make_config(tmp_path), Hanging(UpdateOutcome(True, "", True)))
+    hub = FakeHub.instances[0]
+    task = asyncio.create_task(service.run())
+    service.core.set_deciders(0)
+    hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
+    await asyncio.wait_for(gate.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    ((_rid, ok, message),) = rec.named("update_finished")
+    assert (ok, message) == (False, "the service stopped during the update")
+    assert service.tasks.running == 0
+
+
+async def test_every_core_effect_has_a_handler(tmp_path: Path) -> None:
+    service, _ = await started(make_config(tmp_path), Runner(UpdateOutcome(True, "", True)))
+    handled = set(service._effects)
+    assert handled == set(get_args(link.Effect))
+
+
+def test_the_daemon_imports_no_dev_tool(tmp_path: Path) -> None:
+    code = (
+        "import sys, nhlink_dbus.daemon, nhlink_dbus.service, nhlink_dbus.bus.server, "
+        "nhlink_dbus.ctl, nhlink_dbus.fwup.cli\n"
+        "print(sorted(m for m in sys.modules if m.startswith('nhlink_devtools')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_shipped_module_names_the_dev_tools() -> None:
+    package = Path(__file__).resolve().parents[2] / "nhlink_dbus"
+    offenders: Sequence[Path] = [
+        p for p in package.rglob("*.py") if "nhlink_devtools" in p.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
