@@ -159,6 +159,25 @@ def archive_info(offer: ArchiveOffer) -> Info:
     return out
 
 
+def decision_kinds(settings: LinkSettings) -> dict[str, KindRules]:
+    """The questions the service asks, and how each is decided (DESIGN §3)."""
+    return {
+        UPDATE: KindRules(
+            "u",
+            ("apply", "ignore", "reschedule"),
+            settings.default_update,
+            nobody="apply",  # nerves_hub_link's default client
+            exclusive=True,
+        ),
+        ARCHIVE: KindRules(
+            "a",
+            ("download", "ignore", "reschedule"),
+            settings.default_archive,
+            nobody=settings.default_archive,
+        ),
+    }
+
+
 def _info(subject: object) -> Info:
     if isinstance(subject, Offer):
         return update_info(subject)
@@ -177,21 +196,7 @@ class LinkCore:
         self.updates = UpdateManager(settings.reboot_delay_ms)
         self.archives = ArchiveManager()
         self.engine = DecisionEngine(
-            kinds={
-                UPDATE: KindRules(
-                    "u",
-                    ("apply", "ignore", "reschedule"),
-                    settings.default_update,
-                    nobody="apply",  # nerves_hub_link's default client
-                    exclusive=True,
-                ),
-                ARCHIVE: KindRules(
-                    "a",
-                    ("download", "ignore", "reschedule"),
-                    settings.default_archive,
-                    nobody=settings.default_archive,
-                ),
-            },
+            kinds=decision_kinds(settings),
             timeout_s=settings.decision_timeout_ms / 1000,
             boot_token=boot_token,
             ignore_same_uuid=settings.ignore_same_uuid,

@@ -1,6 +1,6 @@
-"""A fake ``LinkService`` for the bus face's tests: records calls, enforces the
-decision rules the face must translate (UnknownRequest, InvalidDecision,
-InvalidArgument), and fans its reports out to listeners like the real one."""
+"""A fake ``LinkService`` for the bus face's tests: records calls, judges answers
+with the real decision engine (UnknownRequest, InvalidDecision, InvalidArgument
+for the face to translate), and fans its reports out to listeners."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from nhlink_dbus.errors import InvalidArgument, InvalidDecision, UnknownRequest
+from nhlink_dbus.core.decisions import DecisionEngine
+from nhlink_dbus.core.link import LinkSettings, decision_kinds
+from nhlink_dbus.errors import UnknownRequest
 from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
 
 UPDATE_INFO: dict[str, str | int] = {
@@ -26,10 +28,6 @@ UPDATE_INFO: dict[str, str | int] = {
     "source": "hub",
 }
 ARCHIVE_INFO: dict[str, str | int] = {"uuid": "arch-1", "version": "0.3", "source": "hub"}
-VALID = {
-    "update": {"apply", "ignore", "reschedule"},
-    "archive": {"download", "ignore", "reschedule"},
-}
 
 
 @dataclass
@@ -58,6 +56,13 @@ class FakeLinkService:
     def __post_init__(self) -> None:
         self.pending["u-1"] = PendingRequest("u-1", "update", UPDATE_INFO)
         self.pending["a-1"] = PendingRequest("a-1", "archive", ARCHIVE_INFO)
+        # The real decision rules (core/decisions.py) judge every answer; the fake
+        # only keeps its short ids ("u-1") in front of the engine's.
+        self.engine = DecisionEngine(decision_kinds(LinkSettings()), 30.0, "fake", deciders=1)
+        self.engine_ids: dict[str, str] = {}
+        for request in self.pending.values():
+            (asked,) = self.engine.ask(request.kind, request.request_id, request, now=0.0)
+            self.engine_ids[request.request_id] = asked.question.request_id
 
     def _maybe_fail(self) -> None:
         exc, self.fail_with = self.fail_with, None
@@ -71,13 +76,11 @@ class FakeLinkService:
 
     def decide(self, request_id: str, decision: str, delay_ms: int, caller: Caller) -> None:
         self._maybe_fail()
-        request = self.pending.get(request_id)
-        if request is None:
-            raise UnknownRequest(f"no pending request {request_id!r}")
-        if decision not in VALID[request.kind]:
-            raise InvalidDecision(f"{decision!r} is not a decision for an {request.kind}")
-        if delay_ms and decision != "reschedule":
-            raise InvalidArgument("delay_ms > 0 only with reschedule")
+        engine_id = self.engine_ids.get(request_id, request_id)
+        try:
+            self.engine.answer(engine_id, decision, delay_ms, caller.describe(), now=0.0)
+        except UnknownRequest:  # name the id the caller used
+            raise UnknownRequest(f"no pending request {request_id!r}") from None
         del self.pending[request_id]
         self.calls.append(("decide", request_id, decision, delay_ms, caller))
         for listener in self.listeners:

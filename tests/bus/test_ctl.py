@@ -92,7 +92,9 @@ async def test_decide(face: BusFace, service: FakeLinkService) -> None:
 async def test_decide_refused_by_the_service_says_why(face: BusFace) -> None:
     status, out, err = await nhlinkctl("decide", "u-1", "download")
     assert (status, out) == (1, "")
-    assert err == "nhlinkctl: 'download' is not a decision for an update\n"
+    assert (
+        err == "nhlinkctl: 'download' is not a decision for an update (apply, ignore, reschedule)\n"
+    )
     status, _, err = await nhlinkctl("decide", "zzz", "apply")
     assert err == "nhlinkctl: no pending request 'zzz'\n"
 
