@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -49,8 +48,8 @@ from nhlink_dbus.core.download_policy import (
     Redirect,
     Retry,
     RetryPolicy,
-    redact_url,
 )
+from nhlink_dbus.core.redact import redact_text, redact_url
 from nhlink_dbus.errors import DownloadError
 
 logger = logging.getLogger(__name__)
@@ -113,16 +112,8 @@ def default_client_factory(
     return make
 
 
-_URL_QUERY: Final = re.compile(r"""(?i)\b((?:https?|wss?)://[^\s?#'"<>]*)\?[^\s#'"<>]*""")
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the query string of every http(s)/ws(s) URL in it dropped."""
-    return _URL_QUERY.sub(r"\1", text)
-
-
 class _RedactQueryFilter(logging.Filter):
-    """Drop URL query strings from the HTTP libraries' own log records.
+    """Redact URLs in the HTTP libraries' own log records (core.redact).
 
     httpx logs every request with its full URL (0.28 at INFO, 0.23 at DEBUG);
     httpcore 1.x logs response headers, a ``Location`` included, at DEBUG.

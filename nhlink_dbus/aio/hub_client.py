@@ -34,7 +34,8 @@ from nhlink_dbus.core.hub_session import (
     SessionState,
     UpdateCheckResult,
 )
-from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, loggable_url, websocket_url
+from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, websocket_url
+from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.errors import AuthError, HubConnectionError, ProtocolError, StateError
 
 logger = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ class HubClient:
     async def run(self) -> None:
         """Connect, stay connected, reconnect; returns only by cancellation."""
         loop = asyncio.get_running_loop()
-        logger.info("hub client for %s starting", loggable_url(self.url))
+        logger.info("hub client for %s starting", redact_url(self.url))
         try:
             while True:
                 await self._wait_for_attempt(loop)
@@ -170,13 +171,13 @@ class HubClient:
                     delay = self.session.attempt_failed(loop.time(), str(exc))
                     logger.warning(
                         "connection to %s failed: %s; retrying in %d ms",
-                        loggable_url(self.url),
+                        redact_url(self.url),
                         exc,
                         delay,
                     )
                     self._dispatch()
                     continue
-                logger.info("connected to %s", loggable_url(self.url))
+                logger.info("connected to %s", redact_url(self.url))
                 self.session.connected(loop.time())
                 reason = await self._serve(self._ws, loop)
                 await self._ws.close()

@@ -42,14 +42,8 @@ from dbus_next.service import ServiceInterface, dbus_property, method, signal
 
 from nhlink_dbus import names
 from nhlink_dbus.bus.access import AccessPolicy
-from nhlink_dbus.bus.info import (
-    UINT32_MAX,
-    UINT64_MAX,
-    info_to_variants,
-    safe_url,
-    scrub_text,
-    unwrap,
-)
+from nhlink_dbus.bus.info import UINT32_MAX, UINT64_MAX, info_to_variants, unwrap
+from nhlink_dbus.core.redact import redact_text, redact_url
 from nhlink_dbus.errors import InvalidArgument, NhlinkError, RequestError
 from nhlink_dbus.service_api import Caller, Info, LinkService
 
@@ -76,9 +70,9 @@ _OUT_ARG_NAMES: Mapping[str, Sequence[str]] = {
 def error_for(exc: BaseException) -> tuple[str, str]:
     """The D-Bus error name and message a caller gets for ``exc`` (STYLE habit 3)."""
     if isinstance(exc, RequestError):
-        return names.ERROR_PREFIX + type(exc).__name__, scrub_text(str(exc))
+        return names.ERROR_PREFIX + type(exc).__name__, redact_text(str(exc))
     if isinstance(exc, NhlinkError):
-        return names.ERROR_FAILED, scrub_text(str(exc))
+        return names.ERROR_FAILED, redact_text(str(exc))
     return names.ERROR_INTERNAL, INTERNAL_MESSAGE
 
 
@@ -105,8 +99,8 @@ _PROPERTIES: Mapping[str, tuple[str, Callable[[Any], object]]] = {
     "Progress": ("progress", lambda v: _clamp(v, 0, 100)),
     "CurrentFirmware": ("current_firmware", lambda v: {str(k): str(x) for k, x in v.items()}),
     "DeviceIdentifier": ("device_identifier", str),
-    "ServerUrl": ("server_url", lambda v: safe_url(str(v)) if v else ""),
-    "LastError": ("last_error", lambda v: scrub_text(str(v))),
+    "ServerUrl": ("server_url", lambda v: redact_url(str(v)) if v else ""),
+    "LastError": ("last_error", lambda v: redact_text(str(v))),
     "ReconnectBackoff": ("reconnect_backoff", lambda v: [_clamp(x, 0, UINT64_MAX) for x in v]),
     "DecisionTimeout": ("decision_timeout_ms", lambda v: _clamp(v, 0, UINT64_MAX)),
     "DefaultDecision": ("default_decision", str),
@@ -421,19 +415,21 @@ class LinkInterface(ServiceInterface):
         self._emit(lambda: self.FwupProgress(_clamp(percent, 0, 100)))
 
     def fwup_message(self, kind: str, code: int, message: str) -> None:
-        self._emit(lambda: self.FwupMessage(kind, _clamp(code, 0, UINT32_MAX), scrub_text(message)))
+        self._emit(
+            lambda: self.FwupMessage(kind, _clamp(code, 0, UINT32_MAX), redact_text(message))
+        )
 
     def update_finished(self, request_id: str, success: bool, message: str) -> None:
-        self._emit(lambda: self.UpdateFinished(request_id, bool(success), scrub_text(message)))
+        self._emit(lambda: self.UpdateFinished(request_id, bool(success), redact_text(message)))
 
     def error(self, message: str) -> None:
-        self._emit(lambda: self.Error(scrub_text(message)))
+        self._emit(lambda: self.Error(redact_text(message)))
 
     def identify(self) -> None:
         self._emit(self.Identify)
 
     def disconnected(self, reason: str) -> None:
-        self._emit(lambda: self.Disconnected(scrub_text(reason)))
+        self._emit(lambda: self.Disconnected(redact_text(reason)))
 
     def reboot_scheduled(self, delay_ms: int) -> None:
         self._emit(lambda: self.RebootScheduled(_clamp(delay_ms, 0, UINT64_MAX)))

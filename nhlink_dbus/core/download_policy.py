@@ -65,7 +65,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 from nhlink_dbus.core.backoff import round_half_away
 from nhlink_dbus.errors import ConfigError, StateError
@@ -117,23 +117,6 @@ def worst_case_timeout_ms(content_length: int, speed_bps: int) -> int:
     halves away from zero), floor 60 000 ms.
     """
     return max(MIN_WORST_CASE_MS, round_half_away(content_length * 8 / speed_bps * 1000))
-
-
-def redact_url(url: str) -> str:
-    """The URL fit for a log line: no query string, no fragment, no user info.
-
-    Firmware URLs are pre-signed; the query string is the credential (STYLE.md 6).
-    """
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<unparsable url>"
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 # -- parsed header values ----------------------------------------------------------

@@ -96,17 +96,3 @@ def websocket_url(settings: HubSettings) -> str:
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "vsn"]
     query.append(("vsn", SERIALIZER_VSN))
     return urlunsplit((parts.scheme, parts.netloc, path, urlencode(query), ""))
-
-
-def loggable_url(url: str) -> str:
-    """``scheme://host[:port]/path`` of a URL: no user info, no query (signed URLs)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{host}:{port}" if port is not None else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

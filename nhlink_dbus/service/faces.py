@@ -17,7 +17,8 @@ from nhlink_dbus.config import Config
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import link
 from nhlink_dbus.core.backoff import delay_list
-from nhlink_dbus.core.hub_settings import HubSettings, loggable_url
+from nhlink_dbus.core.hub_settings import HubSettings
+from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.core.update_manager import Offer
 from nhlink_dbus.errors import InvalidArgument
 from nhlink_dbus.fwup.local_firmware import LocalFirmwareError, inspect_fd
@@ -126,7 +127,7 @@ class FaceRequests:
 
     @property
     def server_url(self) -> str:
-        return loggable_url(self.hub.url)
+        return redact_url(self.hub.url)
 
     @property
     def last_error(self) -> str:

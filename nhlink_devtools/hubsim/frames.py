@@ -10,7 +10,6 @@ and carry the channel's ``join_ref`` (``null`` on topic ``"phoenix"`` and on
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,11 +46,3 @@ def reply(request: SimFrame, join_ref: str | None, status: str, response: Any) -
     """A ``phx_reply`` to ``request``."""
     payload = {"status": status, "response": response}
     return SimFrame(join_ref, request.ref, request.topic, "phx_reply", payload)
-
-
-_SIGNED_QUERY = re.compile(r"(https?://[^\s\"?]*)\?[^\s\"]*")
-
-
-def redact(text: str) -> str:
-    """Drop the query string of every URL in ``text`` (pre-signed URLs are credentials)."""
-    return _SIGNED_QUERY.sub(r"\1?…", text)

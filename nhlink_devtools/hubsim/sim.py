@@ -15,6 +15,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from nhlink_dbus.core.redact import redact_text
 from nhlink_dbus.errors import ConfigError, ProtocolError, StateError
 from nhlink_devtools.hubsim import _ws
 from nhlink_devtools.hubsim._http import HttpServer
@@ -23,7 +24,7 @@ from nhlink_devtools.hubsim.certs import CertPair, SimPKI, issue_device_cert, lo
 from nhlink_devtools.hubsim.certs import server_context as _server_context
 from nhlink_devtools.hubsim.files import Fault, FileServer, HttpLogEntry
 from nhlink_devtools.hubsim.files import firmware_meta as read_firmware_meta
-from nhlink_devtools.hubsim.frames import SimFrame, redact, reply
+from nhlink_devtools.hubsim.frames import SimFrame, reply
 
 logger = logging.getLogger(__name__)
 
@@ -569,14 +570,14 @@ class HubSim:
                 session.closing_reason = f"bad frame: {exc}"
                 await conn.close(1011, "")
                 return
-            logger.debug("< %s %s", session.device.identifier, redact(message))
+            logger.debug("< %s %s", session.device.identifier, redact_text(message))
             session.device.frames_received.append(frame)
             self._changed()
             await self._dispatch(session, frame)
 
     async def _send(self, session: _Session, frame: SimFrame) -> None:
         text = frame.encode()
-        logger.debug("> %s %s", session.device.identifier, redact(text))
+        logger.debug("> %s %s", session.device.identifier, redact_text(text))
         if await session.conn.send(text):
             session.device.frames_sent.append(frame)
             self._changed()

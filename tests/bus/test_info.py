@@ -1,14 +1,15 @@
-"""bus.info: typing of info dictionaries, URL dropping and scrubbing, error mapping."""
+"""bus.info: typing of info dictionaries, URL dropping, error mapping.
+
+The redaction of URLs and text itself is tested in tests/core/test_redact.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 from dbus_next.signature import Variant
-from hypothesis import given
-from hypothesis import strategies as st
 
 from nhlink_dbus import names
-from nhlink_dbus.bus.info import info_to_variants, safe_url, scrub_text, unwrap
+from nhlink_dbus.bus.info import info_to_variants, unwrap
 from nhlink_dbus.bus.interface import INTERNAL_MESSAGE, error_for
 from nhlink_dbus.errors import (
     ConfigError,
@@ -52,21 +53,6 @@ def test_text_mentioning_a_url_in_the_middle_is_kept() -> None:
     assert info_to_variants({"description": "see the notes"}) == {
         "description": Variant("s", "see the notes")
     }
-
-
-def test_scrub_text() -> None:
-    assert scrub_text("GET https://u:p@h.example:8443/a/b.fw?sig=1#f failed") == (
-        "GET https://h.example:8443/a/b.fw failed"
-    )
-    assert scrub_text("no url here") == "no url here"
-    assert safe_url("wss://[::1]:4000/socket?x=1") == "wss://[::1]:4000/socket"
-    assert safe_url("https://h:notaport/x") == "<url>"
-
-
-@given(st.text())
-def test_scrubbed_text_has_no_query(text: str) -> None:
-    scrubbed = scrub_text(text + " https://h/p?secret=1")
-    assert "secret=1" not in scrubbed
 
 
 def test_unwrap() -> None:

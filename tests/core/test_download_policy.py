@@ -20,7 +20,6 @@ from nhlink_dbus.core.download_policy import (
     RetryPolicy,
     parse_content_length,
     parse_content_range,
-    redact_url,
     worst_case_timeout_ms,
 )
 from nhlink_dbus.errors import ConfigError, StateError
@@ -93,19 +92,6 @@ def test_policy_defaults_are_2_5_2() -> None:
 def test_policy_rejects_bad_values(field: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=next(iter(field))):
         RetryPolicy(**field)  # type: ignore[arg-type]
-
-
-def test_redact_url() -> None:
-    assert redact_url(URL) == "https://files.example.com/firmware/x.fw"
-    assert redact_url("http://u:pw@h:8080/p?q=1#frag") == "http://h:8080/p"
-    assert redact_url("http://[::1]:80/a?b") == "http://[::1]:80/a"
-    assert redact_url("http://h:notaport/") == "<unparsable url>"
-
-
-@given(st.text(), st.text(min_size=1))
-def test_redact_url_never_keeps_the_query(path: str, query: str) -> None:
-    url = f"https://h.example/{path}?sig={query}"
-    assert "sig=" not in redact_url(url)
 
 
 def test_parse_content_range() -> None:

@@ -13,7 +13,6 @@ from nhlink_dbus.core.hub_settings import (
     HubSettings,
     SharedSecretAuth,
     TlsAuth,
-    loggable_url,
     websocket_url,
 )
 from nhlink_dbus.core.nh1 import NH1Params, verify_headers
@@ -57,13 +56,6 @@ def test_settings_validation_and_repr_hides_secret() -> None:
     assert (tls.server_cafile, tls.server_sni) == ("ca", "sni")
     nh1 = HubSettings(url="wss://h", identifier="d", auth=NH1, cafile="ca2", sni="y")
     assert (nh1.server_cafile, nh1.server_sni) == ("ca2", "y")
-
-
-def test_loggable_url_drops_query_and_userinfo() -> None:
-    assert loggable_url("wss://u:p@h:4001/device-socket/websocket?vsn=2.0.0&sig=x") == (
-        "wss://h:4001/device-socket/websocket"
-    )
-    assert loggable_url("https://[::1]/fw.fw?X-Amz-Signature=s") == "https://[::1]/fw.fw"
 
 
 # -- NH1 headers ----------------------------------------------------------------------
