@@ -23,7 +23,6 @@ for mypy and F821 is off for ruff in this file.
 
 # ruff: noqa: F821
 
-import asyncio
 import contextlib
 import inspect
 import logging
@@ -41,6 +40,7 @@ from dbus_next.message import Message
 from dbus_next.service import ServiceInterface, dbus_property, method, signal
 
 from nhlink_dbus import names
+from nhlink_dbus.aio.supervisor import Supervisor
 from nhlink_dbus.bus.access import AccessPolicy
 from nhlink_dbus.bus.info import UINT32_MAX, UINT64_MAX, info_to_variants, unwrap
 from nhlink_dbus.core.redact import redact_text, redact_url
@@ -121,7 +121,7 @@ class LinkInterface(ServiceInterface):
         self.group = group
         self._bus: MessageBus | None = None
         self._access: AccessPolicy | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._calls = Supervisor()  # method calls being answered
         self._methods = {m.name: m for m in _SERVICE._get_methods(self) if not m.disabled}
 
     def attach(self, bus: MessageBus) -> None:
@@ -137,10 +137,8 @@ class LinkInterface(ServiceInterface):
         if bus is not None:
             bus.remove_message_handler(self.handle_message)
             bus.unexport(names.OBJECT_PATH, self)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        calls, self._calls = self._calls, Supervisor()
+        await calls.aclose()
 
     # -- dispatch --------------------------------------------------------------------------
 
@@ -156,9 +154,7 @@ class LinkInterface(ServiceInterface):
         declared = self._methods.get(msg.member)
         if declared is None or msg.signature != declared.in_signature:
             return None  # dbus-next answers UnknownMethod
-        task = asyncio.get_running_loop().create_task(self._dispatch(msg, declared))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._calls.spawn(f"call {msg.member}", self._dispatch(msg, declared))
         return True
 
     async def _dispatch(self, msg: Message, declared: Any) -> None:
