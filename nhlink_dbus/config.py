@@ -10,6 +10,9 @@ Rules (documented for users in ``docs/nhlink.toml.5.md``):
 
 * every key has a type, a default or is required; wrong types, out-of-range
   values and **unknown keys** are refused by name (a typo must not be ignored);
+* each default is written once, on its dataclass field, and so is each integer
+  range (:func:`nhlink_dbus.core.bounds.bounded`); the readers below take both
+  from there, and ``[download]`` is :class:`RetryPolicy`'s own fields and checks;
 * file paths must be absolute;
 * ``[hub]`` needs exactly one of ``[hub.shared_secret]`` (NH1) and
   ``[hub.tls]`` (mutual TLS); the shared secret comes from exactly one of
@@ -38,6 +41,15 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
+from nhlink_dbus.core.bounds import (
+    Bounds,
+    bounded,
+    bounded_fields,
+    bounds_of,
+    default_of,
+    int_text,
+    same_as,
+)
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth
 from nhlink_dbus.core.kv_format import parse_kv_spec
@@ -47,9 +59,6 @@ from nhlink_dbus.errors import ConfigError
 
 DEFAULT_PATH: Final = "/etc/nhlink/nhlink.toml"
 DEFAULT_ARCHIVES_DIR: Final = "/var/lib/nhlink/archives"
-
-# Upper bound of every duration (ms): ten years. Larger values are typos.
-MAX_MS: Final = 10 * 365 * 86_400_000
 
 ApplierKind = Literal["auto", "fwup", "builtin"]
 UpdateDefault = Literal["apply", "ignore"]
@@ -63,6 +72,11 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 NH1_DIGESTS: Final = ("sha256", "sha384", "sha512")
 ED25519_KEY_BYTES: Final = 32
 
+# [hub.shared_secret] key_iterations and key_length: ranges of core.nh1.NH1Params's fields.
+_NH1_BOUNDS: Final = MappingProxyType(
+    {"iterations": Bounds(1, 10_000_000), "length": Bounds(16, 1024)}
+)
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 
@@ -74,8 +88,10 @@ class HubConfig:
     url: str
     identifier: str | None
     auth: SharedSecretAuth | TlsAuth
-    heartbeat_interval_ms: int = 30_000
-    rejoin_after_ms: int = 5_000
+    # Defaults from the core's HubSettings; a file may not ask for heartbeats
+    # closer than 100 ms (HubSettings takes any non-negative value).
+    heartbeat_interval_ms: int = bounded(default_of(HubSettings, "heartbeat_interval_ms"), 100)
+    rejoin_after_ms: int = same_as(HubSettings, "rejoin_after_ms")
     # Server verification for NH1 over wss:// (with [hub.tls] they live there).
     cafile: str | None = None
     sni: str | None = None
@@ -106,7 +122,7 @@ class ArchivesConfig:
 class DecisionsConfig:
     """``[decisions]``: DESIGN §3 (timeouts, defaults, who may decide)."""
 
-    timeout_ms: int = 30_000
+    timeout_ms: int = bounded(30_000, 0)
     default_update: UpdateDefault = "apply"
     default_archive: ArchiveDefault = "ignore"
     ignore_same_uuid: bool = True
@@ -117,9 +133,9 @@ class DecisionsConfig:
 class RebootConfig:
     """``[reboot]``: the delay, logind retries, and the fallback command."""
 
-    delay_ms: int = 5_000
-    retries: int = 3
-    retry_delay_ms: int = 1_000
+    delay_ms: int = bounded(5_000, 0)
+    retries: int = bounded(3, 0, 100)
+    retry_delay_ms: int = bounded(1_000, 0)
     command: tuple[str, ...] | None = None
 
 
@@ -225,8 +241,8 @@ def _hub(t: _Table) -> HubConfig:
     identifier = t.optional_string("identifier")
     if identifier is not None and (not identifier.strip() or _has_control(identifier)):
         raise t.error("identifier", "must be a non-empty string without control characters")
-    heartbeat = t.integer("heartbeat_interval_ms", 30_000, minimum=100)
-    rejoin = t.integer("rejoin_after_ms", 5_000, minimum=0)
+    heartbeat = t.bounded(HubConfig, "heartbeat_interval_ms")
+    rejoin = t.bounded(HubConfig, "rejoin_after_ms")
     cafile = t.readable_file("cafile")
     sni = t.optional_string("sni", nonempty=True)
     shared = t.optional_table("shared_secret")
@@ -278,9 +294,11 @@ def _shared_secret(t: _Table) -> SharedSecretAuth:
     else:
         raise t.error("secret_file", "missing (or give the secret inline with secret)")
     params = NH1Params(
-        digest=t.choice("key_digest", "sha256", NH1_DIGESTS),
-        iterations=t.integer("key_iterations", 1000, minimum=1, maximum=10_000_000),
-        length=t.integer("key_length", 32, minimum=16, maximum=1024),
+        digest=t.choice("key_digest", default_of(NH1Params, "digest"), NH1_DIGESTS),
+        iterations=t.integer(
+            "key_iterations", default_of(NH1Params, "iterations"), _NH1_BOUNDS["iterations"]
+        ),
+        length=t.integer("key_length", default_of(NH1Params, "length"), _NH1_BOUNDS["length"]),
     )
     t.finish()
     return SharedSecretAuth(key, secret, params)
@@ -309,10 +327,12 @@ def _firmware(t: _Table) -> FirmwareConfig:
     if not os.path.isabs(kv_path) or "\0" in kv_path:
         raise t.error("kv", f"the {kind} path must be absolute (got {kv_path!r})")
     devpath = t.path("devpath")
-    task = t.string("task", "upgrade")
+    task = t.string("task", default_of(FirmwareConfig, "task"))
     if _has_control(task):
         raise t.error("task", "must not contain control characters")
-    applier = cast(ApplierKind, t.choice("applier", "auto", APPLIERS))
+    applier = cast(
+        ApplierKind, t.choice("applier", default_of(FirmwareConfig, "applier"), APPLIERS)
+    )
     fwup_path = t.path("fwup_path")
     public_keys = t.public_keys("public_keys")
     fwup_env = t.environment("fwup_env")
@@ -322,7 +342,7 @@ def _firmware(t: _Table) -> FirmwareConfig:
 
 def _archives(t: _Table) -> ArchivesConfig:
     config = ArchivesConfig(
-        dir=t.path("dir") or DEFAULT_ARCHIVES_DIR,
+        dir=t.path("dir") or default_of(ArchivesConfig, "dir"),
         public_keys=t.public_keys("public_keys"),
     )
     t.finish()
@@ -330,11 +350,18 @@ def _archives(t: _Table) -> ArchivesConfig:
 
 
 def _decisions(t: _Table) -> DecisionsConfig:
-    timeout = t.integer("timeout_ms", 30_000, minimum=0)
-    default_update = cast(UpdateDefault, t.choice("default_update", "apply", UPDATE_DEFAULTS))
-    default_archive = cast(ArchiveDefault, t.choice("default_archive", "ignore", ARCHIVE_DEFAULTS))
-    ignore_same_uuid = t.boolean("ignore_same_uuid", True)
-    group = t.string("group", "nhlink")
+    def default(key: str) -> Any:
+        return default_of(DecisionsConfig, key)
+
+    timeout = t.bounded(DecisionsConfig, "timeout_ms")
+    default_update = cast(
+        UpdateDefault, t.choice("default_update", default("default_update"), UPDATE_DEFAULTS)
+    )
+    default_archive = cast(
+        ArchiveDefault, t.choice("default_archive", default("default_archive"), ARCHIVE_DEFAULTS)
+    )
+    ignore_same_uuid = t.boolean("ignore_same_uuid", default("ignore_same_uuid"))
+    group = t.string("group", default("group"))
     if not _GROUP_NAME.fullmatch(group):
         raise t.error("group", f"not a valid group name ({group!r})")
     t.finish()
@@ -343,9 +370,9 @@ def _decisions(t: _Table) -> DecisionsConfig:
 
 def _reboot(t: _Table) -> RebootConfig:
     config = RebootConfig(
-        delay_ms=t.integer("delay_ms", 5_000, minimum=0),
-        retries=t.integer("retries", 3, minimum=0, maximum=100),
-        retry_delay_ms=t.integer("retry_delay_ms", 1_000, minimum=0),
+        delay_ms=t.bounded(RebootConfig, "delay_ms"),
+        retries=t.bounded(RebootConfig, "retries"),
+        retry_delay_ms=t.bounded(RebootConfig, "retry_delay_ms"),
         command=t.command("command"),
     )
     t.finish()
@@ -353,22 +380,16 @@ def _reboot(t: _Table) -> RebootConfig:
 
 
 def _download(t: _Table) -> RetryPolicy:
+    # RetryPolicy holds the defaults and ranges (and checks them itself).
     config = RetryPolicy(
-        max_disconnects=t.integer("max_disconnects", 10, minimum=1, maximum=1_000_000),
-        idle_timeout_ms=t.integer("idle_timeout_ms", 60_000, minimum=1),
-        time_between_retries_ms=t.integer("time_between_retries_ms", 15_000, minimum=0),
-        max_timeout_ms=t.integer("max_timeout_ms", 86_400_000, minimum=1),
-        worst_case_download_speed_bps=t.integer(
-            "worst_case_download_speed_bps", 30_000, minimum=1, maximum=2**53
-        ),
-        max_redirects=t.integer("max_redirects", 10, minimum=0, maximum=100),
+        **{key: t.bounded(RetryPolicy, key) for key in bounded_fields(RetryPolicy)}
     )
     t.finish()
     return config
 
 
 def _logging(t: _Table) -> LoggingConfig:
-    level = t.string("level", "info").lower()
+    level = t.string("level", default_of(LoggingConfig, "level")).lower()
     if level not in LOG_LEVELS:
         raise t.error("level", f"must be one of {', '.join(LOG_LEVELS)} (got {level!r})")
     t.finish()
@@ -470,16 +491,19 @@ class _Table:
             raise self.error(key, f"must be one of {', '.join(choices)} (got {value!r})")
         return value
 
-    def integer(self, key: str, default: int, *, minimum: int, maximum: int = MAX_MS) -> int:
+    def integer(self, key: str, default: int, bounds: Bounds) -> int:
         value = self._typed(key, int, "an integer")
         if value is _MISSING:
             return default
+        problem = bounds.problem(value)
+        if problem is not None:
+            raise self.error(key, problem)
         assert isinstance(value, int)
-        if not minimum <= value <= maximum:
-            raise self.error(
-                key, f"must be between {minimum} and {maximum} (got {_int_text(value)})"
-            )
         return value
+
+    def bounded(self, cls: type, key: str) -> int:
+        """Integer ``key``, default and range from the bounded field ``key`` of ``cls``."""
+        return self.integer(key, default_of(cls, key), bounds_of(cls, key))
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._typed(key, bool, "true or false")
@@ -603,15 +627,10 @@ def _describe(value: object) -> str:
     """Type and a short rendering of a wrong value (never used for secrets)."""
     if isinstance(value, list | dict):
         return _type_name(value)
-    text = _int_text(value) if isinstance(value, int) else repr(value)
+    text = int_text(value) if isinstance(value, int) else repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{_type_name(value)} {text}"
-
-
-def _int_text(value: int) -> str:
-    # str() of a huge int raises ValueError (PEP 651 digit limit); TOML hex allows them.
-    return str(value) if value.bit_length() <= 128 else "a huge number"
 
 
 def _has_control(text: str) -> bool:

@@ -693,6 +693,49 @@ def test_man_page_documents_every_key() -> None:
         assert documented == keys, table
 
 
+def documented_integers() -> list[tuple[str, str, int, int | None, int]]:
+    """(table, key, minimum, maximum or None, default) of every integer in the man page."""
+    text = MAN_PAGE.read_text()
+    sections = re.findall(r"^# \[([a-z_.]+)\]\n(.*?)(?=^# |\Z)", text, re.M | re.S)
+    found = []
+    for table, body in sections:
+        pattern = r"^`([a-z_]+)` \(integer (?:>= (\d+)|(\d+)\.\.(\d+)), default (\d+)\)"
+        for key, at_least, low, high, default in re.findall(pattern, body, re.M):
+            minimum = int(at_least or low)
+            found.append((table, key, minimum, int(high) if high else None, int(default)))
+    return found
+
+
+def configured(config: Config, table: str, key: str) -> object:
+    """The value ``config`` holds for ``table.key`` (None where it keeps none)."""
+    if table == "hub.shared_secret":
+        auth = config.hub.auth
+        assert isinstance(auth, SharedSecretAuth)
+        return getattr(auth.params, key.removeprefix("key_"), getattr(auth, key, None))
+    return getattr(getattr(config, table, None), key, None)
+
+
+def test_man_page_integers_are_the_parsers_defaults_and_ranges() -> None:
+    # The defaults and ranges live on the dataclass fields (core.bounds); the
+    # man page must say the same, and so must the parser.
+    documented = documented_integers()
+    defaults = parse(MINIMAL)
+    integers = {
+        (table, key)
+        for table, keys in SCHEMA.items()
+        for key in keys
+        if type(configured(defaults, table, key)) is int
+    }
+    assert {(t, k) for t, k, *_ in documented} == integers
+    for table, key, minimum, maximum, default in documented:
+        assert configured(defaults, table, key) == default, key
+        assert configured(parse(add(table, f"{key} = {minimum}")), table, key) == minimum
+        assert "must be between" in error_of(add(table, f"{key} = {minimum - 1}")), key
+        if maximum is not None:
+            assert configured(parse(add(table, f"{key} = {maximum}")), table, key) == maximum
+            assert "must be between" in error_of(add(table, f"{key} = {maximum + 1}")), key
+
+
 # --- properties ---------------------------------------------------------------------------
 
 KEY_NAMES = sorted({k for keys in SCHEMA.values() for k in keys} | {"x", "Url", "hub"})

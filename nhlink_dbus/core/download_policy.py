@@ -68,7 +68,8 @@ from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 from nhlink_dbus.core.backoff import round_half_away
-from nhlink_dbus.errors import ConfigError, StateError
+from nhlink_dbus.core.bounds import bounded, check_bounds
+from nhlink_dbus.errors import StateError
 
 MIN_WORST_CASE_MS: Final = 60_000
 
@@ -85,29 +86,21 @@ BODY_TOO_LONG: Final = "body_too_long"
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """``RetryConfig`` of §6.4 (defaults of 2.5.2), plus the redirect hop limit."""
+    """``RetryConfig`` of §6.4 (defaults of 2.5.2), plus the redirect hop limit.
 
-    max_disconnects: int = 10
-    idle_timeout_ms: int = 60_000
-    time_between_retries_ms: int = 15_000
-    max_timeout_ms: int = 86_400_000
-    worst_case_download_speed_bps: int = 30_000
-    max_redirects: int = 10
+    Each field's default and range live here and only here: the ``[download]``
+    reader of ``nhlink_dbus/config.py`` takes both from these fields.
+    """
+
+    max_disconnects: int = bounded(10, 1, 1_000_000)
+    idle_timeout_ms: int = bounded(60_000, 1)
+    time_between_retries_ms: int = bounded(15_000, 0)
+    max_timeout_ms: int = bounded(86_400_000, 1)
+    worst_case_download_speed_bps: int = bounded(30_000, 1, 2**53)
+    max_redirects: int = bounded(10, 0, 100)
 
     def __post_init__(self) -> None:
-        checks = {
-            "max_disconnects": (self.max_disconnects, 1),
-            "idle_timeout_ms": (self.idle_timeout_ms, 1),
-            "time_between_retries_ms": (self.time_between_retries_ms, 0),
-            "max_timeout_ms": (self.max_timeout_ms, 1),
-            "worst_case_download_speed_bps": (self.worst_case_download_speed_bps, 1),
-            "max_redirects": (self.max_redirects, 0),
-        }
-        for name, (value, minimum) in checks.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ConfigError(
-                    f"download: {name} must be an integer >= {minimum}, got {value!r}"
-                )
+        check_bounds(self, "download")
 
 
 def worst_case_timeout_ms(content_length: int, speed_bps: int) -> int:

@@ -9,12 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from nhlink_dbus.core.bounds import bounded, check_bounds
 from nhlink_dbus.core.nh1 import NH1Params, sign_headers
+from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.errors import ConfigError
 
 MTLS_PATH = "/socket/websocket"
 NH1_PATH = "/device-socket/websocket"
 SERIALIZER_VSN = "2.0.0"
+
+# The old name of core.redact.redact_url, kept for nhlink_dbus.service; call redact_url.
+loggable_url = redact_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,17 +52,16 @@ class HubSettings:
     url: str
     identifier: str
     auth: SharedSecretAuth | TlsAuth
-    heartbeat_interval_ms: int = 30000
-    rejoin_after_ms: int = 5000
+    # The defaults of [hub] too (config.HubConfig reads them from here). Any
+    # non-negative value is valid; the file's stricter minimum is config's own.
+    heartbeat_interval_ms: int = bounded(30_000, 0)
+    rejoin_after_ms: int = bounded(5_000, 0)
     # With NH1 over wss:// the server is still verified; these apply to both kinds.
     cafile: str | None = None
     sni: str | None = None
 
     def __post_init__(self) -> None:
-        if self.heartbeat_interval_ms < 0:
-            raise ConfigError("hub.heartbeat_interval_ms must be >= 0")
-        if self.rejoin_after_ms < 0:
-            raise ConfigError("hub.rejoin_after_ms must be >= 0")
+        check_bounds(self, "hub")
         if not self.identifier:
             raise ConfigError("hub.identifier must not be empty")
         websocket_url(self)  # validates the URL

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nhlink_dbus.core.bounds import MAX_MS
 from nhlink_dbus.core.download_policy import (
     Accept,
     Complete,
@@ -87,11 +88,20 @@ def test_policy_defaults_are_2_5_2() -> None:
         {"max_redirects": -1},
         {"max_disconnects": True},
         {"idle_timeout_ms": 1.5},
+        {"max_disconnects": 1_000_001},
+        {"max_timeout_ms": MAX_MS + 1},
+        {"max_redirects": 101},
     ],
 )
 def test_policy_rejects_bad_values(field: dict[str, object]) -> None:
     with pytest.raises(ConfigError, match=next(iter(field))):
         RetryPolicy(**field)  # type: ignore[arg-type]
+
+
+def test_policy_error_names_the_key_as_the_config_file_does() -> None:
+    with pytest.raises(ConfigError) as info:
+        RetryPolicy(max_redirects=101)
+    assert str(info.value) == "download.max_redirects: must be between 0 and 100 (got 101)"
 
 
 def test_parse_content_range() -> None:
@@ -497,7 +507,7 @@ def test_budget_counts_every_kind_of_failure(n: int, kinds: list[str]) -> None:
 @given(st.lists(st.tuples(st.floats(0, 50), st.floats(0, 500)), min_size=1, max_size=10))
 def test_worst_case_counts_only_active_time(segments: list[tuple[float, float]]) -> None:
     """Active (response → failure) spans add up; waits in between do not count."""
-    s = new(RetryPolicy(max_disconnects=100, max_timeout_ms=10**12))
+    s = new(RetryPolicy(max_disconnects=100, max_timeout_ms=MAX_MS))
     now = 0.0
     active = 0.0
     s.next_request(now)
