@@ -63,6 +63,7 @@ pytest: venv
 HUB_CLIENT_TESTS := tests/core/test_phoenix.py tests/core/test_backoff.py \
                     tests/core/test_hub_messages.py tests/core/test_hub_settings.py \
                     tests/core/test_hub_session.py tests/aio/test_ws_compat.py \
+                    tests/aio/test_dbus_compat.py \
                     tests/aio/test_hub_client_sim.py \
                     tests/core/test_download_policy.py tests/aio/test_downloader_sim.py \
                     tests/hubsim tests/integration

@@ -13,7 +13,8 @@ dbus-next 0.2.3 (also Debian 12's) cannot do what the contract needs:
 
 The ``@method`` declarations stay the single source of names and signatures
 (introspection is dbus-next's, plus argument names and documentation); the
-dispatcher calls them with dbus-next's own body conversion helpers.
+dispatcher calls them with dbus-next's own body conversion helpers, reached
+through :mod:`nhlink_dbus.aio.dbus_compat` (the one place for its private names).
 
 No ``from __future__ import annotations`` here: dbus-next reads the signature
 strings from the annotations at class creation. Those strings are D-Bus
@@ -40,6 +41,7 @@ from dbus_next.message import Message
 from dbus_next.service import ServiceInterface, dbus_property, method, signal
 
 from nhlink_dbus import names
+from nhlink_dbus.aio.dbus_compat import MethodInfo, body_to_args, exported_methods, result_to_body
 from nhlink_dbus.aio.supervisor import Supervisor
 from nhlink_dbus.bus.access import AccessPolicy
 from nhlink_dbus.bus.info import UINT32_MAX, UINT64_MAX, info_to_variants, unwrap
@@ -49,9 +51,6 @@ from nhlink_dbus.service_api import Caller, Info, LinkService
 
 logger = logging.getLogger(__name__)
 
-# dbus-next's own helpers for method bodies and results (untyped): the same ones
-# its method handler uses, so fds and return values convert exactly as there.
-_SERVICE: Any = ServiceInterface
 _OUT: Any = ArgDirection.OUT  # intr.Arg's annotation says list; it takes the enum
 
 INTERNAL_MESSAGE = "internal error in nhlink-dbus; the service log has the details"
@@ -122,7 +121,7 @@ class LinkInterface(ServiceInterface):
         self._bus: MessageBus | None = None
         self._access: AccessPolicy | None = None
         self._calls = Supervisor()  # method calls being answered
-        self._methods = {m.name: m for m in _SERVICE._get_methods(self) if not m.disabled}
+        self._methods = exported_methods(self)
 
     def attach(self, bus: MessageBus) -> None:
         """Export on ``bus`` at ``/org/nerveshub/Link`` and take over our method calls."""
@@ -157,7 +156,7 @@ class LinkInterface(ServiceInterface):
         self._calls.spawn(f"call {msg.member}", self._dispatch(msg, declared))
         return True
 
-    async def _dispatch(self, msg: Message, declared: Any) -> None:
+    async def _dispatch(self, msg: Message, declared: MethodInfo) -> None:
         assert self._bus is not None and self._access is not None
         bus = self._bus
         try:
@@ -165,11 +164,11 @@ class LinkInterface(ServiceInterface):
                 caller = await self._access.check(msg.sender)
                 if "h" in declared.in_signature and not msg.unix_fds:
                     raise InvalidArgument("no file descriptor was passed (fd passing is needed)")
-                args = _SERVICE._msg_body_to_args(msg)
+                args = body_to_args(msg)
                 _CALLER.set(caller)
                 logger.debug("< %s from %s", msg.member, caller.describe())
                 result = await declared.fn(self, *args)
-                body, fds = _SERVICE._fn_result_to_body(result, declared.out_signature_tree)
+                body, fds = result_to_body(result, declared)
                 reply = Message.new_method_return(msg, declared.out_signature, body, fds)
             finally:
                 _close_fds(msg.unix_fds)

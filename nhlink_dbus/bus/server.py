@@ -10,7 +10,6 @@ honoured, as every libdbus/sd-bus client does) with fd passing on, which
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from dbus_next.aio.message_bus import MessageBus
@@ -18,6 +17,7 @@ from dbus_next.constants import BusType, NameFlag, RequestNameReply
 from dbus_next.errors import DBusError
 
 from nhlink_dbus import names
+from nhlink_dbus.aio.dbus_compat import disconnect_and_close
 from nhlink_dbus.bus.interface import LinkInterface
 from nhlink_dbus.errors import BusNameError
 from nhlink_dbus.service_api import LinkService
@@ -59,12 +59,7 @@ async def close_connection(bus: MessageBus) -> None:
     dbus-next 0.2.3's ``disconnect()`` only shuts the socket down; the socket
     object stays open until garbage collection (``ResourceWarning``).
     """
-    if bus.connected:
-        bus.disconnect()  # type: ignore[no-untyped-call]
-    with contextlib.suppress(Exception):  # a connection that died says why; we only close
-        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-    bus._stream.close()
-    bus._sock.close()
+    await disconnect_and_close(bus)
 
 
 async def serve(

@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import BusType
 
+from nhlink_dbus.aio.dbus_compat import disconnect_and_close
+
 
 @contextlib.asynccontextmanager
 async def system_bus_connection(*, negotiate_unix_fd: bool = True) -> AsyncIterator[MessageBus]:
@@ -27,9 +29,4 @@ async def system_bus_connection(*, negotiate_unix_fd: bool = True) -> AsyncItera
 
 async def close_dbus_next(bus: MessageBus) -> None:
     """Disconnect (if still connected), wait for it, then close the socket itself."""
-    if bus.connected:
-        bus.disconnect()  # type: ignore[no-untyped-call]  # dbus-next 0.2.3 is partly untyped
-    with contextlib.suppress(Exception):  # a connection that died reports why; we only close
-        await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
-    bus._stream.close()
-    bus._sock.close()
+    await disconnect_and_close(bus)
