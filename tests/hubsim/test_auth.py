@@ -77,12 +77,14 @@ async def test_refused_with_empty_401(
 
 
 async def test_expired_signature_refused(sim: HubSim) -> None:
-    response = await get(sim, nh1_headers(now_s=time.time() - 91))
+    signed_at = int(time.time())
+    sim.config.clock = lambda: signed_at + 91
+    response = await get(sim, nh1_headers(now_s=signed_at))
     assert response.status_code == 401
     assert sim.handshakes[-1].reason == "expired signature"
-    # Within the 90 s max age it is still fine.
-    sim.config.clock = lambda: time.time() + 80
-    ws = await open_ws(sim.ws_url + PATH, nh1_headers())
+    # Within the 90 s max age it is still fine (the hub's clock is fixed: exact on any machine).
+    sim.config.clock = lambda: signed_at + 80
+    ws = await open_ws(sim.ws_url + PATH, nh1_headers(now_s=signed_at))
     await ws.close()
 
 
