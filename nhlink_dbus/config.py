@@ -39,7 +39,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
-from urllib.parse import urlsplit
 
 from nhlink_dbus.core.bounds import (
     Bounds,
@@ -51,7 +50,7 @@ from nhlink_dbus.core.bounds import (
     same_as,
 )
 from nhlink_dbus.core.download_policy import RetryPolicy
-from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth
+from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth, hub_url_problem
 from nhlink_dbus.core.kv_format import parse_kv_spec
 from nhlink_dbus.core.link import LinkSettings
 from nhlink_dbus.core.nh1 import NH1Params
@@ -265,16 +264,9 @@ def _hub(t: _Table) -> HubConfig:
 
 def _hub_url(t: _Table, key: str) -> str:
     url = t.required_string(key)
-    base = url if "://" in url else f"wss://{url}"
-    try:
-        parts = urlsplit(base)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        raise t.error(key, f"not a valid URL ({url!r})") from None
-    if parts.scheme not in ("ws", "wss"):
-        raise t.error(key, f"must be a wss:// (or ws://) URL (got scheme {parts.scheme!r})")
-    if not parts.hostname or _has_control(url) or " " in url:
-        raise t.error(key, f"not a valid URL ({url!r})")
+    problem = hub_url_problem(url)
+    if problem is not None:
+        raise t.error(key, problem)
     return url
 
 

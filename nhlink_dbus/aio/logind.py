@@ -133,8 +133,8 @@ class Logind:
     async def reboot(
         self,
         *,
-        retries: int = 3,
-        retry_delay: float = 1.0,
+        retries: int,
+        retry_delay: float,
         fallback_command: Sequence[str] | None = None,
         fallback_timeout: float = 60.0,
     ) -> None:

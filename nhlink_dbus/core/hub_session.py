@@ -114,8 +114,8 @@ class HubSession:
         self,
         device: DeviceInfo,
         *,
-        heartbeat_interval_ms: int = 30000,
-        rejoin_after_ms: int = 5000,
+        heartbeat_interval_ms: int,
+        rejoin_after_ms: int,
         backoff: ReconnectBackoff | None = None,
     ) -> None:
         self.device = device

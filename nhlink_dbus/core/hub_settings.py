@@ -79,6 +79,25 @@ class HubSettings:
         return self.sni
 
 
+def hub_url_problem(url: str) -> str | None:
+    """What is wrong with a configured hub URL, or None: the one check, used by the
+    config reader (which names the file and key) and by ``websocket_url``.
+
+    A host without a scheme means ``wss://host``.
+    """
+    base = url if "://" in url else f"wss://{url}"
+    try:
+        parts = urlsplit(base)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return f"not a valid URL ({url!r})"
+    if parts.scheme not in ("ws", "wss"):
+        return f"must be a wss:// (or ws://) URL (got scheme {parts.scheme!r})"
+    if not parts.hostname or " " in url or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return f"not a valid URL ({url!r})"
+    return None
+
+
 def websocket_url(settings: HubSettings) -> str:
     """Base URL + auth-kind path + ``vsn=2.0.0`` merged into any query (§1.1).
 
@@ -86,16 +105,10 @@ def websocket_url(settings: HubSettings) -> str:
     configured URL says so.
     """
     raw = settings.url.strip()
-    base = raw if "://" in raw else f"wss://{raw}"
-    parts = urlsplit(base)
-    if parts.scheme not in ("ws", "wss"):
-        raise ConfigError(f"hub.url must be ws:// or wss://, got scheme {parts.scheme!r}")
-    if not parts.hostname:
-        raise ConfigError("hub.url has no host")
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        raise ConfigError("hub.url has an invalid port") from exc
+    problem = hub_url_problem(raw)
+    if problem is not None:
+        raise ConfigError(f"hub.url: {problem}")
+    parts = urlsplit(raw if "://" in raw else f"wss://{raw}")
     path = MTLS_PATH if isinstance(settings.auth, TlsAuth) else NH1_PATH
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "vsn"]
     query.append(("vsn", SERIALIZER_VSN))

@@ -51,15 +51,17 @@ _FIRMWARE_KEYS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LinkSettings:
-    """What the core needs of the configuration (``Config.link_settings()``)."""
+    """What the core needs of the configuration (``Config.link_settings()``). No
+    defaults here: they are the configuration's (``config.DecisionsConfig``,
+    ``config.RebootConfig``), in one place."""
 
-    decision_timeout_ms: int = 30_000
-    default_update: str = "apply"
-    default_archive: str = "ignore"
-    ignore_same_uuid: bool = True
-    reboot_delay_ms: int = 5_000
+    decision_timeout_ms: int
+    default_update: str
+    default_archive: str
+    ignore_same_uuid: bool
+    reboot_delay_ms: int
     fwup_keys: tuple[str, ...] = ()  # configured
     archive_keys: tuple[str, ...] = ()  # configured
 

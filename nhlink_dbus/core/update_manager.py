@@ -124,7 +124,7 @@ _ACCEPTS: dict[str, frozenset[UpdateState]] = {
 class UpdateManager:
     """See the module docstring."""
 
-    def __init__(self, reboot_delay_ms: int = 5000) -> None:
+    def __init__(self, reboot_delay_ms: int) -> None:
         self.state = UpdateState.IDLE
         self.reboot_delay_ms = reboot_delay_ms
         self.current: tuple[str, Offer] | None = None  # (request id, offer) being applied

@@ -248,7 +248,9 @@ class NhlinkService(FaceRequests):
         reboot = self.config.reboot
         try:
             await self.logind.reboot(
-                retries=reboot.retries, fallback_command=reboot.command or None
+                retries=reboot.retries,
+                retry_delay=reboot.retry_delay_ms / 1000,
+                fallback_command=reboot.command or None,
             )
         except LogindError as exc:
             self.perform(self.core.error(str(exc)))

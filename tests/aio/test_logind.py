@@ -116,7 +116,7 @@ async def test_a_bus_without_fd_passing_is_refused(logind_mock: LogindMock) -> N
 
 
 async def test_reboot_calls_reboot_false_once(logind: Logind, logind_mock: LogindMock) -> None:
-    await logind.reboot()
+    await logind.reboot(retries=3, retry_delay=1.0)
     assert logind_mock.reboot_calls() == [False]
 
 
@@ -169,20 +169,22 @@ async def test_reboot_total_failure_names_both_causes(
 async def test_reboot_without_fallback_raises(logind: Logind, logind_mock: LogindMock) -> None:
     logind_mock.fail_reboot()
     with pytest.raises(LogindError, match=r"^reboot failed: logind: .*OperationInProgress"):
-        await logind.reboot(retries=0)
+        await logind.reboot(retries=0, retry_delay=0)
     assert logind_mock.reboot_calls() == [False]
 
 
 async def test_reboot_fallback_command_missing(logind: Logind, logind_mock: LogindMock) -> None:
     logind_mock.fail_reboot()
     with pytest.raises(LogindError, match="/nonexistent/reboot: No such file or directory"):
-        await logind.reboot(retries=0, fallback_command=["/nonexistent/reboot"])
+        await logind.reboot(retries=0, retry_delay=0, fallback_command=["/nonexistent/reboot"])
 
 
 async def test_reboot_fallback_command_hangs(logind: Logind, logind_mock: LogindMock) -> None:
     logind_mock.fail_reboot()
     with pytest.raises(LogindError, match=r"sleep: no exit within 0\.2 s"):
-        await logind.reboot(retries=0, fallback_command=["sleep", "30"], fallback_timeout=0.2)
+        await logind.reboot(
+            retries=0, retry_delay=0, fallback_command=["sleep", "30"], fallback_timeout=0.2
+        )
 
 
 async def test_reboot_without_logind_uses_fallback(
@@ -207,7 +209,7 @@ async def test_reboot_on_a_closed_bus_fails_fast(
 
 async def test_reboot_rejects_negative_retries(logind: Logind) -> None:
     with pytest.raises(ValueError):
-        await logind.reboot(retries=-1)
+        await logind.reboot(retries=-1, retry_delay=0)
 
 
 def test_inhibitor_repr_shows_state() -> None:

@@ -27,7 +27,14 @@ RUNNING = {"nerves_fw_uuid": "running", "nerves_fw_version": "1.0.0"}
 
 
 def core(deciders: int = 1, **settings: object) -> link.LinkCore:
-    values: dict[str, object] = {"fwup_keys": ("fwkey",), "reboot_delay_ms": 2000}
+    values: dict[str, object] = {
+        "decision_timeout_ms": 30_000,
+        "default_update": "apply",
+        "default_archive": "ignore",
+        "ignore_same_uuid": True,
+        "reboot_delay_ms": 2000,
+        "fwup_keys": ("fwkey",),
+    }
     values.update(settings)
     c = link.LinkCore(link.LinkSettings(**values), RUNNING, "tok")  # type: ignore[arg-type]
     c.set_deciders(deciders)

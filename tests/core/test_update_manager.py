@@ -48,14 +48,14 @@ def test_apply_path_reports_and_reboots_once_after_the_delay() -> None:
 
 
 def test_outcome_of_another_request_is_dropped() -> None:
-    m = UpdateManager()
+    m = UpdateManager(reboot_delay_ms=5000)
     m.start("u-1", offer())
     assert m.finished("u-9", True, "", now=0.0, applier_error=True) == []
     assert m.state is UpdateState.UPDATING
 
 
 def test_failure_is_pushed_to_the_hub_and_new_offers_are_accepted() -> None:
-    m = UpdateManager()
+    m = UpdateManager(reboot_delay_ms=5000)
     m.start("u-1", offer())
     out = m.finished("u-1", False, "bad signature", now=0.0, applier_error=True)
     assert out == [
@@ -69,18 +69,18 @@ def test_failure_is_pushed_to_the_hub_and_new_offers_are_accepted() -> None:
 
 
 def test_download_failure_status_names_the_download() -> None:
-    m = UpdateManager()
+    m = UpdateManager(reboot_delay_ms=5000)
     m.start("u-1", offer())
     out = m.finished("u-1", False, "HTTP 503", now=0.0, applier_error=False)
     assert PushStatus("fwup error download failed: HTTP 503") in out
 
 
 def test_progress_outside_an_update_is_dropped() -> None:
-    assert UpdateManager().progress_report(5) == []
+    assert UpdateManager(reboot_delay_ms=5000).progress_report(5) == []
 
 
 def test_illegal_transitions_raise_and_change_nothing() -> None:
-    m = UpdateManager()
+    m = UpdateManager(reboot_delay_ms=5000)
     m.start("u-1", offer())
     with pytest.raises(StateError):
         m.start("u-2", offer())
@@ -90,11 +90,11 @@ def test_illegal_transitions_raise_and_change_nothing() -> None:
 
 
 def test_hub_reboot() -> None:
-    m = UpdateManager()
+    m = UpdateManager(reboot_delay_ms=5000)
     m.start("u-1", offer())
     (refused,) = m.hub_reboot()
     assert isinstance(refused, ReportError) and m.state is UpdateState.UPDATING
-    m = UpdateManager()
+    m = UpdateManager(reboot_delay_ms=5000)
     assert m.hub_reboot() == [PushRebooting(), RebootScheduled(0), RebootNow()]
     assert m.state is UpdateState.REBOOTING
 

@@ -80,11 +80,11 @@ class FakeHub:
 
 class FakeLogind:
     def __init__(self) -> None:
-        self.reboots: list[tuple[int, object]] = []
+        self.reboots: list[tuple[int, float, object]] = []
         self.rebooted = asyncio.Event()
 
-    async def reboot(self, retries: int, fallback_command: object) -> None:
-        self.reboots.append((retries, fallback_command))
+    async def reboot(self, *, retries: int, retry_delay: float, fallback_command: object) -> None:
+        self.reboots.append((retries, retry_delay, fallback_command))
         self.rebooted.set()
 
 
@@ -165,6 +165,9 @@ applier = "builtin"
 public_keys = ["{FWKEY}"]
 [reboot]
 delay_ms = 0
+retries = 2
+retry_delay_ms = 250
+command = ["/sbin/reboot", "-f"]
 {extra}
 """
     )
@@ -226,6 +229,8 @@ async def test_update_from_hub_offer_to_logind_reboot(tmp_path: Path) -> None:
     assert rec.named("fwup_progress") == [(0,), (50,), (100,)]
     assert rec.named("update_finished") == [(rid, True, "")]
     assert rec.named("reboot_scheduled") == [(0,)]
+    # [reboot] reaches logind as configured: retries, their delay, the fallback.
+    assert logind.reboots == [(2, 0.25, ("/sbin/reboot", "-f"))]
     assert hub.pushes == [
         ("downloading", "new"),
         ("fwup_progress", 0),
