@@ -58,7 +58,8 @@ class FakeLinkService:
         self.pending["a-1"] = PendingRequest("a-1", "archive", ARCHIVE_INFO)
         # The real decision rules (core/decisions.py) judge every answer; the fake
         # only keeps its short ids ("u-1") in front of the engine's.
-        self.engine = DecisionEngine(decision_kinds(
+        self.engine = DecisionEngine(
+            decision_kinds(
                 LinkSettings(
                     decision_timeout_ms=self.decision_timeout_ms,
                     default_update=self.default_decision,
@@ -66,7 +67,11 @@ class FakeLinkService:
                     ignore_same_uuid=True,
                     reboot_delay_ms=0,
                 )
-            ), 30.0, "fake", deciders=1)
+            ),
+            30.0,
+            "fake",
+            deciders=1,
+        )
         self.engine_ids: dict[str, str] = {}
         for request in self.pending.values():
             (asked,) = self.engine.ask(request.kind, request.request_id, request, now=0.0)
