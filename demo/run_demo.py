@@ -281,7 +281,9 @@ delay_ms = 3000
             f"    the hub sees nerves_fw_uuid = {reported}"
             f" ({'2.0.0: the update worked' if reported == uuid2 else 'unexpected!'})"
         )
-        say(f"Done in {time.monotonic() - started:.1f} s. Logs: {work}")
+        kept = os.environ.get("NHLINK_DEMO_KEEP") == "1"
+        where = f"Logs and image: {work}" if kept else "NHLINK_DEMO_KEEP=1 keeps the logs and image"
+        say(f"Done in {time.monotonic() - started:.1f} s. {where}")
         return 0 if reported == uuid2 else 1
     finally:
         for p in reversed(procs):
