@@ -133,20 +133,30 @@ class ApplyOptions:
     unsafe: bool = False
     verbose: bool = False
     total_blocks: int | None = None  # size of the target, for MBR/GPT "expand"
+    progress_low: int = 0  # fwup's --progress-low / --progress-high
+    progress_high: int = 100
+    # reboot_param("..."): where the text goes (a host file); None = the action fails.
+    reboot_param: Callable[[str], None] | None = None
 
 
 class _Progress:
-    def __init__(self, listener: ApplyListener) -> None:
+    """fwup's progress: ``low + done * range // total``, held below ``high`` until the
+    end (the caller reports ``high`` itself, after success)."""
+
+    def __init__(self, listener: ApplyListener, low: int = 0, high: int = 100) -> None:
         self.listener = listener
+        self.low = low
+        self.range = high - low
         self.total = 0
         self.done = 0
-        self.last = 0  # PR 0 is sent before the archive is opened
+        self.last = low  # PR low is sent before the archive is opened
 
     def report(self, units: int) -> None:
-        self.done += units
+        self.done = min(self.done + units, self.total) if self.total > 0 else self.done + units
         if self.total <= 0:
             return
-        percent = min(self.done * 100 // self.total, 99)
+        amount = min(self.done * self.range // self.total, self.range - 1)
+        percent = self.low + amount
         if percent > self.last:
             self.last = percent
             self.listener.progress(percent)
@@ -191,7 +201,7 @@ class ApplyEngine:
         self.host = host
         self.environ = dict(environ or {})
         self.reader = ZipStreamReader(digests)
-        self.progress = _Progress(listener)
+        self.progress = _Progress(listener, options.progress_low, options.progress_high)
         self.signature: bytes | None = None
         self.sig_buf = bytearray()
         self.meta_buf = bytearray()
@@ -579,6 +589,10 @@ class ApplyEngine:
             self._fat_action(name, a)
         elif name == "execute":
             self._host_ops(name).execute(a[0])
+        elif name == "reboot_param":
+            if self.options.reboot_param is None:
+                raise FirmwareError("reboot-param can't open under `/run`")
+            self.options.reboot_param(a[0])
         else:
             raise FirmwareError(f"Unsupported function '{name}'")
         self.progress.report(units)

@@ -56,6 +56,7 @@ SUPPORTED_ACTIONS = frozenset(
         "info",
         "error",
         "trim",
+        "reboot_param",
     }
     | HOST_ACTIONS
 )
@@ -94,6 +95,7 @@ _ARITY = {  # argument counts (without the name), as fwup validates them
     "info": (1, 1),
     "error": (1, 1),
     "trim": (2, 2),
+    "reboot_param": (1, 1),
     "path_write": (1, 1),
     "pipe_write": (1, 1),
     "execute": (1, 1),

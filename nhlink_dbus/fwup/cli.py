@@ -16,9 +16,12 @@ framed too; without it, progress numbers (``-n``), ``fwup: <info>`` and
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import os
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO, NoReturn
 
 from nhlink_dbus.core.fwup_framing import (
@@ -29,7 +32,7 @@ from nhlink_dbus.core.fwup_framing import (
 from nhlink_dbus.core.fwup_meta import ArchiveInspector
 from nhlink_dbus.errors import NhlinkError
 from nhlink_dbus.fwup.session import READ_SIZE, ApplySession, error_text
-from nhlink_dbus.fwup.signature import check_signature, parse_public_key
+from nhlink_dbus.fwup.signature import check_signature
 
 FWUP_COMPAT_VERSION = "1.16.0"
 BULK_READ = 1 << 20
@@ -44,25 +47,76 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+class _Key(argparse.Action):
+    """-p FILE and --public-key B64 share one ordered list, as in fwup."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        namespace.keys.append((self.const, str(values)))
+        if self.const == "file":
+            namespace.easy = False
+
+
+class _NotEasy(argparse.Action):
+    """An option after which a lone argument is no longer fwup's "easy mode" file."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.easy = False
+
+
+def _c_int(text: str) -> int:
+    """strtol(text, 0, 0): decimal, 0x hex or 0 octal; what does not parse is 0."""
+    text = text.strip()
+    try:
+        return int(text, 0)
+    except ValueError:
+        try:
+            return int(text, 8) if text.startswith("0") else int(text)
+        except ValueError:
+            return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="nhlink-fwup",
         description="Verify and apply fwup firmware archives (.fw); fwup-compatible subset.",
         add_help=True,
     )
-    mode = p.add_mutually_exclusive_group()
-    mode.add_argument("-a", "--apply", action="store_true", help="apply the firmware")
-    mode.add_argument("-V", "--verify", action="store_true", help="verify the archive")
-    mode.add_argument("-m", "--metadata", action="store_true", help="print the metadata")
-    mode.add_argument("-l", "--list", action="store_true", help="list the tasks")
-    mode.add_argument("--version", action="store_true", help="print the fwup version emulated")
+    p.set_defaults(keys=[], easy=True, command=None)
+    for short, long, name, text in (
+        ("-a", "--apply", "apply", "apply the firmware"),
+        ("-V", "--verify", "verify", "verify the archive"),
+        ("-m", "--metadata", "metadata", "print the metadata"),
+        ("-l", "--list", "list", "list the tasks"),
+    ):
+        p.add_argument(short, long, nargs=0, const=name, dest="command", action=_NotEasy, help=text)
+    p.add_argument("--version", action="store_true", help="print the fwup version emulated")
     p.add_argument("--metadata-key", metavar="KEY", help="with -m: print just this value")
     p.add_argument("-d", dest="device", metavar="DEV", help="destination device or image file")
     p.add_argument("-t", "--task", help="task to apply (a prefix, as in fwup)")
-    p.add_argument("-i", dest="input", metavar="FILE", help="input .fw file ('-' = stdin)")
-    p.add_argument("-p", "--public-key-file", action="append", default=[], metavar="FILE")
-    p.add_argument("--public-key", action="append", default=[], metavar="BASE64")
-    p.add_argument("--framing", action="store_true", help="framed stdin and stdout")
+    p.add_argument(
+        "-i", dest="input", metavar="FILE", action=_NotEasy, help="input .fw file ('-' = stdin)"
+    )
+    p.add_argument(
+        "-p", "--public-key-file", action=_Key, const="file", metavar="FILE", help="a key file"
+    )
+    p.add_argument("--public-key", action=_Key, const="text", metavar="BASE64", help="a key")
+    p.add_argument(
+        "-F", "--framing", nargs=0, const=True, default=False, action=_NotEasy,
+        help="framed stdin and stdout",
+    )  # fmt: skip
     p.add_argument(
         "--exit-handshake",
         action="store_true",
@@ -71,12 +125,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.add_argument("-n", dest="numeric", action="store_true", help="numeric progress")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--progress-low", type=_c_int, default=0, metavar="N", help="first percent")
+    p.add_argument("--progress-high", type=_c_int, default=100, metavar="N", help="last percent")
+    p.add_argument(
+        "--verify-writes",
+        dest="verify_writes",
+        action="store_const",
+        const=True,
+        default=None,
+        help="read every write back (the default on block devices)",
+    )
+    p.add_argument("--no-verify-writes", dest="verify_writes", action="store_const", const=False)
+    p.add_argument(
+        "--reboot-param-path", metavar="FILE", help="where reboot_param() writes its text"
+    )
+    p.add_argument("--minimize-writes", action="store_true", help="accepted for compatibility")
+    p.add_argument("--no-minimize-writes", action="store_true", help="accepted")
+    p.add_argument("--enable-trim", action="store_true", help="accepted (ignored on files)")
     p.add_argument("-y", dest="yes", action="store_true", help="accepted for compatibility")
+    p.add_argument("-E", "--eject", action="store_true", help="accepted (nothing is ejected)")
+    p.add_argument("--no-eject", action="store_true", help="accepted for compatibility")
     p.add_argument("-U", "--no-unmount", action="store_true", help="accepted (nothing is mounted)")
-    p.add_argument("--unmount", action="store_true", help="accepted for compatibility")
+    p.add_argument("-u", "--unmount", action="store_true", help="accepted for compatibility")
     p.add_argument(
         "--max-size",
-        type=int,
+        type=_c_int,
         metavar="BLOCKS",
         help="hard limit on the destination size, in 512-byte blocks",
     )
@@ -85,18 +158,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow path_write, pipe_write and execute (they touch the host)",
     )
+    p.add_argument("rest", nargs="*", metavar="FILE", help="fwup's easy mode: apply FILE")
     return p
 
 
 class Output:
-    """Where fwup's messages go: framed packets, or text lines on stdout."""
+    """Where fwup's messages go: framed packets, or text lines on stdout.
+
+    ``bar`` is fwup's normal progress mode (apply without -q, -n or --framing):
+    a redrawn bar, messages on a cleared line, ``Success!`` and the time.
+    """
 
     def __init__(self, stream: BinaryIO, framing: bool, quiet: bool, numeric: bool) -> None:
         self.stream = stream
         self.framing = framing
         self.quiet = quiet
         self.numeric = numeric
-        self.tty = stream.isatty() if hasattr(stream, "isatty") else False
+        self.bar = False  # set by start_apply(): fwup picks its progress mode there
+        self.units: Callable[[], tuple[int, int, int]] | None = None  # (in, done, total)
+        self.started: float | None = None
+
+    def start_apply(self) -> None:
+        """The apply begins: without -q, -n or --framing, fwup's bar from here on."""
+        self.bar = not (self.framing or self.quiet or self.numeric)
 
     def _write(self, data: bytes) -> None:
         try:
@@ -112,27 +196,47 @@ class Output:
             self._write(encode_packet(PacketType.PR, percent))
         elif self.numeric:
             self._write(f"{percent}\n".encode())
-        elif self.tty:
-            bar = "=" * (percent // 2)
-            self._write(f"\r{percent:3d}% [{bar:<50}]".encode())
-            if percent == 100:
-                self._write(b"\n")
+        elif self.bar:
+            self._write(self._bar(percent).encode())
+
+    def _bar(self, percent: int) -> str:
+        bar = f"\r{percent:3d}% [{'=' * (percent * 36 // 100):<36}]"
+        read, done, total = self.units() if self.units is not None else (0, 0, 0)
+        if total <= 0:
+            return bar
+        if self.started is None:
+            self.started = time.monotonic()
+        return f"{bar} {_pretty(read)} in / {_pretty(done)} out     \b\b\b\b\b"
+
+    def _text(self, text: str) -> None:
+        prefix = b"\r\x1b[K" if self.bar else b""
+        self._write(prefix + f"fwup: {text}\n".encode())
 
     def warning(self, text: str) -> None:
         if self.framing:
             self._write(encode_packet(PacketType.WN, 0, text))
         else:
-            self._write(f"fwup: {text}\n".encode())
+            self._text(text)
 
     def error(self, text: str) -> None:
         if self.framing:
             self._write(encode_packet(PacketType.ER, 0, text))
         else:
-            self._write(f"fwup: {text}\n".encode())
-        if not self.quiet:
-            # fwup also writes a lone newline to stderr on failure.
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+            self._text(text)
+
+    def success(self) -> None:
+        """After the last progress report of a successful apply."""
+        if self.framing:
+            self._write(encode_packet(PacketType.OK, 0, ""))
+        elif self.bar:
+            lines = "\nSuccess!\n"
+            if self.started is not None:
+                ms = int((time.monotonic() - self.started) * 1000)
+                if ms > 60000:
+                    lines += f"Elapsed time: {ms // 60000} min {ms // 1000 % 60:02d} s\n"
+                else:
+                    lines += f"Elapsed time: {ms // 1000}.{ms % 1000:03d} s\n"
+            self._write(lines.encode())
 
     def ok(self, text: str = "") -> None:
         if self.framing:
@@ -142,6 +246,14 @@ class Output:
 
     def raw(self, data: bytes) -> None:
         self._write(data)
+
+
+def _pretty(amount: int) -> str:
+    """fwup's "natural units" (decimal KB/MB/GB/TB above 1000) with two decimals."""
+    for unit, name in ((10**12, "TB"), (10**9, "GB"), (10**6, "MB"), (10**3, "KB")):
+        if amount >= unit:
+            return f"{amount / unit:.2f} {name}"
+    return f"{amount:.2f} bytes"
 
 
 def _chunks(source: BinaryIO, framed: bool) -> Iterator[memoryview | bytes]:
@@ -165,17 +277,43 @@ def _chunks(source: BinaryIO, framed: bool) -> Iterator[memoryview | bytes]:
             yield view[start : start + READ_SIZE]
 
 
-def _load_keys(args: argparse.Namespace) -> list[bytes]:
-    keys = []
-    for path in args.public_key_file:
-        try:
-            with open(path, encoding="ascii") as fh:
-                text = fh.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise NhlinkError(f"Error reading public key file '{path}': {exc}") from None
-        keys.append(parse_public_key(text, f"public key file '{path}'"))
-    for text in args.public_key:
-        keys.append(parse_public_key(text, "--public-key"))
+MAX_PUBLIC_KEYS = 10  # fwup's FWUP_MAX_PUBLIC_KEYS
+
+
+def _decode_key(buffer: bytes) -> bytes | None:
+    """fwup's rule: 32 raw bytes, or base64 (padded or not) of 32 bytes."""
+    if len(buffer) == 32:
+        return buffer
+    text = buffer.strip()
+    try:
+        raw = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
+def _load_keys(args: argparse.Namespace, out: Output) -> list[bytes]:
+    keys: list[bytes] = []
+    for kind, value in args.keys:
+        if len(keys) >= MAX_PUBLIC_KEYS:
+            out.warning(f"Ignoring public key since only {MAX_PUBLIC_KEYS} supported")
+            continue
+        if kind == "file":
+            try:
+                with open(value, "rb") as fh:
+                    buffer = fh.read(44)  # base64 of 32 bytes; fwup reads no more
+            except OSError as exc:
+                raise NhlinkError(
+                    f"Error opening public key file '{value}': {exc.strerror}"
+                ) from None
+            key = _decode_key(buffer)
+            if key is None:
+                raise NhlinkError(f"Error reading or decoding public key from file '{value}'")
+        else:
+            key = _decode_key(value.encode("utf-8", "surrogateescape"))
+            if key is None:
+                raise NhlinkError("Error decoding public key")
+        keys.append(key)
     return keys
 
 
@@ -190,10 +328,10 @@ def _open_input(args: argparse.Namespace) -> tuple[BinaryIO, bool]:
 
 
 def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
-    if not args.device:
-        raise NhlinkError("Specify a destination with -d")
     if not args.task:
-        raise NhlinkError("Specify a task to run with -t")
+        raise NhlinkError("specify a task (-t)")
+    if not args.device:
+        raise NhlinkError("specify a device (-d): nhlink-fwup does not look for memory cards")
     source, from_stdin = _open_input(args)
     try:
         with ApplySession(
@@ -205,19 +343,28 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
             max_size_blocks=args.max_size,
             unsafe=args.unsafe,
             verbose=args.verbose,
+            verify_writes=args.verify_writes,
+            progress_range=(args.progress_low, args.progress_high),
+            reboot_param_path=args.reboot_param_path,
         ) as session:
+            read = 0
+            out.units = lambda: (read, *session.units)
+            if args.enable_trim and not session.target.is_block_device:
+                out.warning("ignoring --enable-trim since operating on a regular file")
             for chunk in _chunks(source, framed=from_stdin and args.framing):
+                read += len(chunk)
                 if session.feed(chunk):
                     break
             session.finish()
     finally:
+        out.units = None
         if not from_stdin:
             source.close()
 
 
 def _inspect(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
     source, from_stdin = _open_input(args)
-    inspector = ArchiveInspector(keys, check_signature, verify=args.verify)
+    inspector = ArchiveInspector(keys, check_signature, verify=args.command == "verify")
     try:
         for chunk in _chunks(source, framed=from_stdin and args.framing):
             inspector.feed(chunk)
@@ -229,9 +376,9 @@ def _inspect(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
             source.close()
     info = inspector.info
     assert info is not None
-    if args.verify:
+    if args.command == "verify":
         out.ok(inspector.verify_text())
-    elif args.list:
+    elif args.command == "list":
         out.ok(info.task_list_text())
     elif args.metadata_key:
         value = info.metadata().get(args.metadata_key)
@@ -260,21 +407,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         sys.stdout.write(FWUP_COMPAT_VERSION + "\n")
         return 0
+    if args.easy and args.command is None and len(args.rest) == 1:
+        # fwup's easy mode: a lone .fw file means "apply it" (task "complete" by default).
+        args.command, args.input = "apply", args.rest.pop()
+        args.task = args.task or "complete"
+    applying = args.command == "apply"
     out = Output(sys.stdout.buffer, args.framing, args.quiet, args.numeric)
     status = 0
     try:
-        keys = _load_keys(args)
-        if args.apply:
-            out.progress(0)  # fwup sends PR 0 before it opens the archive
-            _apply(args, out, keys)
-            out.progress(100)
-            out.ok()
-            if not args.framing and not args.numeric and not args.quiet:
-                out.raw(b"Success!\n")
-        elif args.verify or args.metadata or args.list:
+        if args.quiet and args.numeric:
+            raise NhlinkError("pick either -n or -q, but not both")
+        keys = _load_keys(args, out)
+        if args.rest:
+            raise NhlinkError(f"unexpected parameter: {args.rest[0]}")
+        if applying:
+            out.start_apply()
+            out.progress(args.progress_low)  # fwup reports "low" before it opens the archive
+            try:
+                _apply(args, out, keys)
+            except Exception:
+                if not args.quiet:
+                    sys.stderr.write("\n")  # fwup ends the progress line on stderr first
+                    sys.stderr.flush()
+                raise
+            out.progress(args.progress_high)
+            out.success()
+        elif args.command in ("verify", "metadata", "list"):
             _inspect(args, out, keys)
         else:
-            raise NhlinkError("Specify one of -a, -V, -m, -l (see --help)")
+            raise NhlinkError("specify one of -a, -l, -m or -V (see --help)")
     except Exception as exc:  # never a traceback: one ER line, exit 1
         out.error(error_text(exc))
         status = 1

@@ -22,6 +22,7 @@ from nhlink_dbus.fwup.signature import check_signature
 from nhlink_dbus.fwup.target import FileTarget
 
 READ_SIZE = 16384  # fwup hands the archive reader at most 16 KiB at a time
+REBOOT_PARAM_PLACES = ("/run/systemd/reboot-param", "/run/reboot-param")
 
 
 def error_text(exc: Exception) -> str:
@@ -51,8 +52,12 @@ class ApplySession:
         max_size_blocks: int | None = None,
         unsafe: bool = False,
         verbose: bool = False,
+        verify_writes: bool | None = None,
+        progress_range: tuple[int, int] = (0, 100),
+        reboot_param_path: str | None = None,
     ) -> None:
-        self.target = FileTarget(device, max_size_blocks)
+        self.target = FileTarget(device, max_size_blocks, verify_writes)
+        self._reboot_param_path = reboot_param_path
         try:
             self.worker = HashWorker()
         except BaseException:
@@ -66,6 +71,9 @@ class ApplySession:
                     unsafe=unsafe,
                     verbose=verbose,
                     total_blocks=self.target.total_blocks,
+                    progress_low=progress_range[0],
+                    progress_high=progress_range[1],
+                    reboot_param=self._write_reboot_param,
                 ),
                 BlockCache(self.target, self.target.hard_end),
                 listener,
@@ -78,6 +86,28 @@ class ApplySession:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def units(self) -> tuple[int, int]:
+        """(progress units done, total): bytes written, as fwup counts them."""
+        return self.applier.progress.done, self.applier.progress.total
+
+    def _write_reboot_param(self, text: str) -> None:
+        """fwup's reboot_param(): the given file, else systemd's, else Nerves' place."""
+        if self._reboot_param_path is not None:
+            places = [self._reboot_param_path]
+        else:
+            places = list(REBOOT_PARAM_PLACES)
+        for place in places:
+            try:
+                with open(place, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+            except OSError:
+                continue
+            return
+        if self._reboot_param_path is not None:
+            raise NhlinkError(f"reboot-param can't open '{self._reboot_param_path}'")
+        raise NhlinkError("reboot-param can't open under `/run`")
 
     def feed(self, chunk: bytes | memoryview) -> bool:
         """Consume input; True when the archive is complete. Raises NhlinkError on failure."""

@@ -139,7 +139,10 @@ def test_unsupported_meta_conf_refused_before_writing(
     target.write_bytes(bytes(1 << 20))
     result = run(["-a", "-d", str(target), "-t", "upgrade", "-p", KEY, "-i", str(fw)])
     assert result.returncode == 1
-    assert result.stdout.decode().startswith(f"fwup: {message}")
+    # fwup's normal mode: the bar at 0 %, then the error on a cleared line (\r ESC [K).
+    bar, error = result.stdout.decode().rsplit("\r\x1b[K", 1)
+    assert bar == "\r  0% [" + " " * 36 + "]"
+    assert error.startswith(f"fwup: {message}")
     assert target.read_bytes() == bytes(1 << 20)
 
 
@@ -159,9 +162,15 @@ def test_bad_public_keys_are_clear(tmp_path: Path) -> None:
             str(FIXTURES / "simple.fw"),
         ]
     )
-    assert result.returncode == 1 and b"not valid base64" in result.stdout
+    # fwup's texts, before anything else is written (keys are read with the options).
+    assert result.returncode == 1
+    expected = f"fwup: Error reading or decoding public key from file '{bad}'\n"
+    assert result.stdout == expected.encode()
     result = run(["-V", "--public-key", "AAAA", "-i", str(FIXTURES / "simple.fw")])
-    assert result.returncode == 1 and b"32-byte" in result.stdout
+    assert (result.returncode, result.stdout) == (1, b"fwup: Error decoding public key\n")
+    result = run(["-V", "-p", str(tmp_path / "none.pub"), "-i", str(FIXTURES / "simple.fw")])
+    assert result.returncode == 1
+    assert result.stdout.startswith(b"fwup: Error opening public key file '")
 
 
 def test_unwritable_target_is_clear(tmp_path: Path) -> None:
@@ -179,7 +188,7 @@ def test_unwritable_target_is_clear(tmp_path: Path) -> None:
         ]
     )
     assert result.returncode == 1
-    assert b"Can't open" in result.stdout and b"Traceback" not in result.stderr
+    assert b"Cannot create '" in result.stdout and b"Traceback" not in result.stderr
 
 
 def test_usage_errors_exit_1_without_traceback() -> None:
