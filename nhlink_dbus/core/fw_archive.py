@@ -39,6 +39,9 @@ METHOD_DEFLATE = 8
 class EntryStart:
     name: str
     mtime: datetime | None  # from the UT extra field, when present
+    # The uncompressed size the local header gives, None when it gives none (flag bit 3
+    # with a 0 size, as in fwup's own archives): libarchive's archive_entry_size_is_set.
+    size: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,19 @@ def _ut_mtime(extra: bytes) -> datetime | None:
             return datetime.fromtimestamp(mtime, UTC)
         pos += 4 + size
     return None
+
+
+def _zip64_size(extra: bytes, usize: int) -> int:
+    """The uncompressed size, from the Zip64 extra field when the header defers to it."""
+    if usize != 0xFFFFFFFF:
+        return usize
+    pos = 0
+    while pos + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, pos)
+        if tag == 0x0001 and size >= 8:
+            return int(struct.unpack_from("<Q", extra, pos + 4)[0])
+        pos += 4 + size
+    return usize
 
 
 class ZipStreamReader:
@@ -176,7 +192,8 @@ class ZipStreamReader:
             self._inflater = None
         else:
             raise FirmwareError(f"Unsupported ZIP compression method {method} for '{self._name}'")
-        events.append(EntryStart(self._name, _ut_mtime(extra)))
+        known = None if flags & 0x8 and not usize else _zip64_size(extra, usize)
+        events.append(EntryStart(self._name, _ut_mtime(extra), known))
         self._state = "data"
         if method == METHOD_STORED and self._stored_left == 0:
             self._end_data(events)

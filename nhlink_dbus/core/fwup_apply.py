@@ -15,7 +15,8 @@ Rules (fwup 1.16, fixtures/fwup/EXPECT.md and fwup's ``src/functions.c``):
   nothing is checked (a warning in verbose mode when the archive is signed);
 * task choice: tasks in file order, the first whose name starts with the
   requested one and whose ``require-*`` conditions all hold;
-* progress units: raw_write/fat_write/path_write/pipe_write = resource length,
+* progress units: raw_write/path_write = the resource's data length,
+  fat_write/pipe_write = its size with holes (fwup's count_holes),
   raw_memset = count x 512, each uboot_* = environment size, gpt_write = two
   GPT copies, trim = count / 256, other fat_* / mbr_write / execute = 512,
   info/error = 0; percent = floor(done x 100 / total), at most 99 until the
@@ -57,11 +58,17 @@ from nhlink_dbus.core.fwup_conf import (
     load_meta_conf,
     parse_int,
 )
-from nhlink_dbus.core.fwup_meta import meta_uuid
+from nhlink_dbus.core.fwup_meta import archive_resource_name, meta_variables
 from nhlink_dbus.errors import FirmwareError, NhlinkError
 
 SIG_ENTRY = "meta.conf.ed25519"
 META_ENTRY = "meta.conf"
+
+
+def _c_int(value: int) -> int:
+    """``(int) value`` in C: fwup prints some sizes through a 32-bit int."""
+    return (value + (1 << 31)) % (1 << 32) - (1 << 31)
+
 
 # GPT_SIZE in fwup: one header block plus 128 entries of 128 bytes.
 GPT_SIZE = BLOCK + 128 * 128
@@ -118,6 +125,8 @@ class HostOps(Protocol):
 
     def execute(self, command: str) -> None: ...
 
+    def succeeds(self, command: str) -> bool: ...
+
     def path_on_device(self, path: str, device: str) -> bool: ...
 
     def path_at_offset(self, path: str, block_offset: int) -> bool: ...
@@ -163,7 +172,13 @@ class _Progress:
 
 
 class _Consumer:
-    """One resource-consuming action fed while the resource streams."""
+    """One resource-consuming action fed while the resource streams (the callbacks
+    of fwup's ``process_resource``).
+
+    ``sink(data, offset)`` writes a piece of a data run at its offset in the
+    resource; ``final_hole(hole, size)`` handles a hole ending the resource;
+    ``count_holes`` is fwup's flag: holes count as progress (fat_write, pipe_write).
+    """
 
     def __init__(
         self,
@@ -171,11 +186,113 @@ class _Consumer:
         sink: Callable[[bytes, int], None],
         close: Callable[[], None],
         abort: Callable[[], None],
+        final_hole: Callable[[int, int], None] | None = None,
+        count_holes: bool = False,
     ) -> None:
         self.name = name
         self.sink = sink
         self.close = close
         self.abort = abort
+        self.final_hole = final_hole or (lambda _hole, _size: None)
+        self.count_holes = count_holes
+        self.written = 0  # data bytes given to sink
+        self.mark = 0  # end offset of the last piece, for count_holes progress
+
+
+_ZEROS = bytes(1 << 20)
+
+
+class _SequentialSink:
+    """A write-only stream (FAT file, host file) fed at rising offsets: a hole is
+    written as zeros, as fwup's fatfs_pwrite does (and a seek past the end of a
+    regular file reads back)."""
+
+    def __init__(self, write: Callable[[bytes], None]) -> None:
+        self.write = write
+        self.pos = 0
+
+    def fill(self, count: int) -> None:
+        while count > 0:
+            n = min(count, len(_ZEROS))
+            self.write(_ZEROS if n == len(_ZEROS) else _ZEROS[:n])
+            count -= n
+            self.pos += n
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        self.fill(offset - self.pos)
+        self.write(data)
+        self.pos = offset + len(data)
+
+
+class _PipeSink(_SequentialSink):
+    """pipe_write's writer, with fwup's gap filling: it writes a hole in 512-byte
+    pieces and fails (``pipe_write failed to write``) on the first piece whose size is
+    not that of the data being written after it, once the piece is written."""
+
+    def __init__(self, write: Callable[[bytes], None], command: str) -> None:
+        super().__init__(write)
+        self.command = command
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        gap = offset - self.pos
+        if gap > 0:
+            full, rest = divmod(gap, BLOCK)
+            count = len(data)
+            if count == BLOCK:
+                self.fill(gap)
+                ok = rest == 0
+            elif full:
+                self.fill(BLOCK)
+                ok = False
+            else:
+                self.fill(rest)
+                ok = rest == count
+            if not ok:
+                raise FirmwareError(f"pipe_write failed to write '{self.command}'")
+        self.write(data)
+        self.pos = offset + len(data)
+
+
+class _SparseCursor:
+    """Where the archive entry's bytes go: they are the data runs of the resource's
+    sparse map back to back (fwup_apply.c ``read_callback_normal``). Pieces never
+    cross a run; after the map's last data run the entry reads as ended, whatever
+    follows in the archive."""
+
+    def __init__(self, runs: tuple[int, ...]) -> None:
+        self.runs = runs
+        self.ix = 0  # the data run being read (even index)
+        self.left = runs[0]  # bytes left in it
+        self.offset = 0  # the resource offset of its next byte
+        if runs[0] == 0:
+            # fwup skips a leading empty data run only; with no data after it the
+            # resource is empty (or all hole).
+            if len(runs) > 2:
+                self.ix, self.left, self.offset = 2, runs[2], runs[1]
+            else:
+                self.ix = len(runs)
+        self.ended = self.ix >= len(runs) or self.left == 0
+
+    def pieces(self, data: bytes) -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        view = memoryview(data)
+        while view and not self.ended:
+            n = min(self.left, len(view))
+            out.append((self.offset, bytes(view[:n]) if n < len(data) else data))
+            view = view[n:]
+            self.offset += n
+            self.left -= n
+            if self.left == 0:
+                self.ix += 1
+                if self.ix < len(self.runs):
+                    self.offset += self.runs[self.ix]  # the hole
+                    self.ix += 1
+                # An empty data run mid-map reads as the end of the entry, as in fwup.
+                if self.ix >= len(self.runs) or self.runs[self.ix] == 0:
+                    self.ended = True
+                else:
+                    self.left = self.runs[self.ix]
+        return out
 
 
 class ApplyEngine:
@@ -214,7 +331,7 @@ class ApplyEngine:
         self._consumer: _Consumer | None = None
         self._resource: FileResource | None = None
         self._hasher: Digest | None = None
-        self._res_len = 0
+        self._cursor: _SparseCursor | None = None
         self._seen: set[str] = set()
 
     # -- driving ----------------------------------------------------------------------
@@ -273,18 +390,31 @@ class ApplyEngine:
             if ev.name == META_ENTRY:
                 return
             raise FirmwareError("Expecting meta.conf to be at the beginning of the archive")
-        if not ev.name.startswith("data/"):
-            raise FirmwareError(f"Unexpected file in archive: {ev.name}")
-        name = ev.name[5:]
+        name = archive_resource_name(ev.name)
         resource = self.conf.resources.get(name)
-        if resource is None:
-            raise FirmwareError(f"Unexpected resource in archive: '{name}'")
+        if not name or resource is None:
+            return  # as fwup: an entry no file-resource names is skipped (nothing reads it)
         self._seen.add(name)
         assert self.task is not None
+        # fwup_apply.c: a plain resource whose ZIP header size is not its length would
+        # be an xdelta3 patch, which needs delta-source-* options.
+        in_zip = ev.size
+        if (
+            in_zip is not None
+            and in_zip != resource.length
+            and not resource.sparse_map
+            and name in self.task.on_resource
+        ):
+            raise FirmwareError(
+                f"File '{name}' isn't expected size ({_c_int(in_zip)} vs"
+                f" {_c_int(resource.length)}) and xdelta3 patch support not enabled on"
+                " it. (Add delta-source-raw-offset / delta-source-raw-count or"
+                " delta-source-fat-offset / delta-source-fat-path)"
+            )
         self._resource = resource
         self._pending = list(self.task.on_resource.get(name, ()))
         self._hasher = None
-        self._res_len = 0
+        self._cursor = _SparseCursor(resource.runs)
         self._run_until_consumer()
 
     def _data(self, ev: EntryData) -> None:
@@ -294,13 +424,23 @@ class ApplyEngine:
             if len(buf) > 1 << 20:
                 raise FirmwareError(f"{ev.name} is too large")
             return
-        if self._consumer is None:
-            return  # resource not used by this task
-        assert self._hasher is not None
-        self._hasher.update(ev.data)
-        self._consumer.sink(ev.data, self._res_len)
-        self._res_len += len(ev.data)
-        self.progress.report(len(ev.data))
+        consumer = self._consumer
+        if consumer is None:
+            return  # resource not used by this task, or its actions are done
+        assert self._hasher is not None and self._cursor is not None
+        for offset, piece in self._cursor.pieces(ev.data):
+            self._hasher.update(piece)
+            consumer.sink(piece, offset)
+            consumer.written += len(piece)
+            if consumer.count_holes:
+                self.progress.report(offset + len(piece) - consumer.mark)
+                consumer.mark = offset + len(piece)
+            else:
+                self.progress.report(len(piece))
+        if self._cursor.ended:
+            # fwup reads no further: the rest of the entry is skipped.
+            self._finish_consumer()
+            self._run_until_consumer()
 
     def _end(self, ev: EntryEnd) -> None:
         if self.conf is None:
@@ -311,34 +451,41 @@ class ApplyEngine:
             else:
                 self._load_meta(bytes(self.meta_buf))
             return
-        consumer = self._consumer
-        if consumer is not None:
-            self._consumer = None
-            res = self._resource
-            assert res is not None and self._hasher is not None
-            if self._res_len != res.length:
-                consumer.abort()
-                if self._res_len == 0:
-                    raise FirmwareError(
-                        f"{consumer.name} didn't write anything and was likely called twice in"
-                        f" an on-resource for '{res.name}'. Try a \"cp\" function."
-                    )
-                raise FirmwareError(
-                    f"{consumer.name} wrote {self._res_len} bytes for '{res.name}',"
-                    f" but should have written {res.length}"
-                )
-            if self._hasher.result().hex() != res.blake2b_256:
-                consumer.abort()
-                raise FirmwareError(f"{consumer.name} detected blake2b mismatch on '{res.name}'")
-            consumer.close()
+        if self._consumer is not None:
+            # The entry ended before the sparse map did: the length check fails.
+            self._finish_consumer()
             self._run_until_consumer()
-            if self._consumer is not None:
+        self._resource = None
+        self._cursor = None
+        self._entry = None
+
+    def _finish_consumer(self) -> None:
+        """The end of fwup's process_resource: the final hole, then the length and
+        blake2b-256 checks, then the action's own close."""
+        consumer, res = self._consumer, self._resource
+        assert consumer is not None and res is not None and self._hasher is not None
+        hole = res.ending_hole
+        if hole > 0:
+            consumer.final_hole(hole, res.size)
+            if consumer.count_holes:
+                self.progress.report(hole)
+        self._consumer = None
+        written = consumer.written
+        if written != res.length:
+            consumer.abort()
+            if written == 0:
                 raise FirmwareError(
-                    f"{self._consumer.name} didn't write anything and was likely called twice in"
+                    f"{consumer.name} didn't write anything and was likely called twice in"
                     f" an on-resource for '{res.name}'. Try a \"cp\" function."
                 )
-        self._resource = None
-        self._entry = None
+            raise FirmwareError(
+                f"{consumer.name} wrote {written} bytes for '{res.name}',"
+                f" but should have written {res.length}"
+            )
+        if self._hasher.result().hex() != res.blake2b_256:
+            consumer.abort()
+            raise FirmwareError(f"{consumer.name} detected blake2b mismatch on '{res.name}'")
+        consumer.close()
 
     def _archive_end(self) -> None:
         if self.conf is None:
@@ -366,7 +513,7 @@ class ApplyEngine:
         elif self.signature is not None and self.options.verbose:
             self.listener.warning("Firmware archive is signed, but signature verification is off.")
         variables = dict(self.environ)
-        variables["FWUP_META_UUID"] = meta_uuid(text)
+        variables.update(meta_variables(text))
         conf = load_meta_conf(text, variables)
         self.conf = conf
         self._validate_references(conf)
@@ -419,10 +566,7 @@ class ApplyEngine:
         if req.name == "require-partition-offset":
             index = parse_int(a[0], req.name)
             offset = parse_int(a[1], req.name)
-            sector0 = self.cache.pread(BLOCK, 0)
-            return any(
-                i == index and start == offset for i, start in mbr_codec.partition_offsets(sector0)
-            )
+            return mbr_codec.partition_offset(self.cache.pread(BLOCK, 0), index) == offset
         if req.name in ("require-fat-file-exists", "require-fat-file-match"):
             fat = self._fat_ops(req.name)
             block_offset = parse_int(a[0], req.name)
@@ -434,6 +578,9 @@ class ApplyEngine:
         host = self.host
         if host is None:
             return False
+        if req.name == "require-execute":
+            # Runs a host command: only with --unsafe; otherwise simply "not met" (as fwup).
+            return self.options.unsafe and bool(a[0]) and host.succeeds(a[0])
         if req.name == "require-path-on-device":
             return host.path_on_device(a[0], a[1])
         if req.name == "require-path-at-offset":
@@ -457,12 +604,19 @@ class ApplyEngine:
         assert self.conf is not None
         name = action.name
         if name in RESOURCE_ACTIONS:
-            return res.length if res is not None else 0
+            if res is None:
+                return 0
+            # fat_write and pipe_write write holes out, so they count them (fwup's
+            # count_holes); raw_write and path_write count the data only.
+            return res.size if name in ("fat_write", "pipe_write") else res.length
         if name == "raw_memset":
             return parse_int(action.args[1], name) * BLOCK
         if name.startswith("uboot_"):
             env = self.conf.uboot_envs.get(action.args[0])
-            return env.block_count * BLOCK if env else BLOCK
+            if env is None:
+                return BLOCK
+            copies = 1 if env.block_offset_redund is None else 2  # fwup counts both copies
+            return copies * env.block_count * BLOCK
         if name == "gpt_write":
             return 2 * GPT_SIZE
         if name == "trim":
@@ -479,8 +633,16 @@ class ApplyEngine:
             if action.name in RESOURCE_ACTIONS:
                 self._consumer = self._open_consumer(action)
                 self._hasher = self.digests("blake2b-256")
-                self._res_len = 0
-                return
+                res = self._resource
+                assert res is not None and self._cursor is not None
+                digest = res.blake2b_256
+                if len(digest) != 64:
+                    raise FirmwareError(f"invalid blake2b hash for '{res.name}'")
+                if not self._cursor.ended:
+                    return
+                # Nothing (more) to read: fwup's read callback reports the end at once.
+                self._finish_consumer()
+                continue
             self._run(action)
 
     def _open_consumer(self, action: Action) -> _Consumer:
@@ -490,25 +652,50 @@ class ApplyEngine:
                 raise FirmwareError("raw_write: encrypted writes (cipher=) are not supported")
             dest = parse_int(action.args[0], name) * BLOCK
             writer = PadToBlockWriter(self.cache)
+
+            def raw_final_hole(hole: int, size: int) -> None:
+                # A seek does not make a regular file longer: fwup writes the hole's last
+                # block (at most) of zeros.
+                n = min(hole, BLOCK)
+                writer.pwrite(_ZEROS[:n], dest + size - n)
+
             return _Consumer(
                 name,
                 lambda data, off: writer.pwrite(data, dest + off),
                 writer.flush,
                 lambda: None,
+                raw_final_hole,
             )
         if name == "fat_write":
             fat = self._fat_ops(name)
             block_offset = parse_int(action.args[0], name)
             sync_range(self.cache, block_offset * BLOCK, None)
             fw = fat.open_write(block_offset, action.args[1])
-            return _Consumer(name, lambda data, _off: fw.write(data), fw.commit, fw.abort)
+            fat_sink = _SequentialSink(fw.write)
+            return _Consumer(
+                name,
+                fat_sink.pwrite,
+                fw.commit,
+                fw.abort,
+                lambda _hole, size: fat_sink.fill(size - fat_sink.pos),  # grows the file
+                count_holes=True,
+            )
         host = self._host_ops(name)
-        target = (
-            host.open_path(action.args[0])
-            if name == "path_write"
-            else host.open_pipe(action.args[0])
+        if name == "path_write":
+            target = host.open_path(action.args[0])
+            sink = _SequentialSink(target.write)
+        else:
+            target = host.open_pipe(action.args[0])
+            sink = _PipeSink(target.write, action.args[0])
+        return _Consumer(
+            name,
+            sink.pwrite,
+            target.commit,
+            target.abort,
+            # fwup writes one zero byte at the end to give the file its size.
+            lambda _hole, size: sink.pwrite(b"\0", size - 1),
+            count_holes=name == "pipe_write",
         )
-        return _Consumer(name, lambda data, _off: target.write(data), target.commit, target.abort)
 
     def _fat_ops(self, what: str) -> FatOps:
         if self.fat is None:
@@ -523,17 +710,66 @@ class ApplyEngine:
         return self.host
 
     def _read_env(self, env: UbootEnvironment) -> bytes:
-        return self.cache.pread(env.block_count * BLOCK, env.block_offset * BLOCK)
+        """The environment as a block :func:`uboot_env.decode` reads.
 
-    def _write_env(self, env: UbootEnvironment, values: dict[str, str]) -> None:
+        For a redundant environment: the copy fwup would read (the newer valid
+        one) without its flags byte (:func:`uboot_env.as_single_copy`); when
+        neither copy is valid, the primary one that way, which does not decode.
+        """
+        if not 0 < env.block_count < 0xFFFF:
+            raise uboot_env.UbootEnvError("invalid u-boot environment block count")
         size = env.block_count * BLOCK
-        self.cache.pwrite(uboot_env.encode(values, size), env.block_offset * BLOCK, False)
-
-    def _env_values(self, env: UbootEnvironment, who: str) -> dict[str, str]:
+        primary = self.cache.pread(size, env.block_offset * BLOCK)
+        if env.block_offset_redund is None:
+            return primary
+        secondary = self.cache.pread(size, env.block_offset_redund * BLOCK)
         try:
-            return uboot_env.decode(self._read_env(env))
+            chosen = uboot_env.read_redundant(primary, secondary).block
+        except uboot_env.UbootEnvError:
+            chosen = primary
+        return uboot_env.as_single_copy(chosen)
+
+    def _write_env(
+        self,
+        env: UbootEnvironment,
+        values: Sequence[tuple[str, str]],
+        state: uboot_env.EnvRead | None = None,
+    ) -> None:
+        """Write ``values`` where fwup would after reading ``state``; with no
+        ``state`` (clear or recover), a fresh environment to every copy."""
+        if not 0 < env.block_count < 0xFFFF:
+            raise FirmwareError("invalid u-boot environment block count")
+        size = env.block_count * BLOCK
+        if env.block_offset_redund is None:
+            self.cache.pwrite(uboot_env.encode(values, size), env.block_offset * BLOCK, False)
+            return
+        if state is None:
+            state = uboot_env.EnvRead([], 0, True, True, b"")
+        block = uboot_env.encode(values, size, flags=state.flags + 1)
+        if state.write_primary:
+            self.cache.pwrite(block, env.block_offset * BLOCK, False)
+        if state.write_secondary:
+            self.cache.pwrite(block, env.block_offset_redund * BLOCK, False)
+
+    def _env_values(self, env: UbootEnvironment) -> uboot_env.EnvRead:
+        """The environment's variables and where to write it back, as fwup reads
+        it; :class:`FirmwareError` with fwup's message when it is not valid."""
+        try:
+            if not 0 < env.block_count < 0xFFFF:
+                raise uboot_env.UbootEnvError("invalid u-boot environment block count")
+            size = env.block_count * BLOCK
+            primary = self.cache.pread(size, env.block_offset * BLOCK)
+            if env.block_offset_redund is None:
+                pairs = uboot_env.decode_pairs(
+                    primary, block_offset=env.block_offset, errors="surrogateescape"
+                )
+                return uboot_env.EnvRead(pairs, 0, True, False, primary)
+            secondary = self.cache.pread(size, env.block_offset_redund * BLOCK)
+            return uboot_env.read_redundant(
+                primary, secondary, block_offset=env.block_offset, errors="surrogateescape"
+            )
         except uboot_env.UbootEnvError as exc:
-            raise FirmwareError(f"{who}: {exc}") from None
+            raise FirmwareError(str(exc)) from None
 
     def _run(self, action: Action) -> None:
         assert self.conf is not None
@@ -561,28 +797,29 @@ class ApplyEngine:
                 self.progress.report(BLOCK)
             return
         elif name == "mbr_write":
-            sector = mbr_codec.encode(self.conf.mbrs[a[0]], self.options.total_blocks)
-            self.cache.pwrite(sector, 0, False)
+            for at, sector in mbr_codec.encode_all(self.conf.mbrs[a[0]], self.options.total_blocks):
+                self.cache.pwrite(sector, at * BLOCK, False)
         elif name == "gpt_write":
             self._gpt_write(a[0])
         elif name == "uboot_clearenv":
-            self._write_env(self.conf.uboot_envs[a[0]], {})
+            self._write_env(self.conf.uboot_envs[a[0]], [])
         elif name == "uboot_setenv":
             env = self.conf.uboot_envs[a[0]]
-            values = self._env_values(env, name)
-            values[a[1]] = a[2]
-            self._write_env(env, values)
+            state = self._env_values(env)
+            uboot_env.setenv(state.pairs, a[1], a[2])
+            self._write_env(env, state.pairs, state)
         elif name == "uboot_unsetenv":
             env = self.conf.uboot_envs[a[0]]
-            values = self._env_values(env, name)
-            values.pop(a[1], None)
-            self._write_env(env, values)
+            state = self._env_values(env)
+            uboot_env.unsetenv(state.pairs, a[1])
+            self._write_env(env, state.pairs, state)
         elif name == "uboot_recover":
             env = self.conf.uboot_envs[a[0]]
             try:
-                uboot_env.decode(self._read_env(env))
-            except uboot_env.UbootEnvError:
-                self._write_env(env, {})
+                self._env_values(env)
+            except FirmwareError:
+                # Neither copy is valid: a clean environment to every copy.
+                self._write_env(env, [])
         elif name == "trim":
             self.cache.trim(parse_int(a[0], name) * BLOCK, parse_int(a[1], name) * BLOCK)
         elif name.startswith("fat_"):

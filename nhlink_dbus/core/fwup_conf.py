@@ -70,6 +70,7 @@ SUPPORTED_REQUIREMENTS = frozenset(
         "require-path-at-offset",
         "require-fat-file-exists",
         "require-fat-file-match",
+        "require-execute",
     }
 )
 _ARITY = {  # argument counts (without the name), as fwup validates them
@@ -105,6 +106,7 @@ _ARITY = {  # argument counts (without the name), as fwup validates them
     "require-path-at-offset": (2, 2),
     "require-fat-file-exists": (2, 2),
     "require-fat-file-match": (3, 3),
+    "require-execute": (1, 1),
 }
 
 
@@ -116,9 +118,29 @@ class Action:
 
 @dataclass(frozen=True, slots=True)
 class FileResource:
+    """A ``file-resource``. ``length=`` is fwup's sparse map: the lengths of data and
+    hole runs in turn, starting with data (``{0,hole,data,...}`` when the file starts
+    with a hole); one entry for a plain file; absent (libconfuse's default, 0) for an
+    empty one. The archive holds the data runs back to back."""
+
     name: str
-    length: int
-    blake2b_256: str
+    length: int  # bytes in the archive: the sum of the data runs
+    blake2b_256: str  # as written; "" when absent (an error only when a task uses it)
+    sparse_map: tuple[int, ...] = ()  # the runs; () stands for (length,)
+
+    @property
+    def runs(self) -> tuple[int, ...]:
+        return self.sparse_map or (self.length,)
+
+    @property
+    def size(self) -> int:
+        """The resource as written out: data and holes."""
+        return sum(self.runs)
+
+    @property
+    def ending_hole(self) -> int:
+        runs = self.runs
+        return runs[-1] if len(runs) % 2 == 0 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +154,33 @@ class MbrPartition:
 
 
 @dataclass(frozen=True, slots=True)
+class OsipImage:
+    """One ``osii`` section of an MBR's Intel OSIP header."""
+
+    os_major: int = 0
+    os_minor: int = 0
+    start_block_offset: int = 0
+    ddr_load_address: int = 0
+    entry_point: int = 0
+    image_size_blocks: int = 0
+    attribute: int = 0xF
+
+
+@dataclass(frozen=True, slots=True)
+class Osip:
+    major: int
+    minor: int
+    num_pointers: int
+    images: Mapping[int, OsipImage]
+
+
+@dataclass(frozen=True, slots=True)
 class Mbr:
     name: str
     signature: int
     partitions: tuple[MbrPartition, ...]
+    bootstrap: bytes | None = None  # 440 bytes of boot code
+    osip: Osip | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +188,8 @@ class UbootEnvironment:
     name: str
     block_offset: int
     block_count: int
+    # Second copy of a redundant environment (``block-offset-redund``), in blocks.
+    block_offset_redund: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +253,54 @@ def _scalar(section: confuse.Section, key: str) -> str | None:
     return value[0]
 
 
-def _check_keys(section: confuse.Section, allowed: frozenset[str], where: str) -> None:
+# Every option and section name fwup 1.16 knows in a meta.conf (cfgfile.c), and those of
+# them that mean nothing when applying. fwup ignores names it does not know (libconfuse's
+# CFGF_IGNORE_UNKNOWN: that keeps archives made by a newer fwup installable); a name it
+# knows and we do not implement is refused, so nothing is applied half-understood.
+FWUP_KNOWN_NAMES = frozenset(
+    {
+        "meta-product", "meta-description", "meta-version", "meta-author", "meta-platform",
+        "meta-architecture", "meta-creation-date", "meta-fwup-version",
+        "meta-vcs-identifier", "meta-misc", "meta-uuid", "meta-nickname",
+        "require-fwup-version", "block-cache-size-mb", "define", "define!", "define-eval",
+        "define-eval!", "include", "file-resource", "mbr", "gpt", "task",
+        "uboot-environment", "host-path", "skip-holes", "length", "contents",
+        "blake2b-256", "sha256", "assert-size-lte", "assert-size-gte", "block-offset",
+        "block-count", "type", "boot", "expand", "os-major", "os-minor",
+        "start-block-offset", "ddr-load-address", "entry-point", "image-size-blocks",
+        "attribute", "bootstrap-code-host-path", "bootstrap-code", "include-osip",
+        "osip-major", "osip-minor", "osip-num-pointers", "signature", "partition", "osii",
+        "guid", "name", "flags", "block-offset-redund", "reqlist",
+        "require-partition1-offset", "require-unmounted-destination", "verify-on-the-fly",
+        "on-init", "on-finish", "on-error", "on-resource", "delta-source-raw-offset",
+        "delta-source-raw-count", "delta-source-raw-options", "delta-source-fat-offset",
+        "delta-source-fat-path", "funlist",
+    }
+)  # fmt: skip
+_APPLY_IRRELEVANT = frozenset(
+    {
+        "block-cache-size-mb", "host-path", "contents", "assert-size-lte", "assert-size-gte",
+        "bootstrap-code-host-path", "require-unmounted-destination", "verify-on-the-fly",
+    }
+)  # fmt: skip
+
+
+def _check_keys(
+    section: confuse.Section, allowed: frozenset[str], where: str, strict: bool = False
+) -> None:
+    """Refuse an option fwup knows that we do not implement; skip one it does not know
+    (``strict``: refuse that too, as fwup does in its function-list sections)."""
     for key, _value, _is_list in section.options:
-        if key not in allowed:
+        if key in allowed or key in _APPLY_IRRELEVANT:
+            continue
+        if strict or key in FWUP_KNOWN_NAMES:
             raise FirmwareError(f"Unsupported option '{key}' in {where} (not implemented here)")
+
+
+def _unknown_section(name: str, where: str) -> None:
+    """A section fwup does not know is skipped, one it knows but we do not is refused."""
+    if name in FWUP_KNOWN_NAMES:
+        raise FirmwareError(f"Unsupported section '{name}' in {where}")
 
 
 def parse_funlist(items: tuple[str, ...], where: str) -> tuple[Action, ...]:
@@ -231,7 +322,7 @@ def parse_funlist(items: tuple[str, ...], where: str) -> tuple[Action, ...]:
 
 
 def _actions(section: confuse.Section, where: str) -> tuple[Action, ...]:
-    _check_keys(section, frozenset({"funlist"}), where)
+    _check_keys(section, frozenset({"funlist"}), where, strict=True)
     out: list[Action] = []
     for key, value, _ in section.options:
         if key == "funlist":
@@ -245,11 +336,19 @@ def _actions(section: confuse.Section, where: str) -> tuple[Action, ...]:
 def _task(sec: confuse.Section) -> Task:
     name = sec.title or ""
     where = f"task '{name}'"
-    _check_keys(sec, frozenset({"reqlist", "verify-on-the-fly", "require-unsafe"}), where)
+    _check_keys(
+        sec,
+        frozenset({"reqlist", "verify-on-the-fly", "require-unsafe", "require-partition1-offset"}),
+        where,
+    )
     reqs: list[Action] = []
     for key, value, _ in sec.options:
         if key == "reqlist":
             reqs.extend(parse_funlist(value, where))
+    legacy = _scalar(sec, "require-partition1-offset")
+    if legacy is not None and parse_int(legacy, where) >= 0:
+        # The deprecated form of require-partition-offset(1, N), checked first as in fwup.
+        reqs.insert(0, Action("require-partition-offset", ("1", legacy)))
     for req in reqs:
         if req.name not in SUPPORTED_REQUIREMENTS:
             raise FirmwareError(f"Unsupported requirement '{req.name}' in {where}")
@@ -267,7 +366,7 @@ def _task(sec: confuse.Section) -> Task:
         elif child.name == "on-resource" and child.title:
             on_resource[child.title] = _actions(child, f"{where} on-resource '{child.title}'")
         else:
-            raise FirmwareError(f"Unsupported section '{child.name}' in {where}")
+            _unknown_section(child.name, where)
     for block in (on_init, on_finish, on_error):
         for action in block:
             if action.name in RESOURCE_ACTIONS:
@@ -289,7 +388,7 @@ def load_meta_conf(text: bytes, variables: Mapping[str, str] | None = None) -> M
             meta[key] = value[0] if value else ""
         elif key == "require-fwup-version":
             continue  # we implement fwup's 1.x action set; the check is advisory
-        else:
+        elif key in FWUP_KNOWN_NAMES and key not in _APPLY_IRRELEVANT:
             raise FirmwareError(f"Unsupported option '{key}' in meta.conf")
     resources: dict[str, FileResource] = {}
     mbrs: dict[str, Mbr] = {}
@@ -309,50 +408,126 @@ def load_meta_conf(text: bytes, variables: Mapping[str, str] | None = None) -> M
         elif sec.name == "task":
             tasks.append(_task(sec))
         else:
-            raise FirmwareError(f"Unsupported section '{sec.name}' in meta.conf")
+            _unknown_section(sec.name, "meta.conf")
     return MetaConf(meta, resources, mbrs, gpts, envs, tuple(tasks), raw=text)
 
 
 def _file_resource(sec: confuse.Section) -> FileResource:
     where = f"file-resource '{sec.title}'"
     _check_keys(sec, frozenset({"length", "blake2b-256", "skip-holes"}), where)
-    length = sec.get("length")
-    digest = _scalar(sec, "blake2b-256")
-    if length is None or digest is None:
-        raise FirmwareError(f"{where} is missing its length or blake2b-256")
-    if len(length) != 1:
-        raise FirmwareError(f"{where}: sparse resources are not supported")
-    if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
-        raise FirmwareError(f"invalid blake2b hash for '{sec.title}'")
-    return FileResource(sec.title or "", parse_int(length[0], where), digest.lower())
+    # fwup checks the digest (present, 64 characters) only when an action processes
+    # the resource, and reads a missing length= as libconfuse's default, 0 (an empty
+    # resource: fwup -c writes no length= for one).
+    runs = tuple(parse_int(v, f"{where}: length") for v in sec.get("length") or ())
+    if any(r < 0 for r in runs):
+        raise FirmwareError(f"{where}: negative length")
+    digest = _scalar(sec, "blake2b-256") or ""
+    data = sum(runs[0::2])
+    return FileResource(sec.title or "", data, digest, runs if len(runs) > 1 else ())
+
+
+_INT32_MAX = 2**31 - 1
+_OSII_KEYS = {
+    "os-major": "os_major",
+    "os-minor": "os_minor",
+    "start-block-offset": "start_block_offset",
+    "ddr-load-address": "ddr_load_address",
+    "entry-point": "entry_point",
+    "image-size-blocks": "image_size_blocks",
+    "attribute": "attribute",
+}
 
 
 def _mbr(sec: confuse.Section) -> Mbr:
+    """An ``mbr`` section, checked as fwup's mbr_cfg_to_partitions / _to_osip do."""
     where = f"mbr '{sec.title}'"
-    _check_keys(sec, frozenset({"signature"}), where)
+    osip_keys = {"include-osip", "osip-major", "osip-minor", "osip-num-pointers"}
+    _check_keys(sec, frozenset({"signature", "bootstrap-code", *osip_keys}), where)
     sig = _scalar(sec, "signature")
     parts: list[MbrPartition] = []
+    seen: set[int] = set()
+    osii: dict[int, OsipImage] = {}
     for child in sec.children:
-        pwhere = f"{where} partition {child.title}"
+        if child.name == "osii":
+            _check_keys(child, frozenset(_OSII_KEYS), f"{where} osii {child.title}")
+            index = parse_int(child.title or "0", where)
+            if not 0 <= index < 15:
+                raise FirmwareError(f"{where}: osii must be numbered 0 through 15")
+            if index in osii:
+                raise FirmwareError(f"{where}: invalid or duplicate osii number found")
+            values = {
+                field: parse_int(text, where)
+                for key, field in _OSII_KEYS.items()
+                if (text := _scalar(child, key)) is not None
+            }
+            osii[index] = OsipImage(**values)
+            continue
         if child.name != "partition":
-            raise FirmwareError(f"Unsupported section '{child.name}' in {where}")
+            _unknown_section(child.name, where)
+            continue
+        pwhere = f"{where} partition {child.title}"
         _check_keys(
             child, frozenset({"block-offset", "block-count", "type", "boot", "expand"}), pwhere
         )
         index = parse_int(child.title or "", pwhere)
-        if not 0 <= index <= 3:
-            raise FirmwareError(f"{pwhere}: partition index must be 0..3")
-        parts.append(
-            MbrPartition(
-                index=index,
-                block_offset=parse_int(_scalar(child, "block-offset") or "0", pwhere),
-                block_count=parse_int(_scalar(child, "block-count") or "0", pwhere),
-                type=parse_int(_scalar(child, "type") or "0", pwhere),
-                boot=_bool(_scalar(child, "boot") or "false", pwhere),
-                expand=_bool(_scalar(child, "expand") or "false", pwhere),
+        if not 0 <= index < 12:
+            raise FirmwareError(f"{where}: partition must be numbered 0 through 11")
+        if index in seen:
+            raise FirmwareError(f"{where}: invalid or duplicate partition number found for {index}")
+        seen.add(index)
+        type_ = parse_int(_scalar(child, "type") or "-1", pwhere)
+        if not 0 <= type_ <= 0xFF:
+            raise FirmwareError(f"{where}: partition {index}'s type must be between 0 and 255")
+        offset_text = _scalar(child, "block-offset")
+        if not offset_text:
+            raise FirmwareError(f"{where}: partition {index}'s block_offset is required")
+        offset = parse_int(offset_text, pwhere)
+        if not 0 <= offset < 2**32 - 1:
+            raise FirmwareError(
+                f"{where}: partition {index}'s block_offset must be positive and less than"
+                f" 2^32 - 1: '{offset_text}'"
             )
+        count_text = _scalar(child, "block-count")
+        count = parse_int(count_text, pwhere) if count_text is not None else _INT32_MAX
+        if type_ in (0x05, 0x0F):
+            if index != 3:
+                raise FirmwareError(
+                    f"{where}: only partition 3 may be specified as the extended partition"
+                )
+            boot, expand = False, True
+            count = 1 if count >= _INT32_MAX else count
+        else:
+            boot = _bool(_scalar(child, "boot") or "false", pwhere)
+            expand = _bool(_scalar(child, "expand") or "false", pwhere)
+            if count >= _INT32_MAX:
+                raise FirmwareError(
+                    f"{where}: partition {index}'s block-count must be specified and less"
+                    " than 2^31 - 1"
+                )
+        parts.append(MbrPartition(index, offset, count, type_, boot, expand))
+    bootstrap = None
+    code = _scalar(sec, "bootstrap-code")
+    if code is not None:
+        try:
+            bootstrap = bytes.fromhex(code)
+        except ValueError:
+            raise FirmwareError(f"{where}: bootstrap-code is not hex") from None
+        if len(code) != 880:
+            raise FirmwareError(f"{where}: bootstrap-code should be exactly 440 bytes")
+    osip = None
+    if _bool(_scalar(sec, "include-osip") or "false", where):
+        if bootstrap is not None:
+            raise FirmwareError(f"{where}: cannot specify OSIP if including bootstrap code")
+        if not osii:
+            raise FirmwareError(f"{where}: need to specify one or more osii")
+        osip = Osip(
+            major=parse_int(_scalar(sec, "osip-major") or "1", where),
+            minor=parse_int(_scalar(sec, "osip-minor") or "0", where),
+            num_pointers=parse_int(_scalar(sec, "osip-num-pointers") or "1", where),
+            images=osii,
         )
-    return Mbr(sec.title or "", parse_int(sig, where) if sig else 0, tuple(parts))
+    signature = parse_int(sig, where) if sig else 0
+    return Mbr(sec.title or "", signature, tuple(parts), bootstrap, osip)
 
 
 def _gpt(sec: confuse.Section) -> GptSection:
@@ -360,7 +535,8 @@ def _gpt(sec: confuse.Section) -> GptSection:
     parts = []
     for child in sec.children:
         if child.name != "partition":
-            raise FirmwareError(f"Unsupported section '{child.name}' in gpt '{sec.title}'")
+            _unknown_section(child.name, f"gpt '{sec.title}'")
+            continue
         parts.append(
             (
                 child.title or "",
@@ -372,9 +548,18 @@ def _gpt(sec: confuse.Section) -> GptSection:
 
 def _uboot_env(sec: confuse.Section) -> UbootEnvironment:
     where = f"uboot-environment '{sec.title}'"
-    _check_keys(sec, frozenset({"block-offset", "block-count"}), where)
+    _check_keys(sec, frozenset({"block-offset", "block-count", "block-offset-redund"}), where)
     off = _scalar(sec, "block-offset")
     count = _scalar(sec, "block-count")
     if off is None or count is None:
         raise FirmwareError(f"{where} needs block-offset and block-count")
-    return UbootEnvironment(sec.title or "", parse_int(off, where), parse_int(count, where))
+    redund_text = _scalar(sec, "block-offset-redund")
+    redund: int | None = None
+    if redund_text is not None:
+        # fwup uses a redundant environment only when this parses as a number
+        # (and does not check the overlap when applying).
+        try:
+            redund = parse_int(redund_text, where)
+        except FirmwareError:
+            redund = None
+    return UbootEnvironment(sec.title or "", parse_int(off, where), parse_int(count, where), redund)

@@ -49,6 +49,22 @@ def meta_uuid(meta_conf: bytes) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
+def archive_resource_name(entry: str) -> str:
+    """The file-resource an archive entry holds: ``data/x`` is ``x``, any other path
+    ``/path`` (fwup's convention for files kept at the archive's root); "" for ``data/``."""
+    return entry[5:] if entry.startswith("data/") else "/" + entry
+
+
+def meta_nickname(meta_conf: bytes) -> str:
+    """fwup's two-word ``meta-nickname`` (also ``${FWUP_META_NICKNAME}``)."""
+    return nickname(bytes(_uuid_hash(meta_conf)))
+
+
+def meta_variables(meta_conf: bytes) -> dict[str, str]:
+    """The variables fwup resolves in a ``meta.conf`` when it reads one back."""
+    return {"FWUP_META_UUID": meta_uuid(meta_conf), "FWUP_META_NICKNAME": meta_nickname(meta_conf)}
+
+
 # meta.conf keys -> nerves_hub_link FirmwareMetadata fields (protocol.md §4.1).
 META_FIELDS = {
     "meta-product": "product",
@@ -70,7 +86,7 @@ def firmware_metadata(meta_conf: bytes) -> dict[str, str]:
     works; raises :class:`~.confuse.ConfuseError` (or UnicodeDecodeError) otherwise.
     """
     uuid = meta_uuid(meta_conf)
-    root = confuse.parse(meta_conf.decode("utf-8"), {"FWUP_META_UUID": uuid})
+    root = confuse.parse(meta_conf.decode("utf-8"), meta_variables(meta_conf))
     out = {}
     for key, value, _is_list in root.options:
         field_name = META_FIELDS.get(key)
@@ -103,7 +119,7 @@ class FwArchiveHead:
         if self.created is not None:
             values["meta-creation-date"] = self.created.strftime("%Y-%m-%dT%H:%M:%SZ")
         values["meta-uuid"] = meta_uuid(self.meta_conf)
-        values["meta-nickname"] = nickname(bytes(_uuid_hash(self.meta_conf)))
+        values["meta-nickname"] = meta_nickname(self.meta_conf)
         return {k: values[k] for k in METADATA_ORDER if k in values}
 
     def metadata_text(self) -> str:
@@ -133,6 +149,7 @@ class ArchiveInspector:
     _hash: hashlib.blake2b | None = None
     _length: int = 0
     _name: str = ""
+    _checked: set[str] = field(default_factory=set)
 
     @property
     def complete(self) -> bool:
@@ -164,6 +181,10 @@ class ArchiveInspector:
             else:
                 if self.info is None:
                     raise FirmwareError("Invalid firmware archive: no meta.conf")
+                if self.verify:
+                    for name in self.info.conf.resources:
+                        if name not in self._checked:
+                            raise FirmwareError(f"Resource {name} not found in archive")
                 self.verified = True
 
     def _start(self, ev: EntryStart) -> None:
@@ -173,9 +194,15 @@ class ArchiveInspector:
             if ev.name == "meta.conf":
                 self._created = ev.mtime
             return
-        self._name = ev.name[5:] if ev.name.startswith("data/") else ev.name
+        self._name = archive_resource_name(ev.name)
+        if not self._name:
+            self._hash = None  # "data/" itself: zip(1) adds it; fwup skips it
+            return
         if self._name not in self.info.conf.resources:
-            raise FirmwareError(f"Unexpected file in archive: {ev.name}")
+            raise FirmwareError(f"Can't find file-resource for {self._name}")
+        if self._name in self._checked:
+            raise FirmwareError(f"Processing {self._name} twice. Archive is corrupt.")
+        self._checked.add(self._name)
         self._hash = hashlib.blake2b(digest_size=32)
         self._length = 0
 
@@ -184,7 +211,8 @@ class ArchiveInspector:
             if ev.name == "meta.conf":
                 self._load()
             return
-        assert self._hash is not None
+        if self._hash is None:
+            return  # a skipped entry
         res = self.info.conf.resources[self._name]
         if self._length != res.length:
             raise FirmwareError(f"Length mismatch for {self._name}")
@@ -206,7 +234,7 @@ class ArchiveInspector:
                     "Firmware archive's meta.conf fails digital signature verification."
                 )
             verified = True
-        conf = load_meta_conf(text, {"FWUP_META_UUID": meta_uuid(text)})
+        conf = load_meta_conf(text, meta_variables(text))
         self.info = FwArchiveHead(text, conf, signature, self._created, verified)
 
     def verify_text(self) -> str:

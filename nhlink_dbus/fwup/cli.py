@@ -380,11 +380,10 @@ def _inspect(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
         out.ok(inspector.verify_text())
     elif args.command == "list":
         out.ok(info.task_list_text())
-    elif args.metadata_key:
+    elif args.metadata_key is not None:
+        # fwup prints what libconfuse gives for the name: "(null)" for an unset or unknown one.
         value = info.metadata().get(args.metadata_key)
-        if value is None:
-            raise NhlinkError(f"Metadata key '{args.metadata_key}' not found")
-        out.ok(value + "\n")
+        out.ok(("(null)" if value is None else value) + "\n")
     else:
         out.ok(info.metadata_text())
 

@@ -1,5 +1,6 @@
 """Host-touching fwup actions (``path_write``, ``pipe_write``, ``execute``) and
-the ``require-path-*`` checks. Only reached with ``--unsafe``, as in fwup."""
+the ``require-path-*`` and ``require-execute`` checks. Writes and commands are reached
+only with ``--unsafe`` (the engine checks), as in fwup; the path checks only read sysfs."""
 
 from __future__ import annotations
 
@@ -82,6 +83,13 @@ class HostActions:
             raise FirmwareError(f"execute couldn't run '{command}'") from None
         if status != 0:
             raise FirmwareError(f"'{command}' failed with exit status {status}")
+
+    def succeeds(self, command: str) -> bool:
+        """``require-execute``: the shell command ran and exited 0."""
+        try:
+            return subprocess.call(command, shell=True) == 0
+        except OSError:
+            return False
 
     def path_on_device(self, path: str, device: str) -> bool:
         """True if ``path``'s file system lives on ``device`` or one of its partitions."""

@@ -79,7 +79,7 @@ class ApplySession:
                 listener,
                 check_signature,
                 fat=MtoolsFat(device),
-                host=HostActions() if unsafe else None,
+                host=HostActions(),  # writes and commands only with unsafe (the engine checks)
                 environ=environ,
                 digests=self.worker.digest,
             )

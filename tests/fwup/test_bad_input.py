@@ -116,7 +116,10 @@ def _fw_with_conf(tmp_path: Path, body: str, signed: bool = True) -> Path:
             'task "upgrade" {\nreqlist={2,"require-moon-phase",full}\n}\n',
             "Unsupported requirement 'require-moon-phase' in task 'upgrade'",
         ),
-        ('mystery-section "x" {\n}\n', "Unsupported section 'mystery-section' in meta.conf"),
+        (
+            'task "upgrade" {\non-init {\nmystery = 1\n}\n}\n',
+            "Unsupported option 'mystery' in task 'upgrade' on-init",
+        ),
         (
             'task "upgrade" {\non-init {\nfunlist={2,mbr_write,nope}\n}\n}\n',
             "mbr_write can't find mbr reference",
@@ -144,6 +147,20 @@ def test_unsupported_meta_conf_refused_before_writing(
     assert bar == "\r  0% [" + " " * 36 + "]"
     assert error.startswith(f"fwup: {message}")
     assert target.read_bytes() == bytes(1 << 20)
+
+
+def test_names_fwup_does_not_know_are_skipped_as_fwup_skips_them(tmp_path: Path) -> None:
+    """A newer fwup's option or section (fwup 1.16 ignores what it does not know): applied."""
+    body = (
+        'meta-new-thing = "x"\nmystery-section "x" {\nanything = 1\n}\n'
+        'task "upgrade" {\nnew-task-option = 2\n'
+        'on-resource "rootfs.img" {\nfunlist={2,raw_write,1}\n}\n}\n'
+    )
+    fw = _fw_with_conf(tmp_path, body)
+    target = tmp_path / "t.img"
+    result = run(["-a", "-q", "-d", str(target), "-t", "upgrade", "-p", KEY, "-i", str(fw)])
+    assert (result.returncode, result.stdout) == (0, b"")
+    assert target.read_bytes()[512 : 512 + 1024] == b"x" * 1024
 
 
 def test_bad_public_keys_are_clear(tmp_path: Path) -> None:
