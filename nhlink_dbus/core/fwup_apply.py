@@ -31,11 +31,13 @@ enter through the constructor: this module performs no I/O of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
-from nhlink_dbus.core import gpt, uboot_env
+from nhlink_dbus.core import gpt, uboot_env, vcdiff
 from nhlink_dbus.core import mbr as mbr_codec
 from nhlink_dbus.core.block_cache import BLOCK, BlockCache, PadToBlockWriter, sync_range
 from nhlink_dbus.core.digest import Digest, DigestFactory, new_digest
@@ -91,7 +93,14 @@ class FatWriter(Protocol):
 
 
 class FatOps(Protocol):
-    """FAT file system operations on the target at a block offset."""
+    """FAT file system operations on the target at a block offset.
+
+    ``through_cache``: the operations read and write through the engine's block cache (as
+    fwup's FatFs does); when False they use the target directly, so the engine flushes the
+    cache around them.
+    """
+
+    through_cache: bool
 
     def mkfs(self, block_offset: int, block_count: int) -> None: ...
 
@@ -101,7 +110,7 @@ class FatOps(Protocol):
 
     def rm(self, block_offset: int, path: str, must_exist: bool) -> None: ...
 
-    def cp(self, block_offset: int, src: str, dst: str) -> None: ...
+    def cp(self, block_offset: int, src: str, dst: str, dst_offset: int | None = None) -> None: ...
 
     def mkdir(self, block_offset: int, path: str) -> None: ...
 
@@ -133,6 +142,20 @@ class HostOps(Protocol):
 
 
 SignatureCheck = Callable[[bytes, bytes, bytes], bool]  # (public key, signature, message)
+
+
+class SectorCipher(Protocol):
+    """fwup's disk_crypto for one raw_write: whole 512-byte sectors in, the first being
+    sector ``lba`` counted from the write's start offset (fwup's ``base_offset``)."""
+
+    def encrypt(self, data: bytes | bytearray | memoryview, lba: int) -> bytes: ...
+
+    def decrypt(self, data: bytes | bytearray | memoryview, lba: int) -> bytes: ...
+
+
+# raw_write's option arguments ("cipher=...", "secret=...") -> their cipher; raises
+# FirmwareError with fwup's text (disk_crypto_init).
+DiskCryptoFactory = Callable[[Sequence[str]], SectorCipher]
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +318,47 @@ class _SparseCursor:
         return out
 
 
+class _DeltaCursor:
+    """Where a delta resource's bytes go (fwup_apply.c ``read_callback_xdelta``): the
+    entry is an xdelta3 (VCDIFF) patch, the resource is its output, without holes,
+    handed on as it is decoded. It ends when the entry does (:meth:`end`)."""
+
+    def __init__(self, decoder: vcdiff.VcdiffDecoder) -> None:
+        self.decoder = decoder
+        self.offset = 0
+        self.ended = False
+
+    def pieces(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        try:
+            for chunk in self.decoder.feed(data):
+                yield self.offset, chunk
+                self.offset += len(chunk)
+        except vcdiff.VcdiffError as exc:
+            raise FirmwareError(f"xdelta3 error: {exc}") from None
+
+    def end(self) -> None:
+        self.ended = True
+        self.decoder.finish()
+
+
+_STRTOUL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def _strtoul(text: str) -> int:
+    """C's ``strtoul(text, NULL, 0)``: the leading number, 0 when there is none."""
+    m = _STRTOUL.match(text)
+    if m is None:
+        return 0
+    digits = m.group(2)
+    if digits[:2] in ("0x", "0X"):
+        value = int(digits, 16)
+    elif digits.startswith("0"):
+        value = int(digits, 8)
+    else:
+        value = int(digits)
+    return (-value if m.group(1) == "-" else value) % (1 << 64)
+
+
 class ApplyEngine:
     """Apply one archive to one target; see the module docstring."""
 
@@ -308,9 +372,11 @@ class ApplyEngine:
         host: HostOps | None = None,
         environ: Mapping[str, str] | None = None,
         digests: DigestFactory = new_digest,
+        disk_crypto: DiskCryptoFactory | None = None,
     ) -> None:
         self.options = options
         self.digests = digests
+        self.disk_crypto = disk_crypto  # None: encrypted raw_writes are refused
         self.cache = cache
         self.listener = listener
         self.check_signature = check_signature
@@ -331,7 +397,7 @@ class ApplyEngine:
         self._consumer: _Consumer | None = None
         self._resource: FileResource | None = None
         self._hasher: Digest | None = None
-        self._cursor: _SparseCursor | None = None
+        self._cursor: _SparseCursor | _DeltaCursor | None = None
         self._seen: set[str] = set()
 
     # -- driving ----------------------------------------------------------------------
@@ -362,12 +428,15 @@ class ApplyEngine:
             self._consumer = None
         self.cache.discard()
         if self.task is not None:
+            # As fwup: on-error's own writes are kept (flushed), unless one of its actions
+            # fails, when what they wrote so far is thrown away; the first error is reported.
             try:
                 for action in self.task.on_error:
                     self._run(action)
             except NhlinkError:
-                pass  # the first error is the one reported
-            self.cache.discard()
+                self.cache.discard()
+            with contextlib.suppress(NhlinkError):
+                self.cache.flush()
 
     def _events(self, events: list[Event]) -> None:
         for ev in events:
@@ -396,26 +465,82 @@ class ApplyEngine:
             return  # as fwup: an entry no file-resource names is skipped (nothing reads it)
         self._seen.add(name)
         assert self.task is not None
-        # fwup_apply.c: a plain resource whose ZIP header size is not its length would
-        # be an xdelta3 patch, which needs delta-source-* options.
+        # fwup_apply.c: a plain resource whose ZIP header size is not its length is an
+        # xdelta3 patch, which needs delta-source-* options.
         in_zip = ev.size
+        cursor: _SparseCursor | _DeltaCursor
         if (
             in_zip is not None
             and in_zip != resource.length
             and not resource.sparse_map
             and name in self.task.on_resource
         ):
-            raise FirmwareError(
-                f"File '{name}' isn't expected size ({_c_int(in_zip)} vs"
-                f" {_c_int(resource.length)}) and xdelta3 patch support not enabled on"
-                " it. (Add delta-source-raw-offset / delta-source-raw-count or"
-                " delta-source-fat-offset / delta-source-fat-path)"
-            )
+            cursor = _DeltaCursor(self._delta_decoder(name, in_zip, resource.length))
+        else:
+            cursor = _SparseCursor(resource.runs)
         self._resource = resource
         self._pending = list(self.task.on_resource.get(name, ()))
         self._hasher = None
-        self._cursor = _SparseCursor(resource.runs)
+        self._cursor = cursor
         self._run_until_consumer()
+
+    def _delta_decoder(self, name: str, in_zip: int, length: int) -> vcdiff.VcdiffDecoder:
+        """The decoder of a delta resource, reading its source where the on-resource's
+        delta-source-* options say (fwup_apply.c ``xdelta_read_source_callback`` and
+        ``xdelta_read_fat_callback``)."""
+        assert self.task is not None
+        delta = self.task.deltas.get(name)
+        if delta is not None and delta.raw_count > 0 and delta.raw_offset is not None:
+            start = _strtoul(delta.raw_offset) * BLOCK
+            count = _c_int(delta.raw_count * BLOCK)  # fwup multiplies in a C int
+            cipher: SectorCipher | None = None
+            if delta.raw_options is not None:
+                if self.disk_crypto is None:
+                    raise FirmwareError(
+                        "delta-source-raw-options: disk encryption is not supported"
+                    )
+                cipher = self.disk_crypto([delta.raw_options])
+            cache = self.cache
+
+            def read_raw(offset: int, size: int) -> bytes:
+                if offset < 0 or offset > count:
+                    raise FirmwareError(
+                        f"xdelta tried to load outside of allowed byte range (0-{count}):"
+                        f" offset: {offset}, count: {size}"
+                    )
+                size = min(size, count - offset)
+                data = cache.pread(size, start + offset)
+                # fwup decrypts the source as the block cache loads it, sectors counted
+                # from the source's start.
+                return data if cipher is None else cipher.decrypt(data, offset // BLOCK)
+
+            return vcdiff.VcdiffDecoder(read_raw)
+        if delta is not None and delta.fat_offset is not None and delta.fat_path is not None:
+            fat = self._fat_ops("delta-source-fat-path")
+            block_offset = _strtoul(delta.fat_offset)
+            path = delta.fat_path
+            loaded: list[bytes] = []
+
+            def read_fat(offset: int, size: int) -> bytes:
+                # fwup's fatfs_pread; the file is read once, at the first read.
+                if not loaded:
+                    if not fat.through_cache:
+                        sync_range(self.cache, block_offset * BLOCK, None)
+                    content = fat.read(block_offset, path)
+                    if content is None:
+                        raise FirmwareError(
+                            f"fat_pread can't open file({path}): FATFS: Could not find the file"
+                        )
+                    loaded.append(content)
+                return loaded[0][offset : offset + size]
+
+            return vcdiff.VcdiffDecoder(read_fat)
+        raise FirmwareError(
+            f"File '{name}' isn't expected size ({_c_int(in_zip)} vs"
+            f" {_c_int(length)}) and xdelta3 patch support not enabled on"
+            " it. (Add delta-source-raw-offset / delta-source-raw-count or"
+            " delta-source-fat-offset / delta-source-fat-path)"
+        )
 
     def _data(self, ev: EntryData) -> None:
         if self.conf is None:
@@ -451,6 +576,8 @@ class ApplyEngine:
             else:
                 self._load_meta(bytes(self.meta_buf))
             return
+        if isinstance(self._cursor, _DeltaCursor):
+            self._cursor.end()  # the whole patch is read: xdelta3 outputs nothing more
         if self._consumer is not None:
             # The entry ended before the sparse map did: the length check fails.
             self._finish_consumer()
@@ -570,7 +697,8 @@ class ApplyEngine:
         if req.name in ("require-fat-file-exists", "require-fat-file-match"):
             fat = self._fat_ops(req.name)
             block_offset = parse_int(a[0], req.name)
-            sync_range(self.cache, block_offset * BLOCK, None)
+            if not fat.through_cache:
+                sync_range(self.cache, block_offset * BLOCK, None)
             if req.name == "require-fat-file-exists":
                 return fat.exists(block_offset, a[1])
             content = fat.read(block_offset, a[1])
@@ -648,10 +776,25 @@ class ApplyEngine:
     def _open_consumer(self, action: Action) -> _Consumer:
         name = action.name
         if name == "raw_write":
-            if len(action.args) > 1:
-                raise FirmwareError("raw_write: encrypted writes (cipher=) are not supported")
             dest = parse_int(action.args[0], name) * BLOCK
-            writer = PadToBlockWriter(self.cache)
+            out = self.cache
+            if len(action.args) > 1:
+                # fwup's disk_crypto: sectors are encrypted as the pad-to-block writer
+                # hands them to the cache, numbered from the write's start.
+                if self.disk_crypto is None:
+                    raise FirmwareError("raw_write: encrypted writes (cipher=) are not supported")
+                cipher = self.disk_crypto(action.args[1:])
+                cache = self.cache
+
+                class _Encrypting:
+                    def pwrite(
+                        self, buf: bytes | bytearray | memoryview, offset: int, streamed: bool
+                    ) -> None:
+                        lba = (offset - dest) // BLOCK
+                        cache.pwrite(cipher.encrypt(buf, lba), offset, streamed)
+
+                out = cast(BlockCache, _Encrypting())
+            writer = PadToBlockWriter(out)
 
             def raw_final_hole(hole: int, size: int) -> None:
                 # A seek does not make a regular file longer: fwup writes the hole's last
@@ -669,7 +812,8 @@ class ApplyEngine:
         if name == "fat_write":
             fat = self._fat_ops(name)
             block_offset = parse_int(action.args[0], name)
-            sync_range(self.cache, block_offset * BLOCK, None)
+            if not fat.through_cache:
+                sync_range(self.cache, block_offset * BLOCK, None)
             fw = fat.open_write(block_offset, action.args[1])
             fat_sink = _SequentialSink(fw.write)
             return _Consumer(
@@ -848,16 +992,31 @@ class ApplyEngine:
         start = block_offset * BLOCK
         if name == "fat_mkfs":
             count = parse_int(a[1], name)
-            sync_range(self.cache, start, start + count * BLOCK)
+            if not fat.through_cache:
+                sync_range(self.cache, start, start + count * BLOCK)
             fat.mkfs(block_offset, count)
+            # src/fatfs.c fatfs_mkfs fills the volume's last block with 0xff through the cache
+            # (mkfs wrote it too); written again here, the cache's flush of its segment grows
+            # a regular-file image to that segment's end, as fwup's does.
+            self.cache.pwrite(b"\xff" * BLOCK, start + (count - 1) * BLOCK, True)
             return
-        sync_range(self.cache, start, None)
+        if not fat.through_cache:
+            sync_range(self.cache, start, None)
         if name in ("fat_mv", "fat_mv!"):
             fat.mv(block_offset, a[1], a[2], force=name.endswith("!"))
         elif name in ("fat_rm", "fat_rm!"):
             fat.rm(block_offset, a[1], must_exist=name.endswith("!"))
         elif name == "fat_cp":
-            fat.cp(block_offset, a[1], a[2])
+            # fat_cp(offset, from, to) or fat_cp(from_offset, from, to_offset, to)
+            if len(a) == 4:
+                to_offset = parse_int(a[2], name)
+                if not fat.through_cache:
+                    sync_range(self.cache, to_offset * BLOCK, None)
+                fat.cp(block_offset, a[1], a[3], to_offset)
+            elif len(a) == 3:
+                fat.cp(block_offset, a[1], a[2])
+            else:
+                raise FirmwareError("fat_cp requires either 3 or 4 arguments")
         elif name == "fat_mkdir":
             fat.mkdir(block_offset, a[1])
         elif name == "fat_setlabel":

@@ -74,7 +74,7 @@ SUPPORTED_REQUIREMENTS = frozenset(
     }
 )
 _ARITY = {  # argument counts (without the name), as fwup validates them
-    "raw_write": (1, 3),
+    "raw_write": (1, 9),  # an offset, then disk_crypto options (argc <= FUN_MAX_ARGS)
     "raw_memset": (3, 3),
     "mbr_write": (1, 1),
     "gpt_write": (1, 1),
@@ -88,7 +88,7 @@ _ARITY = {  # argument counts (without the name), as fwup validates them
     "fat_mv!": (3, 3),
     "fat_rm": (2, 2),
     "fat_rm!": (2, 2),
-    "fat_cp": (3, 3),
+    "fat_cp": (3, 4),
     "fat_mkdir": (2, 2),
     "fat_setlabel": (2, 2),
     "fat_touch": (2, 2),
@@ -202,6 +202,44 @@ class GptSection:
 
 
 @dataclass(frozen=True, slots=True)
+class DeltaSource:
+    """An on-resource's ``delta-source-*`` options (cfgfile.c), as fwup reads them when
+    the resource turns out to be an xdelta3 patch: the offsets are strings (fwup
+    converts them with strtoul when applying); ``raw_count`` is in blocks,
+    libconfuse's default INT32_MAX when absent."""
+
+    raw_offset: str | None = None
+    raw_count: int = 0x7FFFFFFF
+    raw_options: str | None = None
+    fat_offset: str | None = None
+    fat_path: str | None = None
+
+
+_DELTA_KEYS = frozenset(
+    {
+        "delta-source-raw-offset",
+        "delta-source-raw-count",
+        "delta-source-raw-options",
+        "delta-source-fat-offset",
+        "delta-source-fat-path",
+    }
+)
+
+
+def _delta_source(section: confuse.Section, where: str) -> DeltaSource | None:
+    if not any(key in _DELTA_KEYS for key, _value, _is_list in section.options):
+        return None
+    count = _scalar(section, "delta-source-raw-count")
+    return DeltaSource(
+        raw_offset=_scalar(section, "delta-source-raw-offset"),
+        raw_count=0x7FFFFFFF if count is None else parse_int(count, where),
+        raw_options=_scalar(section, "delta-source-raw-options"),
+        fat_offset=_scalar(section, "delta-source-fat-offset"),
+        fat_path=_scalar(section, "delta-source-fat-path"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Task:
     name: str
     requirements: tuple[Action, ...]
@@ -209,6 +247,8 @@ class Task:
     on_finish: tuple[Action, ...]
     on_error: tuple[Action, ...]
     on_resource: Mapping[str, tuple[Action, ...]]
+    # on-resource name -> its delta-source-* options (only for those that have any).
+    deltas: Mapping[str, DeltaSource] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,8 +361,10 @@ def parse_funlist(items: tuple[str, ...], where: str) -> tuple[Action, ...]:
     return tuple(actions)
 
 
-def _actions(section: confuse.Section, where: str) -> tuple[Action, ...]:
-    _check_keys(section, frozenset({"funlist"}), where, strict=True)
+def _actions(
+    section: confuse.Section, where: str, options: frozenset[str] = frozenset()
+) -> tuple[Action, ...]:
+    _check_keys(section, frozenset({"funlist"}) | options, where, strict=True)
     out: list[Action] = []
     for key, value, _ in section.options:
         if key == "funlist":
@@ -356,6 +398,7 @@ def _task(sec: confuse.Section) -> Task:
     on_finish: tuple[Action, ...] = ()
     on_error: tuple[Action, ...] = ()
     on_resource: dict[str, tuple[Action, ...]] = {}
+    deltas: dict[str, DeltaSource] = {}
     for child in sec.children:
         if child.name == "on-init":
             on_init = _actions(child, f"{where} on-init")
@@ -364,14 +407,18 @@ def _task(sec: confuse.Section) -> Task:
         elif child.name == "on-error":
             on_error = _actions(child, f"{where} on-error")
         elif child.name == "on-resource" and child.title:
-            on_resource[child.title] = _actions(child, f"{where} on-resource '{child.title}'")
+            rwhere = f"{where} on-resource '{child.title}'"
+            on_resource[child.title] = _actions(child, rwhere, _DELTA_KEYS)
+            delta = _delta_source(child, rwhere)
+            if delta is not None:
+                deltas[child.title] = delta
         else:
             _unknown_section(child.name, where)
     for block in (on_init, on_finish, on_error):
         for action in block:
             if action.name in RESOURCE_ACTIONS:
                 raise FirmwareError(f"{action.name} only usable in on-resource")
-    return Task(name, tuple(reqs), on_init, on_finish, on_error, on_resource)
+    return Task(name, tuple(reqs), on_init, on_finish, on_error, on_resource, deltas)
 
 
 def load_meta_conf(text: bytes, variables: Mapping[str, str] | None = None) -> MetaConf:

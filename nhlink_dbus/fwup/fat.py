@@ -5,18 +5,20 @@ gives the same results file by file (names and their case, sizes, contents, attr
 label, serial, directory tree) by running mtools against ``image@@byteoffset``. The rules
 copied from fwup, each cited where it is applied:
 
-* ``fat_mkfs``: FatFs ``f_mkfs`` with ``FM_SFD | FM_FAT | FM_FAT32``, 2 FATs, 1 sector per
-  cluster, 512 root entries; the geometry is computed here exactly as ``f_mkfs`` does and handed
-  to ``mformat`` explicitly, with a boot-sector template carrying FatFs's jump code, OEM name
-  ``MSDOS5.0`` and drive number 0x80.
+* ``fat_mkfs``: written here, not by mformat: byte for byte what FatFs ``f_mkfs`` writes with
+  fwup's options (``FM_SFD | FM_FAT | FM_FAT32``, 2 FATs, 1 sector per cluster, 512 root
+  entries, OEM name ``MSDOS5.0``, "FAT12"/"FAT16"/"FAT32" type strings, FAT32 FSINFO and backup
+  sectors), plus the volume's last sector filled with 0xff and fwup's trim of whole 128 KiB
+  segments (see :func:`mkfs_writes`); a regular-file image shorter than the volume grows.
 * Every timestamp is 1980-01-01 00:00:00 (fwup pins FAT time); the volume serial is that FAT
   time plus the volume size in sectors (``f_mkfs``: ``vsn = sz_vol + GET_FATTIME()``).
 * Names are matched case-insensitively against the long and the short name; a name that fits
   8.3 in one case per part gets no long-name entry, only the case flags (mtools writes the same).
 * Errors read ``"<context>(<name>): FATFS: <reason>"`` (``fatfs_error`` in ``src/fatfs.c``).
 
-Everything is done in place: mtools addresses the image at a byte offset and never resizes it;
-each operation checks that the image size did not change.
+Everything else is done in place: mtools addresses the image at a byte offset and never resizes
+it; each operation checks that the image size did not change. (``fat_adapter.MtoolsFat`` with
+a block cache runs these on a private copy of the volume and writes changes through the cache.)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import enum
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
@@ -36,9 +39,10 @@ from nhlink_dbus.errors import FirmwareError, TargetError
 
 _T = TypeVar("_T")
 
-__all__ = ["FatFilesystem", "FatGeometry", "fatfs_geometry", "volume_serial"]
+__all__ = ["FatFilesystem", "FatGeometry", "fatfs_geometry", "mkfs_writes", "volume_serial"]
 
 SECTOR = 512
+_SEGMENT = 128 * 1024  # fwup's block cache segment, the unit fatfs_mkfs trims
 
 # fwup's fatfs_set_time(1980-01-01 00:00:00) as a FAT date/time word pair (ff.c GET_FATTIME):
 # (year - 1980) << 25 | month << 21 | day << 16.
@@ -154,13 +158,71 @@ def volume_serial(block_count: int) -> int:
     return (block_count + FAT_TIME_1980) & 0xFFFFFFFF
 
 
-def _boot_template(bits: int) -> bytes:
-    """What FatFs puts in a boot sector besides the BPB: mformat -B keeps it (ff.c f_mkfs)."""
-    sector = bytearray(SECTOR)
-    sector[0:11] = b"\xeb\xfe\x90MSDOS5.0"
-    sector[64 if bits == 32 else 36] = 0x80  # BS_DrvNum32 / BS_DrvNum
-    sector[510:512] = b"\x55\xaa"
-    return bytes(sector)
+def _boot_sector(g: FatGeometry) -> bytes:
+    """The volume boot record ff.c ``f_mkfs`` writes for geometry ``g`` (super-floppy)."""
+    b = bytearray(SECTOR)
+    b[0:11] = b"\xeb\xfe\x90MSDOS5.0"  # BS_JmpBoot, BS_OEMName
+    struct.pack_into("<HBHBH", b, 11, SECTOR, 1, g.reserved_sectors, 2, g.root_entries)
+    if g.total_sectors < 0x10000:
+        struct.pack_into("<H", b, 19, g.total_sectors)  # BPB_TotSec16
+    else:
+        struct.pack_into("<I", b, 32, g.total_sectors)  # BPB_TotSec32
+    b[21] = 0xF8  # BPB_Media
+    struct.pack_into("<HHI", b, 24, 63, 255, 0)  # BPB_SecPerTrk, BPB_NumHeads, BPB_HiddSec
+    serial = volume_serial(g.total_sectors)
+    if g.fat_bits == 32:
+        struct.pack_into("<I", b, 36, g.fat_sectors)  # BPB_FATSz32
+        struct.pack_into("<IHH", b, 44, 2, 1, 6)  # BPB_RootClus32, BPB_FSInfo32, BPB_BkBootSec32
+        b[64] = 0x80  # BS_DrvNum32
+        b[66] = 0x29  # BS_BootSig32
+        struct.pack_into("<I", b, 67, serial)  # BS_VolID32
+        b[71:90] = b"NO NAME    FAT32   "
+    else:
+        struct.pack_into("<H", b, 22, g.fat_sectors)  # BPB_FATSz16
+        b[36] = 0x80  # BS_DrvNum
+        b[38] = 0x29  # BS_BootSig
+        struct.pack_into("<I", b, 39, serial)  # BS_VolID
+        # fwup's patched ff.c writes "FAT12"/"FAT16" (u-boot needs it) instead of "FAT".
+        b[43:62] = f"NO NAME    FAT{g.fat_bits}   ".encode()
+    b[510:512] = b"\x55\xaa"
+    return bytes(b)
+
+
+def mkfs_writes(block_count: int) -> tuple[FatGeometry, list[tuple[int, bytes]]]:
+    """What fwup's ``fat_mkfs`` writes: the geometry and (volume sector, data) in fwup's order.
+
+    The volume's last sector filled with 0xff comes first (src/fatfs.c ``fatfs_mkfs``), then
+    what ff.c ``f_mkfs`` writes. FirmwareError with fwup's text when ``f_mkfs`` aborts.
+    """
+    geometry = fatfs_geometry(block_count)
+    if geometry is None:
+        raise _firmware_error("fat_mkfs", "", _Fr.MKFS_ABORTED)
+    return geometry, [(block_count - 1, b"\xff" * SECTOR), *_mkfs_sectors(geometry)]
+
+
+def _mkfs_sectors(g: FatGeometry) -> list[tuple[int, bytes]]:
+    """(sector, data) for everything ``f_mkfs`` writes, in its order."""
+    vbr = _boot_sector(g)
+    out = [(0, vbr)]
+    if g.fat_bits == 32:
+        fsinfo = bytearray(SECTOR)
+        struct.pack_into("<I", fsinfo, 0, 0x41615252)  # FSI_LeadSig
+        struct.pack_into("<III", fsinfo, 484, 0x61417272, g.clusters - 1, 2)  # StrucSig, free, next
+        fsinfo[510:512] = b"\x55\xaa"
+        out += [(6, vbr), (7, bytes(fsinfo)), (1, bytes(fsinfo))]
+        head = struct.pack("<III", 0xFFFFFFF8, 0xFFFFFFFF, 0x0FFFFFFF)
+    elif g.fat_bits == 16:
+        head = struct.pack("<I", 0xFFFFFFF8)
+    else:
+        head = b"\xf8\xff\xff"
+    fat = head + bytes(g.fat_sectors * SECTOR - len(head))
+    sector = g.reserved_sectors
+    for _ in range(2):
+        out.append((sector, fat))
+        sector += g.fat_sectors
+    root_sectors = 1 if g.fat_bits == 32 else g.root_entries * 32 // SECTOR
+    out.append((sector, bytes(root_sectors * SECTOR)))
+    return out
 
 
 def _split_path(path: str) -> list[str]:
@@ -254,35 +316,39 @@ class FatFilesystem:
     # -- fwup actions -------------------------------------------------------------------------
 
     def mkfs(self, block_count: int) -> None:
-        """fat_mkfs(block_offset, block_count): a fresh FAT exactly as FatFs f_mkfs lays it out."""
-        geometry = fatfs_geometry(block_count)
-        if geometry is None:
-            raise _firmware_error("fat_mkfs", "", _Fr.MKFS_ABORTED)
-        end = self._offset + block_count * SECTOR
-        size = self._image_size()
-        if end > size:
-            raise TargetError(
-                f"fat_mkfs: the file system would end at byte {end}, "
-                f"past the end of {self._image} ({size} bytes)"
-            )
-        with tempfile.TemporaryDirectory(prefix="nhlink-fat-") as tmp:
-            template = Path(tmp, "boot.bin")
-            template.write_bytes(_boot_template(geometry.fat_bits))
-            args = [
-                "-T", str(block_count), "-h", "255", "-s", "63", "-H", "0",
-                "-c", "1", "-d", "2", "-R", str(geometry.reserved_sectors),
-                "-L", str(geometry.fat_sectors), "-m", "0xf8",
-                "-N", f"{volume_serial(block_count):08x}", "-B", str(template),
-            ]  # fmt: skip
-            if geometry.fat_bits == 32:
-                args += ["-F", "-K", "6"]  # ff.c: backup VBR at sector 6
-            else:
-                args += ["-r", str(geometry.root_entries * 32 // SECTOR)]
-            self._run("mformat", [*args, "::"], size=size)
+        """fat_mkfs(block_offset, block_count): a fresh FAT exactly as FatFs f_mkfs lays it out.
+
+        The sectors are written here, byte for byte what fwup writes (ff.c ``f_mkfs`` after
+        src/fatfs.c ``fatfs_mkfs``): boot sector (and FAT32's FSINFO and backup copies), both
+        FATs, the root directory, and the volume's last sector filled with 0xff. fwup first
+        trims the volume's whole 128 KiB cache segments, so a segment it writes into reads
+        back as zeros wherever FatFs did not write; that is reproduced as well.
+        """
+        geometry, writes = mkfs_writes(block_count)
+        start = self._offset
+        end = start + block_count * SECTOR
+        trim_lo = -(-start // _SEGMENT) * _SEGMENT
+        trim_hi = trim_lo + ((end - trim_lo) // _SEGMENT) * _SEGMENT if end > trim_lo else trim_lo
+        zero_first: list[int] = []
+        for sector, data in writes:
+            first = start + sector * SECTOR
+            seg = first - first % _SEGMENT
+            while seg < first + len(data):
+                if trim_lo <= seg < trim_hi and seg not in zero_first:
+                    zero_first.append(seg)
+                seg += _SEGMENT
+        try:
+            with open(self._image, "r+b") as f:
+                for seg in zero_first:
+                    os.pwrite(f.fileno(), bytes(_SEGMENT), seg)
+                for sector, data in writes:
+                    os.pwrite(f.fileno(), data, start + sector * SECTOR)
+        except OSError as exc:
+            raise TargetError(f"cannot write {self._image}: {exc}") from exc
         fs_type = self._minfo().get("disk type", "").strip()
         if fs_type != f"FAT{geometry.fat_bits}":
             raise TargetError(
-                f"mformat made {fs_type or 'an unknown type'} where fwup makes "
+                f"the new file system reads as {fs_type or 'an unknown type'} where fwup makes "
                 f"FAT{geometry.fat_bits} ({block_count} sectors)"
             )
 
@@ -296,14 +362,22 @@ class FatFilesystem:
 
     def cp(self, src: str, dst: str) -> None:
         """fat_cp: copy file ``src`` to ``dst`` (overwriting it, as FA_CREATE_ALWAYS does)."""
+        with tempfile.TemporaryDirectory(prefix="nhlink-fat-") as tmp:
+            local = str(Path(tmp, "data"))
+            self.copy_out(src, local)
+            self.copy_in(dst, local)
+
+    def copy_out(self, src: str, local: str) -> None:
+        """fat_cp's first half: file ``src`` to the local file ``local`` (f_open FA_READ)."""
         context = "fatfs_cp can't open file"
         entry = self._guard(context, src, lambda: self._lookup(src))
         if entry is None or entry.is_dir:  # f_open(FA_READ) on a directory: FR_NO_FILE
             raise _firmware_error(context, src, _Fr.NO_FILE)
-        with tempfile.TemporaryDirectory(prefix="nhlink-fat-") as tmp:
-            local = str(Path(tmp, "data"))
-            self._run("mcopy", ["-n", self._mpath(self._canonical(src)), local])
-            self._create_from(dst, local, context=context)
+        self._run("mcopy", ["-n", self._mpath(self._canonical(src)), local])
+
+    def copy_in(self, dst: str, local: str) -> None:
+        """fat_cp's second half: ``dst`` created or truncated with the bytes of ``local``."""
+        self._create_from(dst, local, context="fatfs_cp can't open file")
 
     def mv(self, src: str, dst: str, force: bool) -> None:
         """fat_mv / fat_mv!: rename ``src`` to ``dst``; ``force`` first removes ``dst``.
@@ -630,9 +704,13 @@ class FatFilesystem:
             raise TargetError(f"cannot read {self._image}: {exc}") from exc
 
     def _pwrite(self, offset: int, data: bytes) -> None:
+        self._pwrite_abs(self._offset + offset, data)
+
+    def _pwrite_abs(self, offset: int, data: bytes) -> None:
+        """Write ``data`` at byte ``offset`` of the image (not of the file system)."""
         try:
             with open(self._image, "r+b") as f:
-                f.seek(self._offset + offset)
+                f.seek(offset)
                 f.write(data)
         except OSError as exc:
             raise TargetError(f"cannot write {self._image}: {exc}") from exc

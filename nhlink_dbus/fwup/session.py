@@ -15,6 +15,7 @@ from types import TracebackType
 from nhlink_dbus.core.block_cache import BlockCache
 from nhlink_dbus.core.fwup_apply import ApplyEngine, ApplyListener, ApplyOptions
 from nhlink_dbus.errors import NhlinkError
+from nhlink_dbus.fwup.disk_crypto import open_cipher
 from nhlink_dbus.fwup.fat_adapter import MtoolsFat
 from nhlink_dbus.fwup.hash_worker import HashWorker
 from nhlink_dbus.fwup.host import HostActions
@@ -63,6 +64,7 @@ class ApplySession:
         except BaseException:
             self.target.close()
             raise
+        cache = BlockCache(self.target, self.target.hard_end)
         try:
             self.applier = ApplyEngine(
                 ApplyOptions(
@@ -75,13 +77,14 @@ class ApplySession:
                     progress_high=progress_range[1],
                     reboot_param=self._write_reboot_param,
                 ),
-                BlockCache(self.target, self.target.hard_end),
+                cache,
                 listener,
                 check_signature,
-                fat=MtoolsFat(device),
+                fat=MtoolsFat(device, cache),  # FAT work goes through the cache, as fwup's
                 host=HostActions(),  # writes and commands only with unsafe (the engine checks)
                 environ=environ,
                 digests=self.worker.digest,
+                disk_crypto=open_cipher,
             )
         except BaseException:
             self.close()
