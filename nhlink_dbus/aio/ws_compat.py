@@ -15,6 +15,7 @@ Everything else sees :class:`WsClient` and the project's errors: a 401/403 is
 
 from __future__ import annotations
 
+import email.utils
 import importlib
 import logging
 import ssl
@@ -47,6 +48,19 @@ _library_logger.setLevel(logging.INFO)
 
 WEBSOCKETS_VERSION: str = _websockets_version
 USER_AGENT = f"nhlink-dbus/{__version__}"
+
+
+def _date_of(exc: BaseException) -> float | None:
+    """The ``Date`` header of a refused upgrade as Unix seconds, whatever the version."""
+    response = getattr(exc, "response", None)  # InvalidStatus (>= 10)
+    headers = getattr(response, "headers", None) or getattr(exc, "headers", None)
+    text = headers.get("Date") if headers is not None else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 def _status_of(exc: BaseException) -> int | None:
@@ -184,7 +198,9 @@ async def open_connection(
     except InvalidHandshake as exc:
         status = _status_of(exc)
         if status in (401, 403):
-            raise AuthError(f"the hub refused the credentials (HTTP {status})") from exc
+            raise AuthError(
+                f"the hub refused the credentials (HTTP {status})", server_time=_date_of(exc)
+            ) from exc
         if status is not None:
             raise HubConnectionError(f"WebSocket upgrade refused (HTTP {status})") from exc
         raise HubConnectionError(f"WebSocket handshake failed: {exc}") from exc
