@@ -15,7 +15,7 @@ APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
                 libglib2.0-bin fdisk gdisk
 
-.PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean
+.PHONY: setup apt venv venv-deb12 test test-long lint typecheck pytest pytest-deb12 bench demo clean
 
 setup: apt venv
 
@@ -72,6 +72,11 @@ pytest-deb12: venv venv-deb12
 	NHLINK_DBUSMOCK_PYTHON=$(CURDIR)/$(VPY) $(VENV_DEB)/bin/python -m pytest -q $(HUB_CLIENT_TESTS)
 
 test: setup lint typecheck pytest pytest-deb12
+
+# Tests marked "long" (a minute or more each: e.g. a download held at 1 KiB/s
+# until the worst-case timer stops it); not part of `make test`.
+test-long: setup
+	$(VPY) -m pytest -q -m long
 
 bench: setup
 	$(VPY) bench/bench_fwup_apply.py

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 import nhlink_dbus
-from nhlink_dbus.config import load_config
+from nhlink_dbus.config import exposure_warnings, load_config
 from nhlink_dbus.errors import ConfigError
 
 logger = logging.getLogger("nhlink_dbus")
@@ -66,6 +66,8 @@ async def _amain(config_path: str, export_bus: bool) -> int:
     from nhlink_dbus.service import NhlinkService  # noqa: PLC0415
 
     config = load_config(config_path)
+    for warning in exposure_warnings(config):
+        logger.warning("%s", warning)
     bus = await _connect_system_bus()
     logind = Logind(bus) if bus is not None else None  # type: ignore[arg-type]
     service = await NhlinkService.create(config, logind=logind)

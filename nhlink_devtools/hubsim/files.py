@@ -29,6 +29,8 @@ What the download side of nerves_hub_link meets in the field (protocol.md
              (a relative location is made absolute; the request's query string
              is appended when the location has none, as S3 keeps signatures)
   ``200``    ignore the Range header: 200 with the full body
+  ``slow``   ``after`` body bytes at full speed, then ``rate`` bytes per second
+             (a slow link; sent in tenths of a second's worth)
   ========== ===========================================================
 """
 
@@ -54,7 +56,8 @@ from nhlink_devtools.hubsim._http import HttpRequest, response_head, send_simple
 logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-FAULT_KINDS: Final = ("cut", "stall", "status", "416", "redirect", "200")
+FAULT_KINDS: Final = ("cut", "stall", "status", "416", "redirect", "200", "slow")
+SLOW_TICK_S: Final = 0.1
 TOKEN_PARAM: Final = "X-Amz-Signature"
 
 
@@ -122,6 +125,7 @@ class Fault:
     location: str | None = None
     attempts: frozenset[int] | None = None
     times: int | None = None
+    rate: int | None = None  # slow: bytes per second
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -130,6 +134,8 @@ class Fault:
             raise ConfigError("a redirect fault needs a location")
         if self.after < 0:
             raise ConfigError("fault 'after' must be >= 0")
+        if self.kind == "slow" and (self.rate is None or self.rate < 1):
+            raise ConfigError("a slow fault needs a rate >= 1 byte per second")
 
     def matches(self, path: str, attempt: int) -> bool:
         return (
@@ -148,6 +154,7 @@ class Fault:
             "location": self.location,
             "attempts": sorted(self.attempts) if self.attempts is not None else None,
             "times": self.times,
+            "rate": self.rate,
         }
 
     @classmethod
@@ -164,6 +171,7 @@ class Fault:
                 location=data.get("location"),
                 attempts=None if attempts is None else frozenset(int(a) for a in attempts),
                 times=None if data.get("times") is None else int(data["times"]),
+                rate=None if data.get("rate") is None else int(data["rate"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"bad fault description: {exc}") from exc
@@ -410,6 +418,14 @@ class FileServer:
                 if fault is not None and (fault.kind == "cut" or stall_pending):
                     limit = min(stop, span.start + fault.after)
                 size = min(CHUNK, limit - position)
+                if (
+                    fault is not None
+                    and fault.kind == "slow"
+                    and position >= span.start + fault.after
+                ):
+                    assert fault.rate is not None
+                    size = min(size, max(1, round(fault.rate * SLOW_TICK_S)))
+                    await asyncio.sleep(SLOW_TICK_S)
                 if size > 0:
                     chunk = (
                         source[position : position + size]
