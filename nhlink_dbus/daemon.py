@@ -51,11 +51,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _connect_system_bus() -> object | None:
-    from dbus_next.aio.message_bus import MessageBus  # noqa: PLC0415  (only when running)
-    from dbus_next.constants import BusType  # noqa: PLC0415
+    from nhlink_dbus.aio.dbus_compat import system_bus  # noqa: PLC0415  (only when running)
 
     try:
-        return await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+        return await system_bus().connect()
     except Exception as exc:  # no system bus: the daemon still updates, but cannot reboot
         logger.error("cannot connect to the system bus: %s", exc)
         return None

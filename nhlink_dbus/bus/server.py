@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 
 from dbus_next.aio.message_bus import MessageBus
-from dbus_next.constants import BusType, NameFlag, RequestNameReply
+from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.errors import DBusError
 
 from nhlink_dbus import names
-from nhlink_dbus.aio.dbus_compat import disconnect_and_close
+from nhlink_dbus.aio.dbus_compat import disconnect_and_close, system_bus
 from nhlink_dbus.bus.interface import LinkInterface
 from nhlink_dbus.errors import BusNameError
 from nhlink_dbus.service_api import LinkService
@@ -77,7 +77,7 @@ async def serve(
     owns_bus = bus is None
     if bus is None:
         try:
-            bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+            bus = await system_bus().connect()
         except (OSError, DBusError) as exc:
             raise BusNameError(f"cannot connect to the system bus: {exc}") from exc
     interface = LinkInterface(service, group)
