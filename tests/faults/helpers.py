@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
+import shutil
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -17,10 +20,12 @@ from dbus_next.message import Message
 from dbus_next.signature import Variant
 
 from nhlink_dbus import names
-from tests.harness import system_bus_connection
-from tests.integration.daemon_helpers import Daemon
+from tests.bus.conftest import OTHER_UID_ROOT, SYSTEM_PYTHON, as_user_argv
+from tests.harness import PrivateSystemBus, system_bus_connection
+from tests.integration.daemon_helpers import ROOT, Daemon
 
 T = TypeVar("T")
+FLOOD_SCRIPT = Path(__file__).with_name("flood.py")
 
 
 class LinkClient:
@@ -136,6 +141,51 @@ class LinkClient:
             if loop.time() > end or daemon.proc.poll() is not None:
                 raise AssertionError(f"the service did not appear\n{daemon.text()[-4000:]}")
             await asyncio.sleep(0.05)
+
+
+async def start_flooder(
+    bus: PrivateSystemBus, uid: int | None, rate: int, seconds: float
+) -> asyncio.subprocess.Process:
+    """tests/faults/flood.py as root (``uid`` None) or as ``uid`` (Debian's python)."""
+    if uid is None:
+        argv = [sys.executable, str(FLOOD_SCRIPT)]
+        env = {**bus.env, "PYTHONPATH": str(ROOT)}
+    else:
+        script = OTHER_UID_ROOT / FLOOD_SCRIPT.name
+        shutil.copyfile(FLOOD_SCRIPT, script)
+        script.chmod(0o644)
+        argv = [*as_user_argv(uid), SYSTEM_PYTHON, str(script)]
+        env = {**bus.env, "PYTHONPATH": str(OTHER_UID_ROOT), "HOME": "/nonexistent"}
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        str(rate),
+        str(seconds),
+        env={**env, "PYTHONDONTWRITEBYTECODE": "1"},
+        cwd="/",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def flooder_result(process: asyncio.subprocess.Process) -> dict[str, object]:
+    """What flood.py printed: {sent, seconds, answers by error name}."""
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+async def timed_calls(ui: LinkClient, until_s: float) -> list[float]:
+    """Latencies of another UI's calls, one every 20 ms, until ``until_s`` (monotonic)."""
+    latencies: list[float] = []
+    while time.monotonic() < until_s:
+        started = time.monotonic()
+        if len(latencies) % 2:
+            await ui.get("State")
+        else:
+            await ui.pending()
+        latencies.append(time.monotonic() - started)
+        await asyncio.sleep(0.02)
+    return latencies
 
 
 def tune_config(path: Path, **values: int | str) -> None:
