@@ -81,6 +81,7 @@ test-long: setup
 bench: setup
 	$(VPY) bench/bench_fwup_apply.py
 	$(VPY) bench/bench_e2e_update.py
+	$(VPY) bench/bench_decide_flood.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DEB) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
