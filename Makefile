@@ -15,7 +15,7 @@ APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
                 libglib2.0-bin fdisk gdisk
 
-.PHONY: setup apt venv venv-deb12 test test-long lint typecheck pytest pytest-deb12 bench demo clean
+.PHONY: setup apt venv venv-deb12 test test-long fuzz lint typecheck pytest pytest-deb12 bench demo clean
 
 setup: apt venv
 
@@ -77,6 +77,13 @@ test: setup lint typecheck pytest pytest-deb12
 # until the worst-case timer stops it); not part of `make test`.
 test-long: setup
 	$(VPY) -m pytest -q -m long
+
+# Every parser of outside input and every D-Bus method, 10^5 inputs each (about
+# 10 minutes); prints the count and time per target. FUZZ_BUDGET=N for another
+# budget. A small budget of the same runs inside `make test` (tests/fuzz).
+FUZZ_BUDGET ?= 100000
+fuzz: setup
+	$(VPY) -m tests.fuzz --budget $(FUZZ_BUDGET)
 
 bench: setup
 	$(VPY) bench/bench_fwup_apply.py
