@@ -66,7 +66,10 @@ HUB_CLIENT_TESTS := tests/core/test_phoenix.py tests/core/test_backoff.py \
                     tests/aio/test_dbus_compat.py \
                     tests/aio/test_hub_client_sim.py \
                     tests/core/test_download_policy.py tests/aio/test_downloader_sim.py \
-                    tests/hubsim tests/integration
+                    tests/hubsim tests/integration \
+                    tests/faults/test_tls_failures.py tests/faults/test_nh1_clock.py \
+                    tests/faults/test_reconnect_storm.py tests/faults/test_slow_download.py \
+                    tests/faults/test_loop_blocking.py tests/faults/test_network_daemon.py
 
 pytest-deb12: venv venv-deb12
 	NHLINK_DBUSMOCK_PYTHON=$(CURDIR)/$(VPY) $(VENV_DEB)/bin/python -m pytest -q $(HUB_CLIENT_TESTS)
