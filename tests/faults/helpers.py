@@ -26,6 +26,9 @@ from tests.integration.daemon_helpers import ROOT, Daemon
 
 T = TypeVar("T")
 FLOOD_SCRIPT = Path(__file__).with_name("flood.py")
+_BUS_DAEMON = (names.DBUS_NAME, names.DBUS_PATH, names.DBUS_INTERFACE)
+_LINK1 = (names.BUS_NAME, names.OBJECT_PATH, names.INTERFACE)
+_PROPERTIES = (names.BUS_NAME, names.OBJECT_PATH, names.DBUS_PROPERTIES)
 
 
 class LinkClient:
@@ -51,19 +54,24 @@ class LinkClient:
             self.signals.append((time.monotonic(), str(msg.member), list(msg.body)))
             self._changed.set()
 
-    async def _dbus(self, member: str, signature: str, body: list[Any]) -> Message:
-        reply = await self.bus.call(
-            Message(
-                destination=names.DBUS_NAME,
-                path=names.DBUS_PATH,
-                interface=names.DBUS_INTERFACE,
-                member=member,
-                signature=signature,
-                body=body,
-            )
+    async def _call(
+        self, target: tuple[str, str, str], member: str, signature: str, body: Sequence[Any]
+    ) -> Message:
+        destination, path, interface = target
+        message = Message(
+            destination=destination,
+            path=path,
+            interface=interface,
+            member=member,
+            signature=signature,
+            body=list(body),
         )
+        reply = await self.bus.call(message)
         assert reply is not None
         return reply
+
+    async def _dbus(self, member: str, signature: str, body: list[Any]) -> Message:
+        return await self._call(_BUS_DAEMON, member, signature, body)
 
     def of(self, member: str) -> list[list[Any]]:
         """Bodies of the signals ``member`` so far."""
@@ -94,18 +102,7 @@ class LinkClient:
 
     async def call(self, member: str, signature: str = "", body: Sequence[Any] = ()) -> Message:
         """Call a Link1 method; the reply, error replies included."""
-        reply = await self.bus.call(
-            Message(
-                destination=names.BUS_NAME,
-                path=names.OBJECT_PATH,
-                interface=names.INTERFACE,
-                member=member,
-                signature=signature,
-                body=list(body),
-            )
-        )
-        assert reply is not None
-        return reply
+        return await self._call(_LINK1, member, signature, body)
 
     async def decide(self, request_id: str, decision: str, delay_ms: int = 0) -> Message:
         return await self.call("Decide", "sst", [request_id, decision, delay_ms])
@@ -116,17 +113,8 @@ class LinkClient:
         return [str(row[0]) for row in reply.body[0]]
 
     async def get(self, prop: str) -> Any:
-        reply = await self.bus.call(
-            Message(
-                destination=names.BUS_NAME,
-                path=names.OBJECT_PATH,
-                interface=names.DBUS_PROPERTIES,
-                member="Get",
-                signature="ss",
-                body=[names.INTERFACE, prop],
-            )
-        )
-        assert reply is not None and reply.message_type == MessageType.METHOD_RETURN, reply
+        reply = await self._call(_PROPERTIES, "Get", "ss", [names.INTERFACE, prop])
+        assert reply.message_type == MessageType.METHOD_RETURN, reply
         value = reply.body[0]
         return value.value if isinstance(value, Variant) else value
 

@@ -66,18 +66,22 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 2000 else text[:2000] + f"... ({len(text)} characters)"
 
 
+def _settings(budget: int, batch: int) -> settings:
+    return settings(
+        max_examples=math.ceil(budget / batch),
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+    )
+
+
 def run(target: Target, budget: int, batch: int = BATCH) -> Result:
     """``target.check`` on ``budget`` inputs (fewer only if hypothesis runs out of
     distinct base inputs); raises on the first broken contract."""
     count = 0
     batch = max(1, min(batch, budget))
 
-    @settings(
-        max_examples=math.ceil(budget / batch),
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
-    )
+    @_settings(budget, batch)
     @given(target.strategy(), st.integers(0, 2**32 - 1))
     def body(base: Any, seed: int) -> None:
         nonlocal count
@@ -106,12 +110,7 @@ def run_bus(budget: int, batch: int = BATCH) -> Result:
     batch = max(1, min(batch, budget))
     with bus.environment() as env:
 
-        @settings(
-            max_examples=math.ceil(budget / batch),
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
-        )
+        @_settings(budget, batch)
         @given(bus.calls(), st.integers(0, 2**32 - 1))
         def body(base: bus.Call, seed: int) -> None:
             nonlocal count
