@@ -17,8 +17,8 @@ import pytest
 
 from nhlink_dbus.aio.downloader import download
 from nhlink_dbus.core.download_policy import WORST_CASE_REACHED, RetryPolicy
-from nhlink_dbus.errors import DownloadError
-from nhlink_devtools.hubsim import HubSim
+from nhlink_dbus.errors import ConfigError, DownloadError
+from nhlink_devtools.hubsim import Fault, HubSim
 
 SPEED_UP = 30.0
 
@@ -66,3 +66,11 @@ async def test_beyond_the_worst_case_timer_the_download_stops(sim: HubSim) -> No
     assert 59 <= elapsed <= 90  # the 60 s floor, on the download's clock
     assert 0 < len(sink.data) < len(body)
     assert len(sim.http_log) == 1  # given up, not retried
+
+
+def test_the_slow_fault_through_the_control_api_shape() -> None:
+    fault = Fault.from_json({"kind": "slow", "rate": 1024, "path": "/firmware/x.fw"})
+    assert fault.to_json()["rate"] == 1024
+    assert Fault.from_json(fault.to_json()) == fault
+    with pytest.raises(ConfigError, match="rate"):
+        Fault.from_json({"kind": "slow"})
