@@ -202,8 +202,11 @@ async def _slow_update(
             record = await sim.wait_for_join(DEVICE, timeout=20)
             started = time.monotonic()
             await sim.offer_update(DEVICE, update.path)
-            await sim.wait_for(
-                lambda: logind.reboot_calls() or record.events("status_update"), timeout=120
+            await until(
+                lambda: logind.reboot_calls() or record.events("status_update"),
+                120,
+                "a reboot or a status_update",
+                daemon,
             )
             elapsed = time.monotonic() - started
             await asyncio.sleep(0.5)  # a reboot, were one to follow a failure, would be here

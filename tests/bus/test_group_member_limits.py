@@ -1,8 +1,7 @@
 """A member of the service's group may do what the shipped policy gives the group
 (call the ``org.nerveshub.Link1`` methods, read properties) and nothing more: not
 own the service's name, not set a property, not call it without naming the
-interface. (Calling every method as a member, and uid 65534 being refused, are in
-tests/bus/test_access.py.)"""
+interface. (Calling every method as a member, and uid 65534 being refused: test_access.py.)"""
 
 from __future__ import annotations
 
