@@ -69,7 +69,7 @@ HUB_CLIENT_TESTS := tests/core/test_phoenix.py tests/core/test_backoff.py \
                     tests/hubsim tests/integration \
                     tests/faults/test_tls_failures.py tests/faults/test_nh1_clock.py \
                     tests/faults/test_reconnect_storm.py tests/faults/test_slow_download.py \
-                    tests/faults/test_loop_blocking.py tests/faults/test_network_daemon.py
+                    tests/faults/test_loop_blocking.py
 
 pytest-deb12: venv venv-deb12
 	NHLINK_DBUSMOCK_PYTHON=$(CURDIR)/$(VPY) $(VENV_DEB)/bin/python -m pytest -q $(HUB_CLIENT_TESTS)

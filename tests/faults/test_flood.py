@@ -54,7 +54,9 @@ MAX_BOUND_S = 5.0
 LIMITS_EXCEEDED = "org.freedesktop.DBus.Error.LimitsExceeded"
 
 
-@pytest.mark.parametrize("policy", ["shipped", "opened"])
+# The opened policy (the service's own refusal under load) is the same run again:
+# in make test-long, to keep make test short.
+@pytest.mark.parametrize("policy", ["shipped", pytest.param("opened", marks=pytest.mark.long)])
 async def test_a_flood_of_bad_decides_leaves_others_answered_and_the_update_going(
     tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock, policy: str
 ) -> None:
