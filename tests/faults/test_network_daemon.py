@@ -104,10 +104,11 @@ async def test_a_hub_restart_during_a_download_resumes_it(
     reference = await asyncio.to_thread(_reference_upgrade, tmp_path, v1, v2)
     url_path = "/firmware/" + v2.path.name
     async with HubSim(sim_config()) as sim:
-        # Held 1 MiB in until the hub is killed; after the restart, held again for
-        # 3 s at 100 KiB, long enough for the device to rejoin mid-download.
+        # Held 1 MiB in until the hub is killed; after the restart, held again three
+        # times (each given up after the 2 s idle timeout of the test config): six
+        # seconds for the device to rejoin mid-download, however busy the machine.
         sim.set_fault(kind="stall", path=url_path, after=1 << 20, seconds=30, attempts={0})
-        sim.set_fault(kind="stall", path=url_path, after=100 << 10, seconds=3, attempts={1})
+        sim.set_fault(kind="stall", path=url_path, after=100 << 10, attempts={1, 2, 3})
         cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image)
         daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address)
         try:
@@ -129,10 +130,9 @@ async def test_a_hub_restart_during_a_download_resumes_it(
             assert record.events("status_update") == []
         finally:
             assert daemon.stop() == 0, daemon.text()
-    # resumed at the byte it stopped at, each time (the second stall may outlast
-    # the 2 s idle timeout of the test config: then once more)
+    # resumed at the byte it stopped at, each time
     ranges = [e.range for e in sim.http_log if e.path == url_path]
-    assert ranges[0] is None and len(ranges) >= 2, ranges
+    assert ranges[0] is None and len(ranges) == 5, ranges
     starts = [int(r.removeprefix("bytes=").removesuffix("-")) for r in ranges[1:] if r]
     assert len(starts) == len(ranges) - 1 and starts[0] >= 1 << 20 and starts == sorted(starts)
     assert image.read_bytes() == reference
@@ -158,7 +158,7 @@ async def test_withheld_heartbeat_replies_reconnect_and_keep_the_question(
             assert reason == "heartbeat_timeout"
             assert await ui.pending() == [request_id]
             sim.config.reply_heartbeats = True
-            await sim.wait_for(lambda: record.connections == 2 and record.joined, timeout=20)
+            await sim.wait_for(lambda: record.connections >= 2 and record.joined, timeout=20)
             assert "heartbeat unanswered" in daemon.text()
             reply = await ui.decide(request_id, "apply")
             assert reply.message_type == MessageType.METHOD_RETURN, reply.body
