@@ -11,8 +11,8 @@ from typing import Any
 
 from nhlink_dbus.core.decisions import DecisionEngine
 from nhlink_dbus.core.health import HealthRegistry
-from nhlink_dbus.core.update_mode import set_update_mode_payload
 from nhlink_dbus.core.link import LinkSettings, decision_kinds
+from nhlink_dbus.core.update_mode import set_update_mode_payload
 from nhlink_dbus.errors import NotPossible, UnknownRequest
 from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
 
@@ -166,7 +166,9 @@ class FakeLinkService:
     async def health_report(self) -> Mapping[str, Any]:
         return {
             "metrics": {"load_1min": 0.5, **self.health.metrics},
-            "checks": {n: {"pass": c.passed, "note": c.note} for n, c in self.health.checks.items()},
+            "checks": {
+                n: {"pass": c.passed, "note": c.note} for n, c in self.health.checks.items()
+            },
             "alarms": dict(self.health.alarms),
         }
 

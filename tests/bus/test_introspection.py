@@ -13,12 +13,12 @@ from typing import Any
 from nhlink_dbus import names
 from nhlink_dbus.bus.interface import contract_xml
 from nhlink_dbus.bus.server import BusFace
+from tests.bus.conftest import NOBODY, as_user_argv
 from tests.bus.device_api_contract import (
     DEVICE_API_METHODS,
     DEVICE_API_PROPERTIES,
     DEVICE_API_SIGNALS,
 )
-from tests.bus.conftest import NOBODY, as_user_argv
 from tests.harness import PrivateSystemBus, busctl
 
 CONTRACT = Path(__file__).resolve().parents[2] / "introspection" / "org.nerveshub.Link1.xml"
