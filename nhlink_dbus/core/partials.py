@@ -142,8 +142,7 @@ class PartVerifier:
             self.failures[index] = attempt
             if attempt >= self.max_attempts:
                 raise VerifyError(
-                    f"part {index + 1} of {len(self.partials)} failed its checksum "
-                    f"{attempt} times"
+                    f"part {index + 1} of {len(self.partials)} failed its checksum {attempt} times"
                 )
             self.refetched += 1
             raise PartMismatch(index, self.verified, attempt)
