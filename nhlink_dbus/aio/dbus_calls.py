@@ -96,7 +96,10 @@ async def set_property(
 
 class SignalWatch:
     """Signals ``member`` of ``interface`` from ``sender`` at ``path``, handed to
-    ``on_signal(body)`` from the moment :meth:`start` returns until :meth:`stop`."""
+    ``on_signal(body)`` from the moment :meth:`start` returns until :meth:`stop`.
+
+    Only broadcasts from the name's owner count: a signal sent *to* us by anyone
+    else (unicast skips match rules) is ignored."""
 
     def __init__(
         self,
@@ -116,10 +119,14 @@ class SignalWatch:
         self._path, self._interface, self._member = path, interface, member
         self._on_signal = on_signal
         self._added = False
+        self._sender = sender
+        self._owner: str | None = None
 
     def _handler(self, msg: Message) -> None:
         if (
             msg.message_type is MessageType.SIGNAL
+            and msg.sender == self._owner
+            and not msg.destination
             and msg.path == self._path
             and msg.interface == self._interface
             and msg.member == self._member
@@ -127,6 +134,11 @@ class SignalWatch:
             self._on_signal(list(msg.body))
 
     async def start(self) -> None:
+        (owner,) = await call(
+            self._bus, names.DBUS_NAME, names.DBUS_PATH, names.DBUS_INTERFACE,
+            "GetNameOwner", "s", [self._sender],
+        )  # fmt: skip
+        self._owner = str(owner)
         self._bus.add_message_handler(self._handler)
         try:
             await call(
