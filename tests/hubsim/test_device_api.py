@@ -143,3 +143,39 @@ async def test_offer_with_a_delta_follows_the_joined_fwup_version(
     assert payload["size"] == 5
     assert sim.devices[DEVICE_ID].api.update_types == ["full", "delta"]
     await ws.close()
+
+
+async def test_control_api_mode_delta_and_live_settings(tmp_path: Path) -> None:
+    import httpx  # noqa: PLC0415
+
+    from nhlink_devtools.hubsim import HubSimConfig, SharedSecret  # noqa: PLC0415
+    from tests.hubsim.conftest import PRODUCT_KEY, PRODUCT_SECRET  # noqa: PLC0415
+
+    (tmp_path / "full.fw").write_bytes(b"full" * 100)
+    (tmp_path / "delta.fw").write_bytes(b"delta")
+    config = HubSimConfig(
+        control_port=0,
+        shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)],
+        health_check=False,
+        fw_dir=tmp_path,
+        extensions=(),
+    )
+    async with HubSim(config) as sim:
+        ws = await joined(sim)
+        assert (await recv(ws))[3] == "update_mode"
+        async with httpx.AsyncClient(base_url=f"{sim.control_url}/_sim") as client:
+            answer = await client.post(
+                "/mode", json={"device": DEVICE_ID, "mode": "device_managed", "allowed": True}
+            )
+            assert answer.json() == {"mode": "device_managed", "managed_updates_allowed": True}
+            assert (await recv(ws))[3:] == ["update_mode", answer.json()]
+            body = {"device": DEVICE_ID, "file": "full.fw", "delta": "delta.fw", "push": False}
+            update = (await client.post("/update", json=body)).json()
+            assert update["firmware_url"].split("?")[0].endswith("/delta.fw")
+            settings = {"request_update_busy": 2, "health_interval_s": None, "penalty_box_s": 5}
+            live = (await client.post("/config", json=settings)).json()
+            assert live["request_update_busy"] == 2 and live["health_interval_s"] is None
+            assert sim.config.penalty_box_s == 5.0
+            bad = await client.post("/mode", json={"device": DEVICE_ID, "mode": "sideways"})
+            assert bad.status_code == 400
+        await ws.close()
