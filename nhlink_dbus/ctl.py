@@ -163,6 +163,13 @@ class Output:
     def data(self, value: Any) -> None:
         self.line(json.dumps(value, sort_keys=True))
 
+    def result(self, value: Any, text: str) -> None:
+        """A command's result: ``value`` as JSON with ``--json``, else ``text``."""
+        if self.json:
+            self.data(value)
+        else:
+            self.line(text)
+
     def line(self, text: str) -> None:
         if self._inline:
             self.stream.write("\n")

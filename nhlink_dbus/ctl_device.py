@@ -55,10 +55,7 @@ async def cmd_health(client: Client, args: argparse.Namespace, out: Output) -> N
 
 async def cmd_mark_valid(client: Client, args: argparse.Namespace, out: Output) -> None:
     await client.call("MarkValid")
-    if out.json:
-        out.data({"FirmwareValidated": True})
-    else:
-        out.line("the running firmware is marked valid")
+    out.result({"FirmwareValidated": True}, "the running firmware is marked valid")
 
 
 async def cmd_mode(client: Client, args: argparse.Namespace, out: Output) -> None:
@@ -76,10 +73,7 @@ async def cmd_mode(client: Client, args: argparse.Namespace, out: Output) -> Non
 
 async def cmd_metric(client: Client, args: argparse.Namespace, out: Output) -> None:
     await client.call("SetHealthMetric", "sd", [args.name, args.value])
-    if out.json:
-        out.data({"metric": args.name, "value": args.value})
-    else:
-        out.line(f"metric {args.name} = {args.value:g}")
+    out.result({"metric": args.name, "value": args.value}, f"metric {args.name} = {args.value:g}")
 
 
 async def cmd_alarm(client: Client, args: argparse.Namespace, out: Output) -> None:
@@ -87,10 +81,9 @@ async def cmd_alarm(client: Client, args: argparse.Namespace, out: Output) -> No
         await client.call("RaiseAlarm", "ss", [args.alarm_id, " ".join(args.text)])
     else:
         await client.call("ClearAlarm", "s", [args.alarm_id])
-    if out.json:
-        out.data({"alarm": args.alarm_id, "raised": args.action == "raise"})
-    else:
-        out.line(f"alarm {args.alarm_id} {'raised' if args.action == 'raise' else 'cleared'}")
+    raised = args.action == "raise"
+    text = f"alarm {args.alarm_id} {'raised' if raised else 'cleared'}"
+    out.result({"alarm": args.alarm_id, "raised": raised}, text)
 
 
 def add_commands(sub: Any) -> None:

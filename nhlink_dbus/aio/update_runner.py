@@ -105,24 +105,17 @@ async def run_update(
                 if fd is not None:
                     async for chunk in read_fd_chunks(fd):
                         await applier.write(chunk)
-                elif job.verifier is not None:
-                    sink = VerifiedSink(applier, job.verifier)
-                    await download(
-                        job.url,
-                        sink,
-                        job.policy,
-                        on_error=lambda reason: logger.warning("download: %s", reason),
-                        on_connected=job.on_connected,
-                    )
-                    await sink.finish()
                 else:
+                    verified = None if job.verifier is None else VerifiedSink(applier, job.verifier)
                     await download(
                         job.url,
-                        applier,
+                        applier if verified is None else verified,
                         job.policy,
                         on_error=lambda reason: logger.warning("download: %s", reason),
                         on_connected=job.on_connected,
                     )
+                    if verified is not None:
+                        await verified.finish()
             except DownloadError as exc:
                 await applier.abort(str(exc))
                 return UpdateOutcome(False, str(exc), applier_error=False)

@@ -13,14 +13,13 @@ its start drops a policy file that lets root own and everyone call the service
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from nhlink_dbus import names
-from tests.harness.bus import _DOCTYPE, START_TIMEOUT_S, PrivateSystemBus, busctl
+from tests.harness.bus import _DOCTYPE, PrivateSystemBus, busctl
 from tests.harness.logind import DBUSMOCK_PYTHON
+from tests.harness.mock_process import MockProcess
 
 GEOCLUE_TEMPLATE = Path(__file__).with_name("geoclue2_template.py")
 
@@ -40,7 +39,7 @@ def _policy(bus_name: str) -> str:
     )
 
 
-class TemplateMock:
+class TemplateMock(MockProcess):
     """``python -m dbusmock --system --template T`` owning ``bus_name``."""
 
     def __init__(
@@ -51,50 +50,22 @@ class TemplateMock:
         probe: tuple[str, str, str],  # (path, interface, property) answered once it is up
         parameters: dict[str, Any] | None = None,
     ) -> None:
-        self.bus = bus
         self.bus_name = bus_name
         bus.add_policy(f"test-{bus_name}.conf", _policy(bus_name))
-        self.log_path = bus.directory / f"{bus_name}-mock.log"
-        argv = [DBUSMOCK_PYTHON, "-m", "dbusmock", "--system", "--template", template]
+        argv = ["--template", template]
         if parameters:
             argv += ["--parameters", json.dumps(parameters)]
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                argv, env=bus.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
-        try:
-            self._wait_ready(probe)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, probe: tuple[str, str, str]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            done = busctl(self.bus, "get-property", self.bus_name, *probe, check=False)
-            if done.returncode == 0:
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dbusmock {self.bus_name} exited early:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dbusmock {self.bus_name} did not come up:\n{self.log()}")
-            time.sleep(0.02)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        super().__init__(
+            bus,
+            DBUSMOCK_PYTHON,
+            argv,
+            f"{bus_name}-mock.log",
+            lambda: busctl(bus, "get-property", bus_name, *probe, check=False).returncode == 0,
+        )
 
     def call(self, path: str, interface: str, method: str, *signature_and_args: str) -> str:
         done = busctl(self.bus, "call", self.bus_name, path, interface, method, *signature_and_args)
         return done.stdout
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class GeoClueMock(TemplateMock):
