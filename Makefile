@@ -8,12 +8,12 @@ VPY         := $(VENV)/bin/python
 # Debian 12's library versions (the .deb runs on them): the hub client tests
 # run a second time against these in .venv-deb12.
 VENV_DEB    := .venv-deb12
-DEB12_PINS  := websockets==10.4 httpx==0.23.3 dbus-next==0.2.3
+DEB12_PINS  := websockets==10.4 httpx==0.23.3 dbus-next==0.2.3 pyudev==0.24.0
 DEB12_TEST_TOOLS := pytest pytest-timeout pytest-asyncio hypothesis
 
 APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
-                libglib2.0-bin fdisk gdisk
+                libglib2.0-bin fdisk gdisk umockdev gir1.2-umockdev-1.0 e2fsprogs
 
 .PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean
 

@@ -3,14 +3,15 @@
     nhlinkctl [--json] status
     nhlinkctl [--json] watch                 live state, progress bar, reboot countdown
     nhlinkctl [--json] pending
+    nhlinkctl [--json] archives              archives ready in the archives folder
     nhlinkctl [--json] decide ID apply|ignore|download|reschedule [--delay MS]
     nhlinkctl [--json] check
     nhlinkctl [--json] install FILE          the file is opened here and passed as an fd
     nhlinkctl [--json] reconnect
     nhlinkctl [--json] backoff [MS ...] [--reset]
 
-Reading (status, watch, pending) is open to everyone; the other commands need
-root or membership of the service's group (``nhlink`` by default). Exit status:
+Reading the properties (status, watch) is open to everyone; the other commands
+need root or membership of the service's group (``nhlink`` by default). Exit status:
 0 done, 1 refused or failed (one line on stderr), 2 bad usage, 130 interrupted.
 ``DBUS_SYSTEM_BUS_ADDRESS`` is honoured.
 """
@@ -55,6 +56,8 @@ SIGNAL_ARGS: Mapping[str, tuple[str, ...]] = {
     "Identify": (),
     "Disconnected": ("reason",),
     "RebootScheduled": ("delay_ms",),
+    "MediaAdded": ("device", "mount_point", "candidates"),
+    "MediaRemoved": ("device",),
 }
 
 
@@ -200,6 +203,18 @@ async def cmd_pending(client: Client, args: argparse.Namespace, out: Output) -> 
     else:
         for item in items:
             out.line(f"{item['request_id']}  {item['kind']}  {_describe_info(item['info'])}")
+
+
+async def cmd_archives(client: Client, args: argparse.Namespace, out: Output) -> None:
+    [archives] = await client.call("GetArchives")
+    items = [{"path": path, "info": unwrap(info)} for path, info in archives]
+    if out.json:
+        out.data(items)
+    elif not items:
+        out.line("no archives ready")
+    else:
+        for item in items:
+            out.line(f"{item['path']}  {_describe_info(item['info'])}")
 
 
 async def cmd_decide(client: Client, args: argparse.Namespace, out: Output) -> None:
@@ -394,6 +409,11 @@ class Watcher:
             out.line(f"disconnected from the hub: {a['reason']}")
         elif member == "RebootScheduled":
             out.line(f"reboot scheduled in {int(a['delay_ms']) / 1000:g} s")
+        elif member == "MediaAdded":
+            where = f" at {a['mount_point']}" if a["mount_point"] else ""
+            out.line(f"medium {a['device']}{where}: {a['candidates']} .fw file(s) to check")
+        elif member == "MediaRemoved":
+            out.line(f"medium {a['device']} removed")
 
     def _start_countdown(self, delay_ms: int) -> None:
         if self._countdown is not None:
@@ -429,6 +449,9 @@ def _parser() -> argparse.ArgumentParser:
         run=cmd_watch
     )
     sub.add_parser("pending", help="requests waiting for a decision").set_defaults(run=cmd_pending)
+    sub.add_parser("archives", help="archives ready in the archives folder").set_defaults(
+        run=cmd_archives
+    )
     d = sub.add_parser("decide", help="answer a pending request")
     d.add_argument("request_id", metavar="ID")
     d.add_argument("decision", choices=DECISIONS)

@@ -24,6 +24,12 @@ class PendingRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadyArchive:
+    path: str  # absolute, inside [archives] dir
+    info: Info
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who called (filled in by the bus face from the bus)."""
 
@@ -51,6 +57,8 @@ class LinkListener(Protocol):
     def disconnected(self, reason: str) -> None: ...
     def reboot_scheduled(self, delay_ms: int) -> None: ...
     def properties_changed(self, changed: Mapping[str, object]) -> None: ...
+    def media_added(self, device: str, mount_point: str, candidates: int) -> None: ...
+    def media_removed(self, device: str) -> None: ...
 
 
 class LinkService(Protocol):
@@ -67,6 +75,8 @@ class LinkService(Protocol):
     async def install_file(self, fd: int, options: Mapping[str, object], caller: Caller) -> str: ...
     def reconnect(self) -> None: ...
     def set_reconnect_backoff(self, delays_ms: Sequence[int]) -> None: ...
+    def ready_archives(self) -> Sequence[ReadyArchive]:
+        """The archives ready in the archives folder (``GetArchives``)."""
 
     # properties (DESIGN §2)
     @property

@@ -17,10 +17,16 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress, make_applier
+from nhlink_dbus.aio.appliers import (
+    ApplyRequest,
+    BaseApplier,
+    OnMessage,
+    OnProgress,
+    make_applier,
+)
 from nhlink_dbus.aio.downloader import download
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.config import ApplierKind
@@ -44,6 +50,7 @@ class UpdateJob:
     url: str = field(default="", repr=False)  # pre-signed: never logged
     local_fd: int | None = None  # InstallFile: owned by the job, closed at its end
     fwup_path: str | None = None
+    chunks: Callable[[], AsyncGenerator[bytes, None]] | None = None  # a file on removable media
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +73,9 @@ async def run_update(
             await applier.start()
             try:
                 if fd is not None:
-                    async for chunk in read_fd_chunks(fd):
-                        await applier.write(chunk)
+                    await _feed(read_fd_chunks(fd), applier)
+                elif job.chunks is not None:
+                    await _feed(job.chunks(), applier)
                 else:
                     await download(
                         job.url,
@@ -78,6 +86,9 @@ async def run_update(
             except DownloadError as exc:
                 await applier.abort(str(exc))
                 return UpdateOutcome(False, str(exc), applier_error=False)
+            except _SourceFailed as exc:
+                await applier.abort(str(exc))
+                return UpdateOutcome(False, str(exc), applier_error=True)
             except BaseException:
                 await applier.abort("cancelled")
                 raise
@@ -92,6 +103,25 @@ async def run_update(
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class _SourceFailed(Exception):
+    """The local file (or the medium holding it) could not be read to its end."""
+
+
+async def _feed(source: AsyncGenerator[bytes, None], applier: BaseApplier) -> None:
+    """Every chunk of a local source into the applier; a read failure is _SourceFailed
+    (the applier's own failures propagate unchanged)."""
+    async with contextlib.aclosing(source):
+        while True:
+            try:
+                chunk = await anext(source)
+            except StopAsyncIteration:
+                return
+            except (NhlinkError, OSError) as exc:
+                text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise _SourceFailed(f"reading the firmware failed: {text}") from exc
+            await applier.write(chunk)
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from nhlink_dbus.core.hub_messages import UpdateInfo
+from nhlink_dbus.core.media import MediaFile
 from nhlink_dbus.errors import StateError
 
 
@@ -50,6 +51,7 @@ class Offer:
     info: UpdateInfo
     public_keys: tuple[str, ...]
     source: str = "hub"  # hub | removable | file
+    medium: MediaFile | None = None  # removable: where the file is
 
     @property
     def key(self) -> str:

@@ -1,18 +1,20 @@
 """The composition root: builds the adapters, feeds the core, performs its effects.
 
 Decisions are the core's (:class:`~nhlink_dbus.core.link.LinkCore`); this module
-only wires. Hub events and face requests go into the core with the time; what
-comes out is performed through one table (effect type → handler). Long-running
-work — an update, an archive fetch, a reboot — runs under one
+only wires. Hub events, udev events and face requests go into the core with the
+time; what comes out is performed through one table (effect type → handler).
+Long-running work — an update, an archive fetch, a medium, a reboot — runs under one
 :class:`~nhlink_dbus.aio.supervisor.Supervisor`, and the core is woken at its
 next deadline by one :class:`~nhlink_dbus.aio.supervisor.DeadlineTimer`.
 :meth:`NhlinkService.create` does the start-up I/O (the KV store, ``fwup
---version``) off the event loop.
+--version``, the archives folder) off the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import grp
 import logging
 import os
 import secrets
@@ -23,17 +25,18 @@ from typing import Any
 import nhlink_dbus
 from nhlink_dbus.aio import update_runner
 from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
-from nhlink_dbus.aio.archive_store import fetch_archive
+from nhlink_dbus.aio.archive_store import ArchiveStore
 from nhlink_dbus.aio.hub_client import HubClient
 from nhlink_dbus.aio.logind import Logind
+from nhlink_dbus.aio.media_files import MediaSettings, MediumSession, MountedMedium, ReaderFactory
+from nhlink_dbus.aio.media_mounts import MediaMounts
 from nhlink_dbus.aio.supervisor import DeadlineTimer, Supervisor
+from nhlink_dbus.aio.udev_monitor import UdevMonitor
 from nhlink_dbus.config import Config
 from nhlink_dbus.core import archive_manager as am
 from nhlink_dbus.core import hub_session as hs
-from nhlink_dbus.core import link
+from nhlink_dbus.core import link, media
 from nhlink_dbus.core import update_manager as um
-from nhlink_dbus.core.download_policy import RetryPolicy
-from nhlink_dbus.core.hub_messages import ArchiveInfo
 from nhlink_dbus.core.kv_format import KVError, active_slot_metadata
 from nhlink_dbus.errors import LogindError, NhlinkError, NotPossible
 from nhlink_dbus.kv_store import read_kv
@@ -46,7 +49,7 @@ UpdateRunner = Callable[
     [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
     Awaitable[update_runner.UpdateOutcome],
 ]
-ArchiveFetcher = Callable[[ArchiveInfo, Sequence[str], str, RetryPolicy], Awaitable[str]]
+MonitorFactory = Callable[[Callable[[str, media.BlockDevice], None]], UdevMonitor]
 
 
 class NhlinkService(FaceRequests):
@@ -63,14 +66,21 @@ class NhlinkService(FaceRequests):
         clock: Callable[[], float] = time.monotonic,
         boot_token: str | None = None,
         run_update: UpdateRunner = update_runner.run_update,
-        fetch_archive: ArchiveFetcher = fetch_archive,
+        archive_store: ArchiveStore | None = None,
+        udev_monitor: MonitorFactory = UdevMonitor,
+        media_mounts: MediaMounts | None = None,
+        media_reader: ReaderFactory = MountedMedium,
     ) -> None:
         self.config = config
         self.kv = dict(kv)
         self.logind = logind
         self.clock = clock
         self._run_update = run_update
-        self._fetch_archive = fetch_archive
+        self.store = archive_store or archive_store_for(config)
+        self._udev_monitor = udev_monitor
+        self.mounts = media_mounts or MediaMounts(config.media.mount_dir)
+        self._media_reader = media_reader
+        self.media_sessions: dict[str, MediumSession] = {}  # by sysfs path
         self.listeners = Listeners()
         slot = active_slot_metadata(self.kv)
         # Request ids carry a token of this start: none names a request of another one.
@@ -110,6 +120,11 @@ class NhlinkService(FaceRequests):
             um.RebootNow: lambda e: self.tasks.spawn("reboot", self._reboot()),
             um.ReportError: self._error,
             am.StartArchiveDownload: lambda e: self.tasks.spawn("archive", self._archive(e)),
+            am.DiscardStaged: lambda e: self.store.discard(e.path),
+            media.AttachMedium: self._attach_medium,
+            media.DetachMedium: self._detach_medium,
+            media.MediaAdded: self._media_added,
+            media.MediaRemoved: lambda e: self.listeners.media_removed(e.device),
         }
 
     @classmethod
@@ -122,7 +137,12 @@ class NhlinkService(FaceRequests):
             kv = {}
         fw = config.firmware
         version = await update_runner.fwup_version(fw.applier, fw.fwup_path)
-        return cls(config, kv, fwup_version=version, **adapters)
+        service = cls(config, kv, fwup_version=version, **adapters)
+        try:
+            service.core.archives_found(await asyncio.to_thread(service.store.prepare))
+        except NhlinkError as exc:
+            logger.error("archives folder: %s", exc)
+        return service
 
     async def run(self) -> None:
         """Run until cancelled; every task of the service ends with it."""
@@ -133,10 +153,38 @@ class NhlinkService(FaceRequests):
             self.core.slot.get("nerves_fw_uuid", "?"),
         )
         async with self.tasks:
+            monitor = self._watch_media()
             try:
                 await self.hub.run()
             finally:
                 self._timer.stop()
+                if monitor is not None:
+                    monitor.close()
+                for session in list(self.media_sessions.values()):
+                    await session.close()  # our mounts do not outlive the service
+
+    def _watch_media(self) -> UdevMonitor | None:
+        """Start watching udev for media (and take the media present now)."""
+        if not self.config.media.enabled:
+            return None
+        monitor = self._udev_monitor(self._udev_event)
+        try:
+            present = monitor.start()
+        except NhlinkError as exc:
+            logger.error("removable media are not watched: %s", exc)
+            return None
+        for device in present:
+            self._udev_event("add", device)
+        return monitor
+
+    def _udev_event(self, action: str, device: media.BlockDevice) -> None:
+        if action == "add":
+            event: media.MediaInput = media.MediumAdded(device)
+        elif action == "remove":
+            event = media.MediumRemovedEvent(device.sys_path)
+        else:
+            return
+        self.perform(self.core.media_event(event, self.clock()))
 
     def perform(self, effects: Sequence[link.Effect]) -> None:
         """Carry out the core's effects, then wake it at its next deadline."""
@@ -174,6 +222,39 @@ class NhlinkService(FaceRequests):
     def _archive_ready(self, e: link.ArchiveReady) -> None:
         logger.info("archive %s ready at %s", e.request_id, e.path)
         self.listeners.archive_ready(e.request_id, e.info, e.path)
+
+    def _media_added(self, e: media.MediaAdded) -> None:
+        logger.info("medium %s at %s: %d candidate file(s)", e.device, e.mount_point, e.candidates)
+        self.listeners.media_added(e.device, e.mount_point, e.candidates)
+
+    def _attach_medium(self, e: media.AttachMedium) -> None:
+        logger.info("removable medium %s (%s)", e.device.devnode, e.device.fs_type)
+        config = self.config
+        session = MediumSession(
+            e.device,
+            MediaSettings(
+                config.media.folders,
+                config.media.max_bytes,
+                config.media.mount,
+                config.firmware.task,
+            ),
+            mounts=self.mounts,
+            store=self.store,
+            keys_for=lambda kind: (
+                self.core.fwup_keys if kind is media.Kind.FIRMWARE else self.core.archive_keys
+            ),
+            running=dict(self.core.slot),
+            report=lambda event: self.perform(self.core.media_event(event, self.clock())),
+            mounted_reader=self._media_reader,
+        )
+        self.media_sessions[e.device.sys_path] = session
+        session.task = self.tasks.spawn(f"medium {e.device.devnode}", session.run())
+
+    def _detach_medium(self, e: media.DetachMedium) -> None:
+        session = self.media_sessions.pop(e.sys_path, None)
+        if session is not None:
+            logger.info("removable medium %s removed", session.device.devnode)
+            self.tasks.spawn(f"detach {session.device.devnode}", session.close())
 
     def _error(self, e: um.ReportError) -> None:
         logger.warning("%s", e.message)
@@ -226,20 +307,25 @@ class NhlinkService(FaceRequests):
         request = ApplyRequest(devpath, fw.task, e.offer.public_keys, fw.fwup_env)
         url = e.offer.info.firmware_url
         policy = self.config.retry_policy()
-        return update_runner.UpdateJob(request, fw.applier, policy, url, fd, fw.fwup_path)
+        chunks = None
+        if e.offer.medium is not None:
+            session = self.media_sessions.get(e.offer.medium.sys_path)
+            if session is None:
+                raise NotPossible(f"{e.offer.medium.device}: the medium was removed")
+            chunks = functools.partial(session.chunks, e.offer.medium.path)
+        return update_runner.UpdateJob(
+            request, fw.applier, policy, url, fd, fw.fwup_path, chunks=chunks
+        )
 
     async def _archive(self, e: am.StartArchiveDownload) -> None:
-        folder, policy = self.config.archives.dir, self.config.retry_policy()
-        path, error = None, "the service stopped"
+        result = am.FetchResult(error="the service stopped")
         try:
-            path = await self._fetch_archive(e.offer.info, e.offer.public_keys, folder, policy)
-        except NhlinkError as exc:
-            error = str(exc)
+            result = await self.store.obtain(e.offer, recheck=e.recheck)
         except Exception as exc:  # the supervisor logs it; the request still ends here
-            error = f"internal error: {type(exc).__name__}"
+            result = am.FetchResult(error=f"internal error: {type(exc).__name__}")
             raise
         finally:
-            self.perform(self.core.archive_done(e.request_id, path, error))
+            self.perform(self.core.archive_done(e.request_id, result, self.clock()))
 
     async def _reboot(self) -> None:
         if self.logind is None:
@@ -254,3 +340,19 @@ class NhlinkService(FaceRequests):
             )
         except LogindError as exc:
             self.perform(self.core.error(str(exc)))
+
+
+def archive_store_for(config: Config) -> ArchiveStore:
+    """The archives folder as configured: files owned by root and ``decisions.group``."""
+    archives = config.archives
+    gid = None
+    if os.geteuid() == 0:
+        try:
+            gid = grp.getgrnam(config.decisions.group).gr_gid
+        except KeyError:
+            logger.warning(
+                "group %s does not exist: archives are readable by root only",
+                config.decisions.group,
+            )
+    bounds = am.ShelfBounds(archives.max_bytes, archives.max_count, archives.keep_ready_ms)
+    return ArchiveStore(archives.dir, bounds, config.retry_policy(), gid=gid)

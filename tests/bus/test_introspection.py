@@ -90,6 +90,7 @@ def test_contract_is_design_section_2() -> None:
         "InstallFile": "ha{sv}->s",
         "Reconnect": "->",
         "SetReconnectBackoff": "at->",
+        "GetArchives": "->a(sa{sv})",  # issue 10
     }
     assert {n: "".join(t for _, t, _ in a) for n, (a, _) in contract["signals"].items()} == {
         "UpdateAvailable": "sa{sv}",
@@ -103,6 +104,8 @@ def test_contract_is_design_section_2() -> None:
         "Identify": "",
         "Disconnected": "s",
         "RebootScheduled": "t",
+        "MediaAdded": "ssu",  # issue 10
+        "MediaRemoved": "s",
     }
     assert {n: (t, a) for n, (t, a, _) in contract["properties"].items()} == {
         "State": ("s", "read"),
