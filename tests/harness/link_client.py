@@ -32,7 +32,9 @@ class LinkClient:
     async def start(self) -> LinkClient:
         self.bus.add_message_handler(self._on_message)
         rule = f"type='signal',path='{names.OBJECT_PATH}',interface='{names.INTERFACE}'"
-        await self._call(names.DBUS_NAME, names.DBUS_PATH, names.DBUS_INTERFACE, "AddMatch", "s", [rule])
+        await self._call(
+            names.DBUS_NAME, names.DBUS_PATH, names.DBUS_INTERFACE, "AddMatch", "s", [rule]
+        )
         return self
 
     def _on_message(self, msg: Message) -> None:

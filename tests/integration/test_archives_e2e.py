@@ -206,11 +206,14 @@ async def test_wrongly_signed_and_unsigned_archives_never_become_ready(
             for archive, uuid in ((wrong, wrong_uuid), (unsigned, unsigned_uuid)):
                 await sim.offer_archive(DEVICE, archive)
                 ((rid, _),) = await client.wait_for(
-                    "ArchiveAvailable", lambda a, u=uuid: a[1]["uuid"] == u  # type: ignore[misc]
+                    "ArchiveAvailable",
+                    lambda a, u=uuid: a[1]["uuid"] == u,  # type: ignore[misc]
                 )
                 await client.call("Decide", "sst", [rid, "download", 0])
-                (error,) = await client.wait_for(
-                    "Error", lambda e, u=uuid: u in e[0], log=daemon.text  # type: ignore[misc]
+                await client.wait_for(
+                    "Error",
+                    lambda e, u=uuid: u in e[0],
+                    log=daemon.text,  # type: ignore[misc]
                 )
                 assert len(archive_requests(sim, uuid)) == 1  # it was downloaded, then refused
             errors = [e[0] for e in client.named("Error")]
