@@ -125,8 +125,16 @@ dir = "{folder / "archives"}"
 class Daemon:
     """``nhlink-dbus --config FILE`` as a child process."""
 
-    def __init__(self, config: Path, log: Path, bus_address: str, export_bus: bool = False) -> None:
-        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus_address, PYTHONUNBUFFERED="1")
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        bus_address: str,
+        export_bus: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = dict(os.environ, **(env or {}))
+        env.update(DBUS_SYSTEM_BUS_ADDRESS=bus_address, PYTHONUNBUFFERED="1")
         args = [
             sys.executable,
             "-m",

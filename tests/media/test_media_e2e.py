@@ -1,0 +1,138 @@
+"""Issue 10, from removable media: the real daemon under umockdev (a USB stick record,
+``add``/``remove`` uevents at run time), real file-system images on loop devices the
+test attached, a private system bus, nhlink-hub-sim and dbusmock's logind.
+
+Nothing here touches the host's udev, mounts or block devices: the daemon sees the
+umockdev test bed instead of the host's ``/sys``; the stick's device node is a loop
+device of this test; mounts go under the test's folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nhlink_dbus.core.kv_format import active_slot_metadata
+from nhlink_dbus.kv_store import read_kv
+from nhlink_devtools.ab_layout import AbLayout, build_ab_firmware
+from nhlink_devtools.fw_builder import load_private_key
+from nhlink_devtools.hubsim import HubSim
+from tests.harness import LogindMock, PrivateSystemBus, system_bus_connection
+from tests.harness.link_client import LinkClient
+from tests.harness.umockdev import UdevDriver, usb_stick
+from tests.integration.archive_helpers import GOOD_KEY, WRONG_KEY, make_archive, sha256
+from tests.integration.archive_helpers import running_device as make_device
+from tests.integration.daemon_helpers import DEVICE, Daemon, sim_config, until, write_config
+from tests.integration.test_archives_e2e import on_the_bus
+from tests.media.media_helpers import (
+    attached,
+    ext4_image,
+    fat_image,
+    kernel_mounts,
+    mount_options,
+    mounts_of,
+)
+
+MAX_BYTES = 3 << 20
+
+
+def media_config(tmp_path: Path, folders: str = '["nerves-hub", ".", "up"]') -> str:
+    return (
+        f'enabled = true\nmount = true\nmount_dir = "{tmp_path / "media"}"\n'
+        f"folders = {folders}\nmax_bytes = {MAX_BYTES}\n"
+    )
+
+
+async def test_archives_on_an_ext4_stick(
+    tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
+) -> None:
+    _fw, image = make_device(tmp_path)
+    stick = tmp_path / "stick"
+    (stick / "nerves-hub").mkdir(parents=True)
+    signed, uuid = make_archive(stick / "nerves-hub", "signed")
+    make_archive(stick / "nerves-hub", "unsigned", key=None)
+    make_archive(stick / "nerves-hub", "wrong", key=WRONG_KEY)
+    (stick / "nerves-hub" / "._signed.fw").write_bytes(signed.read_bytes())  # AppleDouble
+    (stick / "nerves-hub" / ".hidden.fw").write_bytes(signed.read_bytes())
+    outside, _ = make_archive(tmp_path, "outside")
+    (stick / "nerves-hub" / "escape.fw").symlink_to("../../outside.fw")  # a ../ way out
+    (stick / "nerves-hub" / "absolute.fw").symlink_to(outside)  # out of the medium
+    (stick / "up").symlink_to("..")  # a configured folder that is a symlink
+    make_archive(stick, "oversized", size=MAX_BYTES + (1 << 20))
+    (stick / "README.txt").write_text("not a candidate\n")
+    folder = tmp_path / "archives"
+
+    with attached(ext4_image(stick, tmp_path / "stick.img")) as devnode:
+        record, partition = usb_stick(devnode, "ext4")
+        udev = UdevDriver(tmp_path)
+        async with HubSim(sim_config()) as sim, system_bus_connection() as bus:
+            client = await LinkClient(bus).start()
+            cfg = write_config(
+                tmp_path,
+                ws_url=sim.ws_url,
+                image=image,
+                media=media_config(tmp_path),
+                extra="[decisions]\ntimeout_ms = 60000\n",
+            )
+            daemon = Daemon(
+                cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True, env=udev.env()
+            )
+            try:
+                await sim.wait_for_join(DEVICE, timeout=20)
+                await on_the_bus(client, daemon)
+                udev.add(record)  # the stick is plugged in
+
+                ((dev, mount_point, candidates),) = await client.wait_for(
+                    "MediaAdded", log=daemon.text
+                )
+                assert dev == devnode and mount_point == str(tmp_path / "media" / Path(devnode).name)
+                assert candidates == 3  # signed, unsigned, wrong; nothing else qualifies
+                assert mounts_of(devnode) == [mount_point]
+                assert {"ro", "nosuid", "nodev", "noexec"} <= mount_options(mount_point)
+
+                ((rid, info),) = await client.wait_for("ArchiveAvailable", log=daemon.text)
+                assert info["source"] == "removable" and info["uuid"] == uuid
+                assert (info["device"], info["file"]) == (devnode, "nerves-hub/signed.fw")
+                errors = await client.wait_for("Error", count=2, log=daemon.text)
+                texts = sorted(e[0] for e in errors)
+                assert "nerves-hub/unsigned.fw refused" in texts[0]
+                assert "Expecting signed firmware archive" in texts[0]
+                assert "nerves-hub/wrong.fw refused" in texts[1]
+                assert "digital signature verification" in texts[1]
+
+                # copied and verified before it was announced: the copy waits for the decision
+                staged = [n for n in os.listdir(folder) if n.endswith(".staged")]
+                assert staged == [f"{uuid}.fw.{Path(devnode).name}.staged"]
+                await client.call("Decide", "sst", [rid, "download", 0])
+                ((_rid, ready_info, path),) = await client.wait_for(
+                    "ArchiveReady", log=daemon.text
+                )
+                assert path == str(folder / f"{uuid}.fw")
+                assert sha256(Path(path)) == sha256(signed)
+                assert ready_info["source"] == "removable"
+                assert sorted(os.listdir(folder)) == [f"{uuid}.fw"]
+
+                udev.remove(partition)  # the stick is pulled
+                udev.remove(partition.rsplit("/", 1)[0])
+                (removed,) = await client.wait_for("MediaRemoved", log=daemon.text)
+                assert removed == [devnode]
+
+                await until(
+                    lambda: not mounts_of(devnode) and not Path(mount_point).exists(),
+                    30,
+                    "the unmount",
+                    daemon,
+                )
+                assert sha256(Path(path)) == sha256(signed)  # the ready archive stays
+                # Only the two refused files were reported; nothing skipped was.
+                assert len(client.named("Error")) == 2
+                log = daemon.text()
+                assert "nerves-hub/escape.fw skipped: a symlink" in log
+                assert "nerves-hub/absolute.fw skipped: a symlink" in log
+                assert "nerves-hub/._signed.fw skipped: AppleDouble file" in log
+                assert "nerves-hub/.hidden.fw skipped: hidden file" in log
+                assert "oversized.fw skipped: " in log and "over [media] max_bytes" in log
+                assert "up skipped: not a folder" in log
+            finally:
+                assert daemon.stop() == 0, daemon.text()
+                udev.close()
+        assert mounts_of(devnode) == []
