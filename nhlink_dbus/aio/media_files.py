@@ -230,7 +230,9 @@ class FatMedium:
         finally:
             if proc.returncode is None:
                 proc.kill()
-                await proc.wait()
+                # Drain what is left in the pipes: a paused pipe never sees its end,
+                # and wait() would wait for it.
+                await proc.communicate()
 
 
 async def inspect(

@@ -21,7 +21,14 @@ from tests.harness.link_client import LinkClient
 from tests.harness.umockdev import UdevDriver, usb_stick
 from tests.integration.archive_helpers import GOOD_KEY, WRONG_KEY, make_archive, sha256
 from tests.integration.archive_helpers import running_device as make_device
-from tests.integration.daemon_helpers import DEVICE, Daemon, sim_config, until, write_config
+from tests.integration.daemon_helpers import (
+    DEVICE,
+    Daemon,
+    make_firmware,
+    sim_config,
+    until,
+    write_config,
+)
 from tests.integration.test_archives_e2e import on_the_bus
 from tests.media.media_helpers import (
     attached,
@@ -84,7 +91,8 @@ async def test_archives_on_an_ext4_stick(
                 ((dev, mount_point, candidates),) = await client.wait_for(
                     "MediaAdded", log=daemon.text
                 )
-                assert dev == devnode and mount_point == str(tmp_path / "media" / Path(devnode).name)
+                assert dev == devnode
+                assert mount_point == str(tmp_path / "media" / Path(devnode).name)
                 assert candidates == 3  # signed, unsigned, wrong; nothing else qualifies
                 assert mounts_of(devnode) == [mount_point]
                 assert {"ro", "nosuid", "nodev", "noexec"} <= mount_options(mount_point)
@@ -103,9 +111,7 @@ async def test_archives_on_an_ext4_stick(
                 staged = [n for n in os.listdir(folder) if n.endswith(".staged")]
                 assert staged == [f"{uuid}.fw.{Path(devnode).name}.staged"]
                 await client.call("Decide", "sst", [rid, "download", 0])
-                ((_rid, ready_info, path),) = await client.wait_for(
-                    "ArchiveReady", log=daemon.text
-                )
+                ((_rid, ready_info, path),) = await client.wait_for("ArchiveReady", log=daemon.text)
                 assert path == str(folder / f"{uuid}.fw")
                 assert sha256(Path(path)) == sha256(signed)
                 assert ready_info["source"] == "removable"
@@ -136,3 +142,136 @@ async def test_archives_on_an_ext4_stick(
                 assert daemon.stop() == 0, daemon.text()
                 udev.close()
         assert mounts_of(devnode) == []
+
+
+async def test_firmware_on_a_stick_is_offered_and_applied(
+    tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
+) -> None:
+    running, image = make_device(tmp_path)
+    stick = tmp_path / "stick"
+    (stick / "nerves-hub").mkdir(parents=True)
+    update = make_firmware(stick / "nerves-hub", "2.0.0", 1 << 20)
+    key = load_private_key(GOOD_KEY.read_text())
+    build_ab_firmware(
+        stick / "nerves-hub" / "other.fw", "3.0.0", os.urandom(4096), key, product="other-product"
+    )
+    layout = AbLayout()
+    before = image.read_bytes()
+
+    with attached(ext4_image(stick, tmp_path / "stick.img")) as devnode:
+        record, partition = usb_stick(devnode, "ext4")
+        udev = UdevDriver(tmp_path)
+        async with HubSim(sim_config()) as sim, system_bus_connection() as bus:
+            client = await LinkClient(bus).start()
+            cfg = write_config(
+                tmp_path,
+                ws_url=sim.ws_url,
+                image=image,
+                media=media_config(tmp_path, '["nerves-hub"]'),
+                extra="[decisions]\ntimeout_ms = 60000\n",
+            )
+            daemon = Daemon(
+                cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True, env=udev.env()
+            )
+            try:
+                await sim.wait_for_join(DEVICE, timeout=20)
+                await on_the_bus(client, daemon)
+                udev.add(record)
+                ((_dev, _mount_point, candidates),) = await client.wait_for(
+                    "MediaAdded", log=daemon.text
+                )
+                assert candidates == 2
+                ((rid, info),) = await client.wait_for("UpdateAvailable", log=daemon.text)
+                assert info["source"] == "removable" and info["uuid"] == update.uuid
+                assert (info["device"], info["file"]) == (devnode, f"nerves-hub/{update.path.name}")
+                ((error,),) = await client.wait_for("Error", log=daemon.text)
+                assert "nerves-hub/other.fw refused: firmware for another device" in error
+                assert "'other-product'" in error
+
+                await client.call("Decide", "sst", [rid, "apply", 0])
+                ((_rid, success, message),) = await client.wait_for(
+                    "UpdateFinished", log=daemon.text
+                )
+                assert success, message
+                await client.wait_for("RebootScheduled")
+                await until(logind_mock.reboot_calls, 20, "Reboot", daemon)
+                assert logind_mock.reboot_calls() == [False]
+                assert [p for (p,) in client.named("FwupProgress")][-1] == 100
+
+                udev.remove(partition)
+                await client.wait_for("MediaRemoved", log=daemon.text)
+            finally:
+                assert daemon.stop() == 0, daemon.text()
+                udev.close()
+    kv = read_kv(layout.kv_spec(image))
+    assert kv["nerves_fw_active"] == "b"
+    assert active_slot_metadata(kv)["nerves_fw_uuid"] == update.uuid != running.uuid
+    after = image.read_bytes()
+    a0, a1 = 4096 * 512, layout.rootfs_b * 512
+    assert after[a0:a1] == before[a0:a1]  # the running slot was not touched
+
+
+async def test_archive_on_a_fat_stick(
+    tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
+) -> None:
+    _fw, image = make_device(tmp_path)
+    files = tmp_path / "files"
+    files.mkdir()
+    signed, uuid = make_archive(files, "signed")
+    big, _ = make_archive(files, "big", size=MAX_BYTES + (1 << 20))
+    stick = fat_image(
+        {
+            "nerves-hub/Content Pack.fw": signed,
+            "nerves-hub/._Content Pack.fw": signed,
+            "nerves-hub/.hidden.fw": signed,
+            "big.fw": big,
+        },
+        tmp_path / "fat.img",
+    )
+    vfat = kernel_mounts("vfat")
+    folder = tmp_path / "archives"
+
+    with attached(stick) as devnode:
+        record, partition = usb_stick(devnode, "vfat")
+        udev = UdevDriver(tmp_path)
+        async with HubSim(sim_config()) as sim, system_bus_connection() as bus:
+            client = await LinkClient(bus).start()
+            cfg = write_config(
+                tmp_path,
+                ws_url=sim.ws_url,
+                image=image,
+                media=media_config(tmp_path),
+                extra="[decisions]\ntimeout_ms = 60000\n",
+            )
+            daemon = Daemon(
+                cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True, env=udev.env()
+            )
+            try:
+                await sim.wait_for_join(DEVICE, timeout=20)
+                await on_the_bus(client, daemon)
+                udev.add(record)
+                ((_dev, mount_point, candidates),) = await client.wait_for(
+                    "MediaAdded", log=daemon.text
+                )
+                assert candidates == 1
+                if vfat:
+                    assert mount_point and mounts_of(devnode) == [mount_point]
+                else:  # this kernel has no vfat: read with mtools, nothing mounted
+                    assert mount_point == "" and mounts_of(devnode) == []
+                    assert "reading the FAT file system with mtools" in daemon.text()
+                ((rid, info),) = await client.wait_for("ArchiveAvailable", log=daemon.text)
+                assert (info["uuid"], info["file"]) == (uuid, "nerves-hub/Content Pack.fw")
+                await client.call("Decide", "sst", [rid, "download", 0])
+                ((_rid, _info, path),) = await client.wait_for("ArchiveReady", log=daemon.text)
+                assert path == str(folder / f"{uuid}.fw")
+                assert sha256(Path(path)) == sha256(signed)
+                udev.remove(partition)
+                await client.wait_for("MediaRemoved", log=daemon.text)
+                assert client.named("Error") == []
+                log = daemon.text()
+                assert "._Content Pack.fw skipped: AppleDouble file" in log
+                assert ".hidden.fw skipped: hidden file" in log
+                assert "big.fw skipped: " in log
+            finally:
+                assert daemon.stop() == 0, daemon.text()
+                udev.close()
