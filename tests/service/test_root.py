@@ -145,6 +145,12 @@ class Recorder:
     def properties_changed(self, changed: Mapping[str, object]) -> None:
         self._record("properties_changed", dict(changed))
 
+    def media_added(self, device: str, mount_point: str, candidates: int) -> None:
+        self._record("media_added", device, mount_point, candidates)
+
+    def media_removed(self, device: str) -> None:
+        self._record("media_removed", device)
+
 
 def make_config(tmp_path: Path, extra: str = "") -> Config:
     (tmp_path / "secret").write_text("s" * 32 + "\n")
