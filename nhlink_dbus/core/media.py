@@ -29,9 +29,9 @@ this module says what they look at and what follows. Rules:
   signed by the firmware keys. Any other is an *archive*, signed by the archive
   keys (protocol.md §7.6). Each candidate is verified whole before anything is
   announced; a file that fails is reported once (by name, never by content).
-* **Lifecycle** (:class:`MediaManager`): ``added`` → ATTACHING (mount, scan,
-  verify: one task per medium) → ``attached`` announces ``MediaAdded`` →
-  ``finished`` → READY. ``removed`` from any state ends the medium: its task is
+* **Lifecycle** (:class:`MediaManager`): ``added`` → ATTACHING (mount, scan:
+  one task per medium) → ``attached`` announces ``MediaAdded`` → VERIFYING →
+  ``done`` → READY; ``failed`` (it cannot be read) → READY at once. ``removed`` from any state ends the medium: its task is
   cancelled (a copy in progress is removed), a mount of ours is undone, and
   ``MediaRemoved`` is announced if ``MediaAdded`` was. An illegal transition
   raises :class:`~nhlink_dbus.errors.StateError` and changes nothing.
@@ -394,8 +394,9 @@ MediaEffect = AttachMedium | DetachMedium | MediaAdded | MediaRemoved
 
 
 class MediumState(Enum):
-    ATTACHING = "attaching"
-    READY = "ready"
+    ATTACHING = "attaching"  # finding or making its mount, listing candidates
+    VERIFYING = "verifying"  # announced (MediaAdded); candidates being judged
+    READY = "ready"  # everything judged (or it could not be read)
 
 
 @dataclass(slots=True)
@@ -411,7 +412,7 @@ class Medium:
 _ACCEPTS: Final[dict[str, frozenset[MediumState]]] = {
     "attached": frozenset({MediumState.ATTACHING}),
     "failed": frozenset({MediumState.ATTACHING}),
-    "done": frozenset({MediumState.ATTACHING}),
+    "done": frozenset({MediumState.VERIFYING}),
 }
 
 
@@ -438,7 +439,7 @@ class MediaManager:
     def attached(self, event: MediumAttached) -> list[MediaEffect]:
         medium = self._get(event.sys_path, "attached")
         medium.mount_point, medium.owned = event.mount_point, event.owned
-        medium.announced = True
+        medium.state, medium.announced = MediumState.VERIFYING, True
         return [MediaAdded(medium.device.devnode, event.mount_point, event.candidates)]
 
     def failed(self, sys_path: str) -> None:
