@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from nhlink_dbus.core.decisions import DecisionEngine
 from nhlink_dbus.core.link import LinkSettings, decision_kinds
 from nhlink_dbus.errors import UnknownRequest
-from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
+from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest, ReadyArchive
 
 UPDATE_INFO: dict[str, str | int] = {
     "uuid": "7b3a1f0e-0000-4000-8000-000000000001",
@@ -38,6 +38,7 @@ class FakeLinkService:
     check_result: dict[str, str | int] = field(default_factory=dict)
     fail_with: BaseException | None = None  # raised by the next method call
     installed: list[bytes] = field(default_factory=list)
+    archives: list[ReadyArchive] = field(default_factory=list)
 
     state: str = "awaiting-decision"
     connected: bool = True
@@ -102,6 +103,10 @@ class FakeLinkService:
     def pending_requests(self) -> Sequence[PendingRequest]:
         self._maybe_fail()
         return list(self.pending.values())
+
+    def ready_archives(self) -> Sequence[ReadyArchive]:
+        self._maybe_fail()
+        return list(self.archives)
 
     async def check_for_update(self) -> Info:
         self._maybe_fail()
