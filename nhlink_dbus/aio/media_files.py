@@ -350,7 +350,10 @@ class MediumSession:
             logger.info("%s is mounted at %s: reading it there", dev.devnode, mount_point)
             return self.mounted_reader(mount_point), mount_point
         if not self.settings.mount:
-            raise TargetError("not mounted, and [media] mount = false")
+            logger.info("%s: waiting for it to be mounted ([media] mount = false)", dev.devnode)
+            mount_point = await self.mounts.wait_for_mount(dev)
+            logger.info("%s was mounted at %s: reading it there", dev.devnode, mount_point)
+            return self.mounted_reader(mount_point), mount_point
         try:
             mount_point = await self.mounts.mount(dev)
         except TargetError as exc:

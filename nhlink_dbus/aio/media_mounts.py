@@ -6,6 +6,11 @@ fixed, minimal environment (nothing of the daemon's own environment reaches
 them) and reads the mount table. A ``mount`` or ``umount`` that was started is
 always awaited to its end, also when its caller is cancelled, so no mount is
 made behind the service's back.
+
+:meth:`MediaMounts.wait_for_mount` waits for someone else (the desktop) to
+mount a medium: the kernel flags the mount table file with ``POLLPRI`` when it
+changes (proc(5)); a private epoll set watches for that and its own descriptor
+is watched by the event loop (``add_reader``): no thread, no polling.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -60,6 +66,36 @@ class MediaMounts:
         """Where the device's file system is mounted already, if anywhere."""
         entry = find_mount(self.table(), device)
         return None if entry is None else entry.mount_point
+
+    async def wait_for_mount(self, device: BlockDevice) -> str:
+        """The device's mount point, once it is mounted (now, or when it happens)."""
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+        try:
+            fd = os.open(self.mountinfo, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise TargetError(f"cannot watch {self.mountinfo}: {exc.strerror}") from exc
+        poller = select.epoll()
+
+        def on_change() -> None:
+            poller.poll(0)  # take the event, so the set is quiet until the next change
+            changed.set()
+
+        try:
+            poller.register(fd, select.EPOLLPRI | select.EPOLLERR)
+            loop.add_reader(poller.fileno(), on_change)
+            try:
+                while True:
+                    changed.clear()
+                    found = self.find(device)
+                    if found is not None:
+                        return found
+                    await changed.wait()
+            finally:
+                loop.remove_reader(poller.fileno())
+        finally:
+            poller.close()
+            os.close(fd)
 
     def mount_point(self, device: BlockDevice) -> Path:
         return self.mount_dir / device.name

@@ -13,10 +13,11 @@ this module says what they look at and what follows. Rules:
   ignored; ``remove`` ends it.
 * **Mounting.** A medium already mounted (its device number, else its node, in
   the mount table; a mount of the file system's root) is read where it is and
-  never unmounted by the service. Otherwise, with ``[media] mount``, it is
-  mounted read-only with ``nosuid,nodev,noexec`` (ext3/ext4 also ``noload``: no
-  journal is replayed onto the stick) at ``<mount_dir>/<device name>``, and
-  unmounted on removal. A FAT file system the kernel cannot mount is read
+  never unmounted by the service; with ``[media] mount = false`` the service
+  waits for such a mount (the desktop's). Otherwise it is mounted read-only
+  with ``nosuid,nodev,noexec`` (ext3/ext4 also ``noload``: no journal is
+  replayed onto the stick) at ``<mount_dir>/<device name>``, and unmounted on
+  removal. A FAT file system the kernel cannot mount is read
   through mtools.
 * **Files.** In each configured folder (relative to the medium's root; a folder
   is never followed through a symlink; not recursive): regular files whose name
@@ -31,8 +32,9 @@ this module says what they look at and what follows. Rules:
   announced; a file that fails is reported once (by name, never by content).
 * **Lifecycle** (:class:`MediaManager`): ``added`` → ATTACHING (mount, scan:
   one task per medium) → ``attached`` announces ``MediaAdded`` → VERIFYING →
-  ``done`` → READY; ``failed`` (it cannot be read) → READY at once. ``removed`` from any state ends the medium: its task is
-  cancelled (a copy in progress is removed), a mount of ours is undone, and
+  ``done`` → READY; ``failed`` (it cannot be read) → READY at once. ``removed``
+  from any state ends the medium: its task is cancelled (a copy in progress is
+  removed), a mount of ours is undone, a firmware offer from it is withdrawn, and
   ``MediaRemoved`` is announced if ``MediaAdded`` was. An illegal transition
   raises :class:`~nhlink_dbus.errors.StateError` and changes nothing.
 """

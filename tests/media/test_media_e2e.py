@@ -9,6 +9,7 @@ device of this test; mounts go under the test's folder."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from nhlink_dbus.core.kv_format import active_slot_metadata
@@ -275,3 +276,62 @@ async def test_archive_on_a_fat_stick(
             finally:
                 assert daemon.stop() == 0, daemon.text()
                 udev.close()
+
+
+async def test_the_desktop_mount_is_used_and_left_alone(
+    tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
+) -> None:
+    """[media] mount = false: the daemon waits for the desktop's mount (here the test
+    mounts, after the uevent, as udisks would), reads it there, and never unmounts it."""
+    _fw, image = make_device(tmp_path)
+    stick = tmp_path / "stick"
+    stick.mkdir()
+    _signed, uuid = make_archive(stick, "content")
+    desktop = tmp_path / "desktop" / "STICK"
+    desktop.mkdir(parents=True)
+
+    with attached(ext4_image(stick, tmp_path / "stick.img")) as devnode:
+        record, partition = usb_stick(devnode, "ext4")
+        udev = UdevDriver(tmp_path)
+        async with HubSim(sim_config()) as sim, system_bus_connection() as bus:
+            client = await LinkClient(bus).start()
+            cfg = write_config(
+                tmp_path,
+                ws_url=sim.ws_url,
+                image=image,
+                media=media_config(tmp_path, '["nerves-hub", "."]').replace(
+                    "mount = true", "mount = false"
+                ),
+                extra="[decisions]\ntimeout_ms = 60000\n",
+            )
+            daemon = Daemon(
+                cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True, env=udev.env()
+            )
+            try:
+                await sim.wait_for_join(DEVICE, timeout=20)
+                await on_the_bus(client, daemon)
+                udev.add(record)
+                await until(
+                    lambda: "waiting for it to be mounted" in daemon.text(), 30, "the wait", daemon
+                )
+                assert client.named("MediaAdded") == []
+                subprocess.run(
+                    ["mount", "-t", "ext4", "-o", "ro,noload", devnode, str(desktop)], check=True
+                )
+                ((dev, mount_point, candidates),) = await client.wait_for(
+                    "MediaAdded", log=daemon.text
+                )
+                assert (dev, mount_point, candidates) == (devnode, str(desktop), 1)
+                ((rid, info),) = await client.wait_for("ArchiveAvailable", log=daemon.text)
+                assert info["uuid"] == uuid and info["file"] == "content.fw"
+                await client.call("Decide", "sst", [rid, "download", 0])
+                await client.wait_for("ArchiveReady", log=daemon.text)
+                udev.remove(partition)
+                await client.wait_for("MediaRemoved", log=daemon.text)
+                assert mounts_of(devnode) == [str(desktop)]
+                assert not (tmp_path / "media").exists()  # nothing was mounted by the daemon
+            finally:
+                assert daemon.stop() == 0, daemon.text()
+                udev.close()
+        # the daemon ended its work on the medium (and stopped): the desktop's mount stays
+        assert mounts_of(devnode) == [str(desktop)]
