@@ -26,7 +26,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -208,20 +208,11 @@ class ArchiveStore:
             return FetchResult(error=f"{exc.strerror or exc} ({self.folder})")
 
     async def _download(self, offer: ArchiveOffer, final: Path) -> None:
-        part = final.with_name(final.name + ".part")
-        sink = _PartFile(part)
-        try:
+        async def fill(sink: _PartFile) -> None:
             await self.downloader(offer.info.url, sink, self.policy)
-            await run_blocking(self._own_fd, sink.fd)
-            sink.close()
-            try:
-                await run_blocking(_verify, part, offer.public_keys)
-            except FirmwareError as exc:
-                raise FirmwareError(f"the downloaded file {exc}; deleted") from exc
-            await run_blocking(os.replace, part, final)
-        finally:
-            sink.close()
-            part.unlink(missing_ok=True)
+
+        part = final.with_name(final.name + ".part")
+        await self._write_verified(part, final, fill, offer.public_keys, "the downloaded file")
 
     # -- archives from removable media ------------------------------------------------------
 
@@ -237,23 +228,39 @@ class ArchiveStore:
         check_uuid(uuid)
         if await self._valid(self.folder / f"{uuid}.fw", keys):
             return None
-        copy = self.folder / f"{uuid}.fw.{device}.copy"
-        staged = self.folder / f"{uuid}.fw.{device}.staged"
-        sink = _PartFile(copy)
-        try:
+
+        async def fill(sink: _PartFile) -> None:
             async for chunk in chunks():
                 await sink.write(chunk)
+
+        staged = self.folder / f"{uuid}.fw.{device}.staged"
+        copy = self.folder / f"{uuid}.fw.{device}.copy"
+        await self._write_verified(copy, staged, fill, keys, "the copy")
+        return str(staged)
+
+    async def _write_verified(
+        self,
+        temp: Path,
+        target: Path,
+        fill: Callable[[_PartFile], Awaitable[None]],
+        keys: Sequence[str],
+        what: str,
+    ) -> None:
+        """Write ``temp`` (0640, ours) with ``fill``, verify it, then rename it to
+        ``target``; ``temp`` never outlives this call (failure or cancellation)."""
+        sink = _PartFile(temp)
+        try:
+            await fill(sink)
             await run_blocking(self._own_fd, sink.fd)
             sink.close()
             try:
-                await run_blocking(_verify, copy, keys)
+                await run_blocking(_verify, temp, keys)
             except FirmwareError as exc:
-                raise FirmwareError(f"the copy {exc}") from exc
-            await run_blocking(os.replace, copy, staged)
+                raise FirmwareError(f"{what} {exc}") from exc
+            await run_blocking(os.replace, temp, target)
         finally:
             sink.close()
-            copy.unlink(missing_ok=True)
-        return str(staged)
+            temp.unlink(missing_ok=True)
 
     def discard(self, path: str) -> None:
         """Delete a staged copy (only files of this folder)."""

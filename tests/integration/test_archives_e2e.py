@@ -10,7 +10,6 @@ wrongly signed and unsigned archives never become ready and leave no file."""
 
 from __future__ import annotations
 
-import asyncio
 import grp
 import os
 import stat
@@ -20,30 +19,18 @@ from pathlib import Path
 
 from nhlink_devtools.hubsim import HubSim
 from tests.harness import LogindMock, PrivateSystemBus, system_bus_connection
-from tests.harness.link_client import CallFailed, LinkClient
+from tests.harness.link_client import LinkClient
 from tests.integration.archive_helpers import (
     WRONG_KEY,
+    daemon_on_bus,
     make_archive,
     running_device,
     sha256,
 )
-from tests.integration.daemon_helpers import DEVICE, Daemon, sim_config, write_config
+from tests.integration.daemon_helpers import DEVICE, sim_config
 
 NHLINKCTL = str(Path(sys.executable).parent / "nhlinkctl")
 GROUP = "nogroup"  # exists on Debian; the archives' group
-
-
-async def on_the_bus(client: LinkClient, daemon: Daemon) -> None:
-    """Until the daemon answers on the bus (it owns the name once it serves)."""
-    async with asyncio.timeout(30):
-        while True:
-            try:
-                await client.call("GetArchives")
-                return
-            except CallFailed:
-                if daemon.proc.poll() is not None:
-                    raise AssertionError(daemon.text()) from None
-            await asyncio.sleep(0.05)
 
 
 def archive_requests(sim: HubSim, uuid: str) -> list[object]:
@@ -59,11 +46,7 @@ async def test_download_resumes_verifies_and_is_ready_once(
     async with HubSim(sim_config()) as sim, system_bus_connection() as bus:
         client = await LinkClient(bus).start()
         extra = f'[decisions]\ntimeout_ms = 60000\ngroup = "{GROUP}"\n'
-        cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image, extra=extra)
-        daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True)
-        try:
-            await sim.wait_for_join(DEVICE, timeout=20)
-            await on_the_bus(client, daemon)
+        async with daemon_on_bus(tmp_path, system_bus, client, sim, image, extra=extra) as daemon:
             assert folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) == 0o750
             # the first response is cut after 1 MiB: the download must resume with Range
             sim.set_fault(kind="cut", path=f"/archives/{uuid}.fw", after=1 << 20, times=1)
@@ -113,18 +96,12 @@ async def test_download_resumes_verifies_and_is_ready_once(
             assert made == [[ready[1][0], "download", 0, "policy"]]
             assert len(client.named("ArchiveAvailable")) == 1
             assert len(archive_requests(sim, uuid)) == 2
-        finally:
-            assert daemon.stop() == 0, daemon.text()
 
         # After a restart the shelf is read from the folder.
-        daemon = Daemon(cfg, tmp_path / "daemon2.log", system_bus.address, export_bus=True)
-        try:
-            await on_the_bus(client, daemon)
+        async with daemon_on_bus(tmp_path, system_bus, client, sim, image, log="daemon2.log"):
             (listed,) = await client.call("GetArchives")
             assert [p for p, _info in listed] == [path]
             assert listed[0][1]["uuid"] == uuid and listed[0][1]["version"] == "1.0.0"
-        finally:
-            assert daemon.stop() == 0, daemon.text()
 
 
 async def test_ignore_reschedule_and_timeout(
@@ -136,13 +113,7 @@ async def test_ignore_reschedule_and_timeout(
     folder = tmp_path / "archives"
     async with HubSim(sim_config()) as sim, system_bus_connection() as bus:
         client = await LinkClient(bus).start()
-        cfg = write_config(
-            tmp_path, ws_url=sim.ws_url, image=image, extra="[decisions]\ntimeout_ms = 60000\n"
-        )
-        daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True)
-        try:
-            await sim.wait_for_join(DEVICE, timeout=20)
-            await on_the_bus(client, daemon)
+        async with daemon_on_bus(tmp_path, system_bus, client, sim, image) as daemon:
             await sim.offer_archive(DEVICE, ignored)
             ((rid, _info),) = await client.wait_for("ArchiveAvailable", log=daemon.text)
             await client.call("Decide", "sst", [rid, "ignore", 0])
@@ -162,16 +133,12 @@ async def test_ignore_reschedule_and_timeout(
             assert path == str(folder / f"{later_uuid}.fw")
             assert archive_requests(sim, ignored_uuid) == []  # ignored: never fetched
             assert sorted(os.listdir(folder)) == [f"{later_uuid}.fw"]
-        finally:
-            assert daemon.stop() == 0, daemon.text()
 
         # Nobody answers: the default (ignore) after decisions.timeout_ms.
-        cfg = write_config(
-            tmp_path, ws_url=sim.ws_url, image=image, extra="[decisions]\ntimeout_ms = 300\n"
-        )
-        daemon = Daemon(cfg, tmp_path / "daemon2.log", system_bus.address, export_bus=True)
-        try:
-            await on_the_bus(client, daemon)
+        quick = "[decisions]\ntimeout_ms = 300\n"
+        async with daemon_on_bus(
+            tmp_path, system_bus, client, sim, image, log="daemon2.log", extra=quick
+        ) as daemon:
             await sim.offer_archive(DEVICE, ignored)
             asked = await client.wait_for(
                 "ArchiveAvailable", lambda a: a[1]["uuid"] == ignored_uuid, count=2
@@ -183,8 +150,6 @@ async def test_ignore_reschedule_and_timeout(
             )
             assert by == "timeout"
             assert archive_requests(sim, ignored_uuid) == []
-        finally:
-            assert daemon.stop() == 0, daemon.text()
 
 
 async def test_wrongly_signed_and_unsigned_archives_never_become_ready(
@@ -196,13 +161,7 @@ async def test_wrongly_signed_and_unsigned_archives_never_become_ready(
     folder = tmp_path / "archives"
     async with HubSim(sim_config()) as sim, system_bus_connection() as bus:
         client = await LinkClient(bus).start()
-        cfg = write_config(
-            tmp_path, ws_url=sim.ws_url, image=image, extra="[decisions]\ntimeout_ms = 60000\n"
-        )
-        daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True)
-        try:
-            await sim.wait_for_join(DEVICE, timeout=20)
-            await on_the_bus(client, daemon)
+        async with daemon_on_bus(tmp_path, system_bus, client, sim, image) as daemon:
             for archive, uuid in ((wrong, wrong_uuid), (unsigned, unsigned_uuid)):
                 await sim.offer_archive(DEVICE, archive)
                 ((rid, _),) = await client.wait_for(
@@ -223,5 +182,3 @@ async def test_wrongly_signed_and_unsigned_archives_never_become_ready(
             assert os.listdir(folder) == []  # no .fw, no .part
             (listed,) = await client.call("GetArchives")
             assert listed == []
-        finally:
-            assert daemon.stop() == 0, daemon.text()

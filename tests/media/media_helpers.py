@@ -12,10 +12,17 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nhlink_dbus.core.media import parse_mountinfo
+from nhlink_devtools.hubsim import HubSim
+from tests.harness import PrivateSystemBus, system_bus_connection
+from tests.harness.link_client import LinkClient
+from tests.harness.umockdev import UdevDriver, usb_stick
+from tests.integration.archive_helpers import daemon_on_bus
+from tests.integration.daemon_helpers import Daemon, sim_config
 
 
 def ext4_image(source: Path, image: Path, size_mb: int = 32) -> Path:
@@ -85,3 +92,52 @@ def attached(image: Path) -> Iterator[str]:
 def have_tools() -> None:
     missing = [t for t in ("losetup", "mkfs.ext4", "mkfs.vfat", "mcopy") if not shutil.which(t)]
     assert not missing, f"missing tools (make setup installs them): {missing}"
+
+
+@dataclass
+class Stick:
+    """A USB stick record over a loop device, and the daemon that watches for it."""
+
+    devnode: str
+    record: str
+    partition: str
+    udev: UdevDriver
+    client: LinkClient
+    daemon: Daemon
+    sim: HubSim
+    mounts_after_stop: list[str] = field(default_factory=list)
+
+    def plug(self) -> None:
+        self.udev.add(self.record)
+
+    def pull(self) -> None:
+        self.udev.remove(self.partition)
+        self.udev.remove(self.partition.rsplit("/", 1)[0])  # and its disk
+
+
+@contextlib.asynccontextmanager
+async def stick_and_daemon(
+    folder: Path,
+    fs_image: Path,
+    fs_type: str,
+    bus: PrivateSystemBus,
+    device_image: Path,
+    media: str,
+) -> AsyncIterator[Stick]:
+    """``fs_image`` on a loop device, its USB record in a umockdev test bed (not plugged
+    yet: :meth:`Stick.plug`), and the daemon under that test bed on ``bus`` with
+    nhlink-hub-sim. ``mounts_after_stop``: the stick's mounts once the daemon stopped."""
+    with attached(fs_image) as devnode:
+        record, partition = usb_stick(devnode, fs_type)
+        udev = UdevDriver(folder)
+        try:
+            async with HubSim(sim_config()) as sim, system_bus_connection() as connection:
+                client = await LinkClient(connection).start()
+                async with daemon_on_bus(
+                    folder, bus, client, sim, device_image, media=media, env=udev.env()
+                ) as daemon:
+                    stick = Stick(devnode, record, partition, udev, client, daemon, sim)
+                    yield stick
+                stick.mounts_after_stop = mounts_of(devnode)
+        finally:
+            udev.close()
