@@ -191,30 +191,30 @@ async def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> N
             out.line(row)
 
 
+def _show_items(out: Output, items: list[dict[str, Any]], none: str, first: str) -> None:
+    """A list as JSON, or one line per item (``first`` fields, then the info), or ``none``."""
+    if out.json:
+        out.data(items)
+        return
+    if not items:
+        out.line(none)
+    for item in items:
+        head = "  ".join(str(item[key]) for key in first.split())
+        out.line(f"{head}  {_describe_info(item['info'])}")
+
+
 async def cmd_pending(client: Client, args: argparse.Namespace, out: Output) -> None:
     [requests] = await client.call("GetPendingRequests")
     items = [
         {"request_id": rid, "kind": kind, "info": unwrap(info)} for rid, kind, info in requests
     ]
-    if out.json:
-        out.data(items)
-    elif not items:
-        out.line("no pending requests")
-    else:
-        for item in items:
-            out.line(f"{item['request_id']}  {item['kind']}  {_describe_info(item['info'])}")
+    _show_items(out, items, "no pending requests", "request_id kind")
 
 
 async def cmd_archives(client: Client, args: argparse.Namespace, out: Output) -> None:
     [archives] = await client.call("GetArchives")
     items = [{"path": path, "info": unwrap(info)} for path, info in archives]
-    if out.json:
-        out.data(items)
-    elif not items:
-        out.line("no archives ready")
-    else:
-        for item in items:
-            out.line(f"{item['path']}  {_describe_info(item['info'])}")
+    _show_items(out, items, "no archives ready", "path")
 
 
 async def cmd_decide(client: Client, args: argparse.Namespace, out: Output) -> None:
