@@ -97,7 +97,12 @@ class FaceRequests:
         self.hub.reconnect()
 
     def ready_archives(self) -> Sequence[ReadyArchive]:
-        return [ReadyArchive(path, info) for path, info in self.core.ready_archives()]
+        # An application may delete an archive it has used: list only what is still there.
+        return [
+            ReadyArchive(path, info)
+            for path, info in self.core.ready_archives()
+            if os.path.isfile(path)
+        ]
 
     def set_reconnect_backoff(self, delays_ms: Sequence[int]) -> None:
         if any(d <= 0 for d in delays_ms):

@@ -224,7 +224,8 @@ class NhlinkService(FaceRequests):
         self.listeners.archive_ready(e.request_id, e.info, e.path)
 
     def _media_added(self, e: media.MediaAdded) -> None:
-        logger.info("medium %s at %s: %d candidate file(s)", e.device, e.mount_point, e.candidates)
+        where = f"at {e.mount_point}" if e.mount_point else "read with mtools"
+        logger.info("medium %s %s: %d candidate file(s)", e.device, where, e.candidates)
         self.listeners.media_added(e.device, e.mount_point, e.candidates)
 
     def _attach_medium(self, e: media.AttachMedium) -> None:

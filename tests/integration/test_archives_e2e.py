@@ -102,6 +102,8 @@ async def test_download_resumes_verifies_and_is_ready_once(
             (listed,) = await client.call("GetArchives")
             assert [p for p, _info in listed] == [path]
             assert listed[0][1]["uuid"] == uuid and listed[0][1]["version"] == "1.0.0"
+            Path(path).unlink()  # an application deleted what it has used
+            assert await client.call("GetArchives") == [[]]
 
 
 async def test_ignore_reschedule_and_timeout(
