@@ -5,8 +5,8 @@ Supervisor). It finds the medium's mount (or mounts it, :mod:`media_mounts`),
 lists the candidate files of the configured folders, and judges each in turn:
 the head of its ``meta.conf`` says what it is (the core's
 :func:`~nhlink_dbus.core.media.classify`), then the whole file is verified with
-the keys of that kind (signature, every resource's length and hash), then an
-archive is copied into the archives folder and verified again there
+the keys of that kind (signature, every resource's length and hash) — an
+archive while it is copied into the archives folder, and its copy again there
 (:meth:`ArchiveStore.stage`). Every result goes to the core as one
 :data:`~nhlink_dbus.core.media.MediaInput`. Nothing reads a file by path twice
 the same way: every component is opened with ``O_NOFOLLOW`` relative to the
@@ -235,26 +235,53 @@ class FatMedium:
                 await proc.communicate()
 
 
+class _Inspection:
+    """An archive inspector fed off the event loop (hashing is CPU work)."""
+
+    def __init__(self, keys: Sequence[str], verify: bool) -> None:
+        public = [parse_public_key(k) for k in keys]
+        self.inspector = ArchiveInspector(public, check_signature, verify)
+
+    def _feed(self, data: bytes) -> None:
+        for start in range(0, len(data), _FEED):
+            self.inspector.feed(data[start : start + _FEED])
+
+    async def feed(self, data: bytes) -> bool:
+        """Feed ``data``; True once the inspection is complete."""
+        await run_blocking(self._feed, data)
+        return self.inspector.complete
+
+    async def finish(self) -> FwArchiveHead:
+        if not self.inspector.complete:
+            await run_blocking(self.inspector.finish)
+        assert self.inspector.info is not None
+        return self.inspector.info
+
+
 async def inspect(
     chunks: AsyncGenerator[bytes, None], keys: Sequence[str], *, verify: bool
 ) -> FwArchiveHead:
-    """The archive's head (``verify``: once every resource checked out with ``keys``).
-    The work of hashing runs off the event loop."""
-    inspector = ArchiveInspector([parse_public_key(k) for k in keys], check_signature, verify)
-
-    def feed(data: bytes) -> None:
-        for start in range(0, len(data), _FEED):
-            inspector.feed(data[start : start + _FEED])
-
+    """The archive's head (``verify``: once every resource checked out with ``keys``);
+    reading stops as soon as that is known. FirmwareError if it is not valid."""
+    inspection = _Inspection(keys, verify)
     async with contextlib.aclosing(chunks):
         async for data in chunks:
-            await run_blocking(feed, data)
-            if inspector.complete:
+            if await inspection.feed(data):
                 break
-        else:
-            await run_blocking(inspector.finish)
-    assert inspector.info is not None
-    return inspector.info
+    return await inspection.finish()
+
+
+async def verified(
+    chunks: AsyncGenerator[bytes, None], keys: Sequence[str]
+) -> AsyncGenerator[bytes, None]:
+    """``chunks``, each passed on once it was fed to a verification with ``keys``; a file
+    that is not valid raises FirmwareError (at the latest after its last chunk)."""
+    inspection = _Inspection(keys, verify=True)
+    async with contextlib.aclosing(chunks):
+        async for data in chunks:
+            await inspection.feed(data)
+            yield data
+    await inspection.finish()
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,18 +407,22 @@ class MediumSession:
                     file,
                     f"no {kind.value} signing keys are configured or were received from the hub",
                 )
-            await inspect(reader.chunks(candidate.path), keys, verify=True)
-            if meta["uuid"] in seen:
-                logger.info(
-                    "%s: %s: a second copy of %s, skipped", file.device, file.path, meta["uuid"]
-                )
+            uuid = meta["uuid"]
+            if uuid in seen:
+                logger.info("%s: %s: a second copy of %s, skipped", file.device, file.path, uuid)
                 return None
-            seen.add(meta["uuid"])
             if kind is media.Kind.FIRMWARE:
+                await inspect(reader.chunks(candidate.path), keys, verify=True)
+                seen.add(uuid)
                 return media.FirmwareFound(file, meta, candidate.size)
+            # An archive is verified while it is copied (one read of the medium), and its
+            # copy again; when the folder holds it already, this file is verified alone.
             staged = await self.store.stage(
-                meta["uuid"], self.device.name, lambda: reader.chunks(candidate.path), keys
+                uuid, self.device.name, lambda: verified(reader.chunks(candidate.path), keys), keys
             )
+            if staged is None:
+                await inspect(reader.chunks(candidate.path), keys, verify=True)
+            seen.add(uuid)
             return media.ArchiveFound(file, meta, candidate.size, staged)
         except (FirmwareError, TargetError) as exc:
             return media.CandidateRefused(file, str(exc))

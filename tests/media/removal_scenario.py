@@ -9,9 +9,9 @@ Run under the umockdev preload by ``test_media_removal.py``::
 ``CASE`` is ``copy`` (``nerves-hub/content.fw``, an archive, being copied into the
 archives folder) or ``apply`` (``nerves-hub/update.fw``, a firmware, being applied);
 ``CONFIG`` says ``HUB_URL`` where the simulator's URL goes. The medium's reader is the
-real one with a gate: on the chosen read of the file (1: head, 2: verification, 3: the
-copy or the apply) it stops after the first chunk until the test lets it go, so the
-removal lands mid-way for sure.
+real one with a gate: on the chosen read of the file (an archive: 1 head, 2 the copy,
+verified on the way; a firmware: 1 head, 2 verification, 3 the apply) it stops after the
+first chunk until the test lets it go, so the removal lands mid-way for sure.
 Prints one JSON line: what the service reported and what was left in the folder.
 """
 
@@ -36,12 +36,13 @@ from tests.harness.umockdev import Testbed, usb_stick
 from tests.integration.daemon_helpers import DEVICE, sim_config
 from tests.service.test_root import Recorder
 
-CHOSEN_READ = 3  # head, verification, then the copy or the apply
+CHOSEN_READ = {"copy": 2, "apply": 3}
 
 
 class Gate:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, chosen: int) -> None:
         self.path = path
+        self.chosen = chosen
         self.opens = 0
         self.reached = asyncio.Event()
         self.release = asyncio.Event()
@@ -62,7 +63,7 @@ class GatedMedium(MountedMedium):
         async with contextlib.aclosing(super().chunks(path)) as inner:
             async for chunk in inner:
                 yield chunk
-                if first and number == CHOSEN_READ:
+                if first and number == GATE.chosen:
                     GATE.reached.set()
                     await GATE.release.wait()
                 first = False
@@ -76,7 +77,7 @@ def mounted(devnode: str) -> bool:
 async def scenario(case: str, work: Path, devnode: str, config_path: Path) -> dict[str, Any]:
     global GATE  # one gate per process run
     file = "nerves-hub/update.fw" if case == "apply" else "nerves-hub/content.fw"
-    GATE = Gate(file)
+    GATE = Gate(file, CHOSEN_READ[case])
     bed = Testbed()
     result: dict[str, Any] = {}
     try:
