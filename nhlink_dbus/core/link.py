@@ -367,12 +367,10 @@ class LinkCore:
         out: list[Effect] = []
         if isinstance(event, media.MediumAdded):
             out += self.media.added(event.device)
+        elif isinstance(event, media.MediumChanged):
+            out += self._medium_effects(self.media.changed(event.device), now)
         elif isinstance(event, media.MediumRemovedEvent):
-            out += self.media.removed(event.sys_path)
-            for question in self.engine.questions(UPDATE):
-                medium = getattr(question.subject, "medium", None)
-                if isinstance(medium, media.MediaFile) and medium.sys_path == event.sys_path:
-                    out += self._route(self.engine.withdraw(question.request_id), now)
+            out += self._medium_effects(self.media.removed(event.sys_path), now)
         elif isinstance(event, media.MediumAttached):
             out += self.media.attached(event)
         elif isinstance(event, media.MediumFailed):
@@ -477,6 +475,18 @@ class LinkCore:
             if decided.final and subject.staged:
                 return [DiscardStaged(subject.staged)]
         return []
+
+    def _medium_effects(self, effects: Sequence[media.MediaEffect], now: float) -> list[Effect]:
+        """The media manager's effects; a medium that is gone takes its firmware offer along."""
+        out: list[Effect] = list(effects)
+        for effect in effects:
+            if not isinstance(effect, media.DetachMedium):
+                continue
+            for question in self.engine.questions(UPDATE):
+                medium = getattr(question.subject, "medium", None)
+                if isinstance(medium, media.MediaFile) and medium.sys_path == effect.sys_path:
+                    out += self._route(self.engine.withdraw(question.request_id), now)
+        return out
 
     def _update_effects(self, effects: Sequence[UpdateEffect]) -> list[Effect]:
         out: list[Effect] = []

@@ -9,8 +9,10 @@ this module says what they look at and what follows. Rules:
   and sits on a USB bus (``ID_BUS=usb``) or on a disk whose ``removable``
   attribute is 1. Partitions and whole-disk file systems (sticks without a
   partition table) alike. A medium is known by its sysfs path: an ``add`` of a
-  known one (udev and umockdev repeat themselves) and ``change`` events are
-  ignored; ``remove`` ends it.
+  known one is ignored (udev and umockdev repeat themselves); ``remove`` ends it.
+  A ``change`` (a card inserted into or taken out of a reader, a file system
+  written) adds a device that became a medium and ends a medium that no longer
+  is one.
 * **Mounting.** A medium already mounted (its device number, else its node, in
   the mount table; a mount of the file system's root) is read where it is and
   never unmounted by the service; with ``[media] mount = false`` the service
@@ -290,6 +292,11 @@ class MediumAdded:
 
 
 @dataclass(frozen=True, slots=True)
+class MediumChanged:
+    device: BlockDevice
+
+
+@dataclass(frozen=True, slots=True)
 class MediumRemovedEvent:
     sys_path: str
 
@@ -348,6 +355,7 @@ class CandidateRefused:
 
 MediaInput = (
     MediumAdded
+    | MediumChanged
     | MediumRemovedEvent
     | MediumAttached
     | MediumFailed
@@ -450,6 +458,11 @@ class MediaManager:
 
     def done(self, sys_path: str) -> None:
         self._get(sys_path, "done").state = MediumState.READY
+
+    def changed(self, device: BlockDevice) -> list[MediaEffect]:
+        if device.sys_path in self.media:
+            return [] if device.is_medium else self.removed(device.sys_path)
+        return self.added(device)
 
     def removed(self, sys_path: str) -> list[MediaEffect]:
         medium = self.media.pop(sys_path, None)

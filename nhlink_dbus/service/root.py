@@ -180,6 +180,8 @@ class NhlinkService(FaceRequests):
     def _udev_event(self, action: str, device: media.BlockDevice) -> None:
         if action == "add":
             event: media.MediaInput = media.MediumAdded(device)
+        elif action == "change":
+            event = media.MediumChanged(device)
         elif action == "remove":
             event = media.MediumRemovedEvent(device.sys_path)
         else:

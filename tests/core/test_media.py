@@ -205,6 +205,16 @@ def test_lifecycle_and_illegal_transitions() -> None:
     assert manager.removed(SYS) == []
 
 
+def test_change_events_add_and_end_media() -> None:
+    manager = media.MediaManager()
+    empty_reader = stick(ID_FS_TYPE="", ID_FS_USAGE="", DEVTYPE="disk")
+    assert manager.changed(empty_reader) == []  # a card reader without a card
+    card = stick(DEVTYPE="disk")
+    assert manager.changed(card) == [media.AttachMedium(card)]  # a card was inserted
+    assert manager.changed(card) == []  # still there
+    assert manager.changed(empty_reader) == [media.DetachMedium(SYS, "", False)]  # taken out
+
+
 def test_a_medium_that_failed_is_removed_without_media_removed() -> None:
     manager = media.MediaManager()
     manager.added(stick())
@@ -265,6 +275,14 @@ def test_a_staged_archive_is_moved_on_download_and_discarded_otherwise() -> None
     (ask,) = of(link.Announce, c.media_event(found, now=40.0))
     (start,) = of(StartArchiveDownload, c.decide(ask.request_id, "download", 0, "me", now=41.0))  # type: ignore[attr-defined]
     assert start.offer.staged == found.staged and not start.recheck  # type: ignore[attr-defined]
+
+
+def test_a_card_taken_out_of_its_reader_withdraws_its_firmware() -> None:
+    c = attached_core()
+    (ask,) = of(link.Announce, c.media_event(media.FirmwareFound(FILE, FW_META, 1), now=1.0))
+    out = c.media_event(media.MediumChanged(stick(ID_FS_TYPE="", ID_FS_USAGE="")), now=2.0)
+    assert link.RequestGone(ask.request_id) in out  # type: ignore[attr-defined]
+    assert media.MediaRemoved("/dev/sdb1") in out
 
 
 def test_results_for_a_medium_that_is_gone_are_dropped() -> None:
