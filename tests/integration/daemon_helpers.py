@@ -75,6 +75,7 @@ def write_config(
     applier: str = "builtin",
     extra: str = "",
     layout: AbLayout = LAYOUT,
+    reboot_delay_ms: int = 300,
 ) -> Path:
     secret = folder / "hub-secret"
     secret.write_text(PRODUCT_SECRET + "\n")
@@ -99,7 +100,7 @@ applier = "{applier}"
 {fwup_path}public_keys = ["{PUBLIC_KEY}"]
 
 [reboot]
-delay_ms = 300
+delay_ms = {reboot_delay_ms}
 retries = 1
 
 [download]

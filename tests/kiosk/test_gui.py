@@ -1,0 +1,295 @@
+"""Issue 12 end to end: the reference prompts in real windows (Xvfb, no window
+manager, no session bus) with the real daemon on a private system bus,
+nhlink-hub-sim and dbusmock's logind; keys typed with xdotool (XTEST); the
+prompts run as the package runs them (Debian's python3 and its python3-gi,
+python3-gbulb, python3-pyqt5, python3-dbus-next), as a member of group nhlink,
+or as a user outside it. Screenshots: tests/kiosk/gui.py SCREENSHOTS."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nhlink_dbus import names
+from nhlink_devtools.hubsim import HubSim
+from tests.harness import LogindMock, PrivateSystemBus, busctl
+from tests.harness.users import NOBODY, GroupMember
+from tests.integration.daemon_helpers import (
+    DEVICE,
+    Daemon,
+    Firmware,
+    device_with_update,
+    sim_config,
+    write_config,
+)
+from tests.kiosk.gui import (
+    DecideCalls,
+    KioskPrompt,
+    PromptRun,
+    SignalRecorder,
+    XServer,
+    recording,
+)
+
+TITLE_OFFER = "^Software update — update available$"
+DECISIONS = "[decisions]\ntimeout_ms = 300000\n"
+
+
+@dataclass
+class Stage:
+    """The real service with a device that has an update to offer."""
+
+    sim: HubSim
+    daemon: Daemon
+    config: Path
+    signals: SignalRecorder
+    v2: Firmware
+    bus: PrivateSystemBus
+    folder: Path
+
+    async def offer(self) -> str:
+        """Push the update from the hub; its request id (from UpdateAvailable)."""
+        before = len(self.signals.signals)
+        await self.sim.offer_update(DEVICE, self.v2.path)
+        offered = await self.signals.wait_for("UpdateAvailable", after=before)
+        return str(offered.args[0])
+
+    def restart_daemon(self) -> None:
+        assert self.daemon.stop() == 0, self.daemon.text()
+        self.daemon = Daemon(self.config, self.folder / "daemon2.log", self.bus.address, True)
+
+
+@asynccontextmanager
+async def stage(
+    folder: Path, bus: PrivateSystemBus, reboot_delay_ms: int = 300, extra: str = ""
+) -> AsyncIterator[Stage]:
+    _v1, v2, image = device_with_update(folder)
+    async with HubSim(sim_config()) as sim, recording() as signals:
+        config = write_config(
+            folder,
+            ws_url=sim.ws_url,
+            image=image,
+            extra=DECISIONS + extra,
+            reboot_delay_ms=reboot_delay_ms,
+        )
+        daemon = Daemon(config, folder / "daemon.log", bus.address, export_bus=True)
+        s = Stage(sim, daemon, config, signals, v2, bus, folder)
+        try:
+            await sim.wait_for_join(DEVICE, timeout=30)
+            yield s
+        finally:
+            assert s.daemon.stop() == 0, s.daemon.text()
+
+
+def by_uid(decided_by: str, uid: int) -> bool:
+    return decided_by.startswith(f"uid={uid} :")
+
+
+async def test_gtk_return_installs_and_the_bar_reaches_100(
+    tmp_path: Path,
+    system_bus: PrivateSystemBus,
+    logind_mock: LogindMock,
+    xserver: XServer,
+    kiosk_path: Path,
+    nhlink_member: GroupMember,
+) -> None:
+    async with stage(tmp_path, system_bus, reboot_delay_ms=120_000) as s:
+        how = PromptRun(uid=nhlink_member.uid, pythonpath=kiosk_path)
+        gtk = KioskPrompt("gtk", xserver, system_bus, tmp_path / "gtk.log", how)
+        try:
+            await gtk.wait_log(r"^nhlink-kiosk-gtk: org\.nerveshub\.Link is :")
+            assert "event loop: gbulb 0.6.3 (PyGObject 3.42" in gtk.text()
+            rid = await s.offer()
+            window = await gtk.wait_window(TITLE_OFFER)
+            xserver.screenshot(window, "nhlink-kiosk-gtk-offer.png")
+            xserver.key(window, "Return")
+            decided = await s.signals.wait_for("DecisionMade")
+            assert decided.args[:3] == [rid, "apply", 0]
+            assert by_uid(decided.args[3], nhlink_member.uid), decided
+            await s.signals.wait_for("FwupProgress", lambda a: a[0] == 100)
+            finished = await s.signals.wait_for("UpdateFinished")
+            assert finished.args[:2] == [rid, True]
+            await s.signals.wait_for("RebootScheduled")
+            await gtk.wait_title(window, r"^Software update — restarting in \d+ s$")
+            await gtk.wait_log(
+                r"window shown: Software update — restarting in \d+ s \| progress bar 100 %"
+            )
+            xserver.screenshot(window, "nhlink-kiosk-gtk-restarting.png")
+        finally:
+            assert gtk.stop() == 0, gtk.text()
+
+
+async def test_qt_escape_reschedules_and_the_offer_comes_back(
+    tmp_path: Path,
+    system_bus: PrivateSystemBus,
+    logind_mock: LogindMock,
+    xserver: XServer,
+    kiosk_path: Path,
+    nhlink_member: GroupMember,
+) -> None:
+    async with stage(tmp_path, system_bus) as s:
+        how = PromptRun(uid=nhlink_member.uid, pythonpath=kiosk_path)
+        qt = KioskPrompt(
+            "qt", xserver, system_bus, tmp_path / "qt.log", how, ["--later-delay", "3"]
+        )
+        try:
+            await qt.wait_log(r"^nhlink-kiosk-qt: org\.nerveshub\.Link is :")
+            assert "Qt binding: PyQt5 (Qt 5.15" in qt.text()
+            rid = await s.offer()
+            window = await qt.wait_window(TITLE_OFFER)
+            xserver.screenshot(window, "nhlink-kiosk-qt-offer.png")
+            xserver.key(window, "Escape")
+            decided = await s.signals.wait_for("DecisionMade")
+            assert decided.args[:3] == [rid, "reschedule", 3000]
+            assert by_uid(decided.args[3], nhlink_member.uid), decided
+            await qt.wait_hidden()
+            index = s.signals.signals.index(decided)
+            again = await s.signals.wait_for("UpdateAvailable", lambda a: a[0] == rid, index)
+            window = await qt.wait_window(TITLE_OFFER)
+            xserver.key(window, "alt+s")
+            skipped = await s.signals.wait_for("DecisionMade", after=s.signals.signals.index(again))
+            assert skipped.args[:3] == [rid, "ignore", 0]
+            assert by_uid(skipped.args[3], nhlink_member.uid), skipped
+            await qt.wait_hidden()
+        finally:
+            assert qt.stop() == 0, qt.text()
+
+
+async def test_both_prompts_follow_a_service_restart(
+    tmp_path: Path,
+    system_bus: PrivateSystemBus,
+    logind_mock: LogindMock,
+    xserver: XServer,
+    kiosk_path: Path,
+    nhlink_member: GroupMember,
+) -> None:
+    decides = DecideCalls(system_bus, tmp_path / "decide-calls.txt")
+    async with stage(tmp_path, system_bus) as s:
+        how = PromptRun(uid=nhlink_member.uid, pythonpath=kiosk_path)
+        prompts = [
+            KioskPrompt(kit, xserver, system_bus, tmp_path / f"{kit}.log", how)
+            for kit in ("gtk", "qt")
+        ]
+        gtk, qt = prompts
+        try:
+            owner = r"org\.nerveshub\.Link is (:\S+)$"
+            first = {(await p.wait_log(owner)).group(1) for p in prompts}
+            rid1 = await s.offer()
+            for p in prompts:
+                await p.wait_window(TITLE_OFFER)
+
+            record = s.sim.devices[DEVICE]
+            joins = len(record.joins)
+            assert s.daemon.stop() == 0, s.daemon.text()
+            for p in prompts:
+                await p.wait_hidden()  # the offer died with its service
+                await p.wait_log(r"org\.nerveshub\.Link is not running; waiting for it$")
+            s.daemon = Daemon(s.config, tmp_path / "daemon2.log", system_bus.address, True)
+            second = {(await p.wait_log(owner, count=2)).group(1) for p in prompts}
+            assert len(first) == len(second) == 1 and first != second
+            await s.sim.wait_for(lambda: len(record.joins) > joins, timeout=30)
+            for p in prompts:
+                assert not xserver.windows(p.pid)  # nothing from before the restart
+
+            rid2 = await s.offer()
+            assert rid2 != rid1
+            # Both windows first: a window that appears takes the focus.
+            windows = [await p.wait_window(TITLE_OFFER) for p in prompts]
+            xserver.key(windows[1], "Return")  # the Qt prompt installs
+            qt_name = (await qt.wait_log(r"connected to the system bus as (:\S+)$")).group(1)
+            decided = await s.signals.wait_for("DecisionMade")
+            assert decided.args[:3] == [rid2, "apply", 0]
+            assert decided.args[3] == f"uid={nhlink_member.uid} {qt_name}"
+            # The GTK prompt's dialog closes: it shows the update being installed instead.
+            await gtk.wait_title(windows[0], r"^Software update — (installing|installed|restart)")
+            await gtk.wait_log(rf"{rid2}: apply \(by uid={nhlink_member.uid} {qt_name}\)$")
+            await s.signals.wait_for("UpdateFinished")
+            assert decides.request_ids() == [rid2]  # never an id from before the restart
+        finally:
+            for p in prompts:
+                assert p.stop() == 0, p.text()
+            decides.stop()
+
+
+async def test_both_prompts_say_when_they_are_not_allowed(
+    tmp_path: Path,
+    system_bus: PrivateSystemBus,
+    logind_mock: LogindMock,
+    xserver: XServer,
+    kiosk_path: Path,
+) -> None:
+    async with stage(tmp_path, system_bus) as s:
+        how = PromptRun(uid=NOBODY, init_groups=False, pythonpath=kiosk_path)
+        prompts = [
+            KioskPrompt(kit, xserver, system_bus, tmp_path / f"{kit}.log", how)
+            for kit in ("gtk", "qt")
+        ]
+        try:
+            line = "Not allowed to decide: user nobody (uid 65534) may not answer update requests"
+            for p in prompts:
+                await p.wait_log(rf"^nhlink-kiosk-{p.toolkit}: {re.escape(line)}")
+            rid = await s.offer()
+            # Both windows first: a window that appears takes the focus.
+            title = "^Software update — not allowed to decide$"
+            windows = [await p.wait_window(title) for p in prompts]
+            for p, window in zip(prompts, windows, strict=True):
+                xserver.screenshot(window, f"nhlink-kiosk-{p.toolkit}-not-allowed.png")
+                # The buttons are disabled (Return finds none); Escape reaches the prompt:
+                xserver.key(window, "Return", "Escape")
+                await p.wait_log(r"pressed later \(nothing to ask\)$")
+                assert "Decide" not in p.text()
+            assert s.signals.of("DecisionMade") == []
+            pending = busctl(
+                system_bus,
+                "call",
+                names.BUS_NAME,
+                names.OBJECT_PATH,
+                names.INTERFACE,
+                "GetPendingRequests",
+                json=True,
+            )
+            assert [r[0] for r in json.loads(pending.stdout)["data"][0]] == [rid]
+        finally:
+            for p in prompts:
+                assert p.stop() == 0, p.text()
+
+
+async def test_gtk_on_pygobjects_own_loop_picks_up_pending_and_archives(
+    tmp_path: Path,
+    system_bus: PrivateSystemBus,
+    logind_mock: LogindMock,
+    xserver: XServer,
+) -> None:
+    archives = tmp_path / "archives"
+    async with stage(tmp_path, system_bus, extra=f'[archives]\ndir = "{archives}"\n') as s:
+        rid = await s.offer()  # before the prompt starts
+        # The venv's PyGObject (>= 3.50, no gbulb) as root, from the checkout.
+        how = PromptRun(python=sys.executable)
+        gtk = KioskPrompt("gtk", xserver, system_bus, tmp_path / "gtk.log", how)
+        try:
+            window = await gtk.wait_window(TITLE_OFFER)
+            assert re.search(r"event loop: PyGObject 3\.\d+\.\d+'s gi\.events", gtk.text())
+            xserver.key(window, "alt+s")
+            skipped = await s.signals.wait_for("DecisionMade")
+            assert skipped.args[:3] == [rid, "ignore", 0] and by_uid(skipped.args[3], 0)
+            await gtk.wait_hidden()
+
+            await s.sim.offer_archive(DEVICE, s.v2.path)
+            offered = await s.signals.wait_for("ArchiveAvailable")
+            window = await gtk.wait_window("^Software update — archive available$")
+            xserver.key(window, "Return")
+            decided = await s.signals.wait_for("DecisionMade", lambda a: a[0] == offered.args[0])
+            assert decided.args[1] == "download"
+            ready = await s.signals.wait_for("ArchiveReady")
+            window = await gtk.wait_window("^Software update — archive ready$")
+            xserver.screenshot(window, "nhlink-kiosk-gtk-archive-ready.png")
+            await gtk.wait_log(rf"{ready.args[0]} ready: {re.escape(ready.args[2])}$")
+            xserver.key(window, "Return")
+            await gtk.wait_hidden()
+        finally:
+            assert gtk.stop() == 0, gtk.text()
