@@ -23,18 +23,8 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-import gi
-from dbus_next.aio.message_bus import MessageBus
-from dbus_next.constants import BusType, MessageType
-from dbus_next.message import Message
-from dbus_next.signature import Variant
-
-gi.require_version("Gtk", "3.0")
-gi.require_version("Gdk", "3.0")
-from gi.repository import Gdk, Gtk  # noqa: E402
-
-from nhlink_kiosk import cli  # noqa: E402
-from nhlink_kiosk.prompt import (  # noqa: E402
+from nhlink_kiosk import cli
+from nhlink_kiosk.prompt import (
     BUS_NAME,
     DBUS_INTERFACE,
     DBUS_NAME,
@@ -53,6 +43,23 @@ from nhlink_kiosk.prompt import (  # noqa: E402
 
 PROG = "nhlink-kiosk-gtk"
 logger = logging.getLogger("nhlink_kiosk")
+
+# What this prompt needs of the system (Debian: python3-gi, gir1.2-gtk-3.0,
+# python3-dbus-next); main() says which is missing instead of a traceback.
+try:
+    import gi
+    from dbus_next.aio.message_bus import MessageBus
+    from dbus_next.constants import BusType, MessageType
+    from dbus_next.message import Message
+    from dbus_next.signature import Variant
+
+    gi.require_version("Gtk", "3.0")
+    gi.require_version("Gdk", "3.0")
+    from gi.repository import Gdk, Gtk
+except (ImportError, ValueError) as exc:  # ValueError: no GTK 3 typelib
+    MISSING: Exception | None = exc
+else:
+    MISSING = None
 
 CSS = b"""
 .nhlink-heading { font-size: 150%; font-weight: bold; }
@@ -181,8 +188,7 @@ class PromptWindow:
     def _label(self, css_class: str | None = None) -> Any:
         label = Gtk.Label(xalign=0.0)
         label.set_line_wrap(True)
-        label.set_max_width_chars(60)
-        label.set_selectable(False)
+        label.set_max_width_chars(50)
         if css_class:
             label.get_style_context().add_class(css_class)
         return label
@@ -219,7 +225,6 @@ class PromptWindow:
             self.grid.attach(label, 0, row, 1, 1)
             text = self._label()
             text.set_text(value)
-            text.set_selectable(True)
             self.grid.attach(text, 1, row, 1, 1)
         self.grid.show_all()
         self.grid.set_visible(bool(view.rows))
@@ -249,12 +254,16 @@ class PromptWindow:
                 button.set_label(spec.label)
                 button.set_sensitive(spec.enabled)
         self.button_box.set_visible(bool(view.buttons))
+        # Return answers with the default button: it gets the focus when something new
+        # is shown, or when the focus was lost (its button was disabled meanwhile).
         key = (view.heading, view.subheading)
         default = next((b for b in view.buttons if b.default), None)
-        if key != self._shown and default is not None:
+        if default is not None:
             button = self.buttons[default.action]
             window.set_default(button)
-            if button.get_sensitive():
+            focus = window.get_focus()
+            lost = focus is None or not (focus.get_sensitive() and focus.get_visible())
+            if (key != self._shown or lost) and button.get_sensitive():
                 button.grab_focus()
         self._shown = key
         if not window.get_visible():
@@ -449,9 +458,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``nhlink-kiosk-gtk [--later-delay SECONDS] [--verbose]``"""
     args = cli.parser(PROG, "GTK prompt for nhlink-dbus update decisions").parse_args(argv)
     cli.setup_logging(PROG, args.verbose)
+    if MISSING is not None:
+        logger.error("cannot start: %s", MISSING)
+        return 2
     try:
         loop_name, run = event_loop()
-    except (ImportError, ValueError, LoopUnavailableError) as exc:
+    except LoopUnavailableError as exc:
         logger.error("cannot start: %s", exc)
         return 2
     return run(_run(args, loop_name))

@@ -191,7 +191,6 @@ def build(qt: qt_binding.Binding) -> type:
                 self.grid.addWidget(label, row, 0)
                 text = self._label()
                 text.setText(value)
-                text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
                 self.grid.addWidget(text, row, 1)
             self.rows.setVisible(bool(view.rows))
             self.description.setText(view.description)
@@ -219,10 +218,15 @@ def build(qt: qt_binding.Binding) -> type:
                     button.setEnabled(spec.enabled)
                     button.setDefault(spec.default)
             self.button_row.setVisible(bool(view.buttons))
+            # Return answers with the default button: it gets the focus when something
+            # new is shown, or when the focus was lost (its button was disabled meanwhile).
             key = (view.heading, view.subheading)
             default = next((b for b in view.buttons if b.default), None)
-            if key != self._shown and default is not None and default.enabled:
-                self.buttons[default.action].setFocus()
+            if default is not None and default.enabled:
+                focus = self.focusWidget()
+                lost = focus is None or not (focus.isEnabled() and focus.isVisible())
+                if key != self._shown or lost:
+                    self.buttons[default.action].setFocus()
             self._shown = key
             if not self.isVisible():
                 self.show()

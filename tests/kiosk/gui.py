@@ -61,19 +61,13 @@ def kiosk_tree() -> Path:
 class XServer:
     """``Xvfb -displayfd``: it chooses a free display number and writes it to a pipe."""
 
-    def __init__(self, width: int = 1024, height: int = 768) -> None:
+    def __init__(self, screens: int = 2, width: int = 1024, height: int = 768) -> None:
         read_fd, write_fd = os.pipe()
+        geometry = []
+        for screen in range(screens):
+            geometry += ["-screen", str(screen), f"{width}x{height}x24"]
         self.process = subprocess.Popen(
-            [
-                "Xvfb",
-                "-displayfd",
-                str(write_fd),
-                "-screen",
-                "0",
-                f"{width}x{height}x24",
-                "-nolisten",
-                "tcp",
-            ],
+            ["Xvfb", "-displayfd", str(write_fd), *geometry, "-nolisten", "tcp"],
             pass_fds=(write_fd,),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -90,11 +84,15 @@ class XServer:
             raise
         self.display = f":{number.decode()}"
 
-    def run(self, *argv: str) -> str:
+    def screen(self, number: int) -> str:
+        """DISPLAY for one screen: two prompts on two screens never cover each other."""
+        return f"{self.display}.{number}"
+
+    def run(self, *argv: str, screen: int = 0) -> str:
         """An X client (xdotool, import) against this display; its stdout."""
         done = subprocess.run(
             argv,
-            env={**os.environ, "DISPLAY": self.display},
+            env={**os.environ, "DISPLAY": self.screen(screen)},
             capture_output=True,
             text=True,
             timeout=30,
@@ -119,11 +117,11 @@ class XServer:
         """Give ``window`` the keyboard focus (as a click would), then type ``keys`` (XTEST)."""
         self.run("xdotool", "windowfocus", "--sync", window, "key", "--clearmodifiers", *keys)
 
-    def screenshot(self, window: str, name: str) -> Path:
-        """The window as a PNG under :data:`SCREENSHOTS`."""
+    def screenshot(self, window: str, name: str, screen: int = 0) -> Path:
+        """The window (on ``screen``) as a PNG under :data:`SCREENSHOTS`."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / name
-        self.run("import", "-window", window, str(path))
+        self.run("import", "-window", window, str(path), screen=screen)
         assert path.stat().st_size > 1000, path
         return path
 
@@ -158,10 +156,11 @@ class KioskPrompt:
         log: Path,
         how: PromptRun,
         args: Sequence[str] = (),
-        env: dict[str, str] | None = None,
+        screen: int = 0,
     ) -> None:
         self.toolkit = toolkit
         self.x = x
+        self.screen = screen
         self.log = log
         argv = [how.python, "-m", f"nhlink_kiosk.{toolkit}", "--verbose", *args]
         if how.uid is not None:
@@ -169,14 +168,13 @@ class KioskPrompt:
         # No DBUS_SESSION_BUS_ADDRESS: a kiosk session may have no session bus.
         environment = {
             "PATH": "/usr/bin:/bin",
-            "DISPLAY": x.display,
+            "DISPLAY": x.screen(screen),
             "DBUS_SYSTEM_BUS_ADDRESS": bus.address,
             "HOME": "/nonexistent" if how.uid is not None else os.environ.get("HOME", "/root"),
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONPATH": str(how.pythonpath or REPO),
-            **(env or {}),
         }
         self._fh = log.open("ab")
         self.process = subprocess.Popen(
@@ -229,6 +227,9 @@ class KioskPrompt:
         )
         assert len(windows) == 1, windows
         return windows[0]
+
+    def screenshot(self, window: str, name: str) -> Path:
+        return self.x.screenshot(window, name, self.screen)
 
     async def wait_hidden(self) -> None:
         await self.until("no visible window", lambda: not self.x.windows(self.pid))

@@ -106,7 +106,7 @@ async def test_gtk_return_installs_and_the_bar_reaches_100(
             assert "event loop: gbulb 0.6.3 (PyGObject 3.42" in gtk.text()
             rid = await s.offer()
             window = await gtk.wait_window(TITLE_OFFER)
-            xserver.screenshot(window, "nhlink-kiosk-gtk-offer.png")
+            gtk.screenshot(window, "nhlink-kiosk-gtk-offer.png")
             xserver.key(window, "Return")
             decided = await s.signals.wait_for("DecisionMade")
             assert decided.args[:3] == [rid, "apply", 0]
@@ -119,7 +119,7 @@ async def test_gtk_return_installs_and_the_bar_reaches_100(
             await gtk.wait_log(
                 r"window shown: Software update — restarting in \d+ s \| progress bar 100 %"
             )
-            xserver.screenshot(window, "nhlink-kiosk-gtk-restarting.png")
+            gtk.screenshot(window, "nhlink-kiosk-gtk-restarting.png")
         finally:
             assert gtk.stop() == 0, gtk.text()
 
@@ -142,7 +142,7 @@ async def test_qt_escape_reschedules_and_the_offer_comes_back(
             assert "Qt binding: PyQt5 (Qt 5.15" in qt.text()
             rid = await s.offer()
             window = await qt.wait_window(TITLE_OFFER)
-            xserver.screenshot(window, "nhlink-kiosk-qt-offer.png")
+            qt.screenshot(window, "nhlink-kiosk-qt-offer.png")
             xserver.key(window, "Escape")
             decided = await s.signals.wait_for("DecisionMade")
             assert decided.args[:3] == [rid, "reschedule", 3000]
@@ -172,8 +172,8 @@ async def test_both_prompts_follow_a_service_restart(
     async with stage(tmp_path, system_bus) as s:
         how = PromptRun(uid=nhlink_member.uid, pythonpath=kiosk_path)
         prompts = [
-            KioskPrompt(kit, xserver, system_bus, tmp_path / f"{kit}.log", how)
-            for kit in ("gtk", "qt")
+            KioskPrompt(kit, xserver, system_bus, tmp_path / f"{kit}.log", how, screen=screen)
+            for screen, kit in enumerate(("gtk", "qt"))
         ]
         gtk, qt = prompts
         try:
@@ -198,7 +198,7 @@ async def test_both_prompts_follow_a_service_restart(
 
             rid2 = await s.offer()
             assert rid2 != rid1
-            # Both windows first: a window that appears takes the focus.
+            # Both windows first: a window that appears takes the keyboard focus.
             windows = [await p.wait_window(TITLE_OFFER) for p in prompts]
             xserver.key(windows[1], "Return")  # the Qt prompt installs
             qt_name = (await qt.wait_log(r"connected to the system bus as (:\S+)$")).group(1)
@@ -226,19 +226,19 @@ async def test_both_prompts_say_when_they_are_not_allowed(
     async with stage(tmp_path, system_bus) as s:
         how = PromptRun(uid=NOBODY, init_groups=False, pythonpath=kiosk_path)
         prompts = [
-            KioskPrompt(kit, xserver, system_bus, tmp_path / f"{kit}.log", how)
-            for kit in ("gtk", "qt")
+            KioskPrompt(kit, xserver, system_bus, tmp_path / f"{kit}.log", how, screen=screen)
+            for screen, kit in enumerate(("gtk", "qt"))
         ]
         try:
             line = "Not allowed to decide: user nobody (uid 65534) may not answer update requests"
             for p in prompts:
                 await p.wait_log(rf"^nhlink-kiosk-{p.toolkit}: {re.escape(line)}")
             rid = await s.offer()
-            # Both windows first: a window that appears takes the focus.
+            # Both windows first: a window that appears takes the keyboard focus.
             title = "^Software update — not allowed to decide$"
             windows = [await p.wait_window(title) for p in prompts]
             for p, window in zip(prompts, windows, strict=True):
-                xserver.screenshot(window, f"nhlink-kiosk-{p.toolkit}-not-allowed.png")
+                p.screenshot(window, f"nhlink-kiosk-{p.toolkit}-not-allowed.png")
                 # The buttons are disabled (Return finds none); Escape reaches the prompt:
                 xserver.key(window, "Return", "Escape")
                 await p.wait_log(r"pressed later \(nothing to ask\)$")
@@ -287,7 +287,7 @@ async def test_gtk_on_pygobjects_own_loop_picks_up_pending_and_archives(
             assert decided.args[1] == "download"
             ready = await s.signals.wait_for("ArchiveReady")
             window = await gtk.wait_window("^Software update — archive ready$")
-            xserver.screenshot(window, "nhlink-kiosk-gtk-archive-ready.png")
+            gtk.screenshot(window, "nhlink-kiosk-gtk-archive-ready.png")
             await gtk.wait_log(rf"{ready.args[0]} ready: {re.escape(ready.args[2])}$")
             xserver.key(window, "Return")
             await gtk.wait_hidden()

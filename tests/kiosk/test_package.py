@@ -90,10 +90,10 @@ def test_a_bad_later_delay_is_refused_by_name(
     assert f"argument --later-delay: {message}" in capsys.readouterr().err
 
 
-def run_prompt(prompt: str, **env: str) -> tuple[int, list[str]]:
+def run_prompt(prompt: str, *python_options: str, **env: str) -> tuple[int, list[str]]:
     """Run a prompt as the package does; its exit status and its own stderr lines."""
     done = subprocess.run(
-        ["/usr/bin/python3", "-m", f"nhlink_kiosk.{prompt}"],
+        ["/usr/bin/python3", *python_options, "-m", f"nhlink_kiosk.{prompt}"],
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), **env},
         capture_output=True,
         text=True,
@@ -139,3 +139,11 @@ def test_the_autostart_files_run_the_installed_commands() -> None:
         assert entry["Exec"].split()[0] == f"nhlink-kiosk-{prompt}"
         unit = (REPO / "kiosk" / f"nhlink-kiosk-{prompt}.service").read_text()
         assert f"ExecStart=/usr/bin/nhlink-kiosk-{prompt}" in unit
+
+
+@pytest.mark.parametrize(("prompt", "module"), [("gtk", "gi"), ("qt", "PyQt5")])
+def test_without_its_libraries_a_prompt_says_which(prompt: str, module: str) -> None:
+    status, lines = run_prompt(prompt, "-S")  # -S: none of Debian's python3-* packages
+    assert status == 2
+    assert lines[-1].startswith(f"nhlink-kiosk-{prompt}: cannot start: "), lines
+    assert module in lines[-1]
