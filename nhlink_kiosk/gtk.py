@@ -19,11 +19,11 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from nhlink_kiosk import cli
+from nhlink_kiosk.driver import Driver
 from nhlink_kiosk.prompt import (
     BUS_NAME,
     DBUS_INTERFACE,
@@ -34,10 +34,7 @@ from nhlink_kiosk.prompt import (
     TITLE,
     Action,
     CallDecide,
-    Effect,
-    LoadPending,
     Prompt,
-    Report,
     View,
 )
 
@@ -277,138 +274,102 @@ class PromptWindow:
 
 
 class BusLink:
-    """dbus-next on the system bus: feeds the :class:`Prompt`, performs its effects."""
+    """dbus-next on the system bus: what arrives goes to the :class:`Driver`; this is its
+    :class:`~nhlink_kiosk.driver.Port`."""
 
     def __init__(self, prompt: Prompt) -> None:
-        self.prompt = prompt
-        self.window = PromptWindow(self.press)
+        self.driver = Driver(prompt, self)
+        self.window = PromptWindow(self.driver.press)
         self.bus: Any = None
-        self._owner_changes = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._tick: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         self.bus = await MessageBus(bus_type=BusType.SYSTEM).connect()
-        self.prompt.connected(self.bus.unique_name)
-        logger.info("connected to the system bus as %s", self.bus.unique_name)
+        self.driver.connected(self.bus.unique_name)
         self.bus.add_message_handler(self._on_message)
         # Subscribe first, then read the state (nothing is missed in between).
-        await self._call_bus(
-            "AddMatch",
-            "s",
+        for rule in (
             f"type='signal',sender='{DBUS_NAME}',interface='{DBUS_INTERFACE}',"
             f"member='NameOwnerChanged',arg0='{BUS_NAME}'",
-        )
-        await self._call_bus(
-            "AddMatch",
-            "s",
             f"type='signal',sender='{BUS_NAME}',interface='{INTERFACE}',path='{OBJECT_PATH}'",
-        )
-        changes = self._owner_changes
-        reply = await self._call_bus("GetNameOwner", "s", BUS_NAME, check=False)
-        if changes == self._owner_changes:  # else a NameOwnerChanged was newer than the reply
-            owner = reply.body[0] if not reply.error_name else ""
-            self._feed(self.prompt.name_owner(owner))
+        ):
+            error, message = _error(await self._call(DBUS_NAME, DBUS_PATH, "AddMatch", "s", rule))
+            if error:
+                raise RuntimeError(f"AddMatch: {error}: {message}")
+        token = self.driver.owner_lookup()
+        reply = await self._call(DBUS_NAME, DBUS_PATH, "GetNameOwner", "s", BUS_NAME)
+        self.driver.owner_found(token, "" if reply.error_name else str(reply.body[0]))
 
-    async def _call_bus(
-        self, member: str, signature: str, *body: object, check: bool = True
+    async def _call(
+        self, destination: str, path: str, member: str, signature: str = "", *body: object
     ) -> Any:
-        reply = await self.bus.call(
+        interface = DBUS_INTERFACE if destination == DBUS_NAME else INTERFACE
+        return await self.bus.call(
             Message(
-                destination=DBUS_NAME,
-                path=DBUS_PATH,
-                interface=DBUS_INTERFACE,
+                destination=destination,
+                path=path,
+                interface=interface,
                 member=member,
                 signature=signature,
                 body=list(body),
             )
         )
-        if check and reply.error_name:
-            raise RuntimeError(f"{member}: {reply.error_name}: {reply.body}")
-        return reply
 
     def _on_message(self, msg: Any) -> None:
         if msg.message_type != MessageType.SIGNAL:
             return
         if msg.interface == DBUS_INTERFACE and msg.member == "NameOwnerChanged":
             if msg.sender == DBUS_NAME and msg.body and msg.body[0] == BUS_NAME:
-                self._owner_changes += 1
-                self._feed(self.prompt.name_owner(msg.body[2]))
+                self.driver.owner_changed(str(msg.body[2]))
         elif msg.interface == INTERFACE and msg.path == OBJECT_PATH:
-            args = [_plain(value) for value in msg.body]
-            self._feed(self.prompt.signal(msg.sender, msg.member, args, time.monotonic()))
+            self.driver.signal(msg.sender, msg.member, [_plain(value) for value in msg.body])
 
-    def press(self, action: Action) -> None:
-        effects = self.prompt.press(action)
-        logger.debug("pressed %s%s", action.value, "" if effects else " (nothing to ask)")
-        self._feed(effects)
+    # -- the Port ---------------------------------------------------------------------------
+    # Calls go to the owner's unique name: if the service restarted meanwhile, the bus
+    # answers that nobody has that name; a call never reaches the successor.
 
-    def _feed(self, effects: Sequence[Effect]) -> None:
-        for effect in effects:
-            if isinstance(effect, Report):
-                cli.report(effect)
-            elif isinstance(effect, CallDecide):
-                self._spawn(self._decide(effect))
-            elif isinstance(effect, LoadPending):
-                self._spawn(self._load_pending(effect.owner))
-        self._render()
+    def call_decide(self, call: CallDecide) -> None:
+        self._spawn(self._decide(call))
 
-    def _render(self) -> None:
-        view = self.prompt.view(time.monotonic())
+    def load_pending(self, owner: str) -> None:
+        self._spawn(self._load_pending(owner))
+
+    def render(self, view: View) -> None:
         self.window.render(view)
+
+    def tick_in(self, seconds: float | None) -> None:
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
-        if view.ticking:
-            self._tick = asyncio.get_running_loop().call_later(0.5, self._render)
+        if seconds is not None:
+            self._tick = asyncio.get_running_loop().call_later(seconds, self.driver.refresh)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _call_service(self, owner: str, member: str, signature: str, *body: object) -> Any:
-        # Addressed to the owner's unique name: if the service restarted meanwhile,
-        # the bus answers that nobody has that name; it never reaches the successor.
-        return await self.bus.call(
-            Message(
-                destination=owner,
-                path=OBJECT_PATH,
-                interface=INTERFACE,
-                member=member,
-                signature=signature,
-                body=list(body),
-            )
-        )
-
     async def _load_pending(self, owner: str) -> None:
-        reply = await self._call_service(owner, "GetPendingRequests", "")
-        if reply.error_name:
-            message = reply.body[0] if reply.body else ""
-            self._feed(
-                self.prompt.call_failed(owner, "GetPendingRequests", reply.error_name, message)
-            )
-            return
-        requests = [(str(r), str(k), _plain(info)) for r, k, info in reply.body[0]]
-        self._feed(self.prompt.pending_loaded(owner, requests))
+        reply = await self._call(owner, OBJECT_PATH, "GetPendingRequests")
+        error, message = _error(reply)
+        requests = [] if error else [(str(r), str(k), _plain(i)) for r, k, i in reply.body[0]]
+        self.driver.pending_replied(owner, error, message, requests)
 
     async def _decide(self, call: CallDecide) -> None:
-        logger.info("Decide %s %s %d", call.request_id, call.decision, call.delay_ms)
-        reply = await self._call_service(
-            call.owner, "Decide", "sst", call.request_id, call.decision, call.delay_ms
-        )
-        if reply.error_name:
-            message = reply.body[0] if reply.body else ""
-            self._feed(
-                self.prompt.call_failed(
-                    call.owner, "Decide", reply.error_name, message, call.request_id
-                )
-            )
-        else:
-            self._feed(self.prompt.decide_done(call.owner, call.request_id))
+        args = (call.request_id, call.decision, call.delay_ms)
+        reply = await self._call(call.owner, OBJECT_PATH, "Decide", "sst", *args)
+        self.driver.decide_replied(call, *_error(reply))
 
     async def wait_closed(self) -> None:
         await self.bus.wait_for_disconnect()
+
+
+def _error(reply: Any) -> tuple[str, str]:
+    """(error name, message) of an error reply; ("", "") for a method return."""
+    if reply.message_type != MessageType.ERROR:
+        return "", ""
+    return str(reply.error_name), str(reply.body[0]) if reply.body else ""
 
 
 def _plain(value: Any) -> Any:

@@ -2,8 +2,8 @@
 
 It uses no D-Bus library but Qt's own (QtDBus), to show that a kiosk app needs
 nothing of nhlink-dbus but its D-Bus API. It runs on Debian 12's PyQt5
-(``python3-pyqt5``); PyQt6 and PySide6 work too (``--qt``,
-:mod:`nhlink_kiosk.qt_binding`). The rules of what is shown and asked live in
+(``python3-pyqt5``); PyQt6 works too (``--qt``, :mod:`nhlink_kiosk.qt_binding`,
+which also says why PySide6 does not). The rules of what is shown and asked live in
 :mod:`nhlink_kiosk.prompt`; this module only draws them and talks to the bus.
 
 It needs no session bus and no window manager: the system bus only, and the
@@ -17,11 +17,11 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from nhlink_kiosk import cli, qt_binding
+from nhlink_kiosk.driver import Driver
 from nhlink_kiosk.prompt import (
     BUS_NAME,
     DBUS_INTERFACE,
@@ -32,10 +32,7 @@ from nhlink_kiosk.prompt import (
     TITLE,
     Action,
     CallDecide,
-    Effect,
-    LoadPending,
     Prompt,
-    Report,
     View,
 )
 
@@ -239,22 +236,21 @@ def build(qt: qt_binding.Binding) -> type:
             )
 
     class BusLink(QObject):
-        """QtDBus on the system bus: feeds the :class:`Prompt`, performs its effects."""
+        """QtDBus on the system bus: what arrives goes to the :class:`Driver`; this is its
+        :class:`~nhlink_kiosk.driver.Port`."""
 
         def __init__(self, prompt: Prompt, bus: Any) -> None:
             super().__init__()
-            self.prompt = prompt
             self.bus = bus
-            self.window = PromptWindow(self.press)
-            self._owner_changes = 0
+            self.driver = Driver(prompt, self)
+            self.window = PromptWindow(self.driver.press)
             self._watchers: set[Any] = set()
             self._tick = QtCore.QTimer(self)
             self._tick.setSingleShot(True)
-            self._tick.timeout.connect(self._render)
+            self._tick.timeout.connect(self.driver.refresh)
 
         def start(self) -> None:
-            self.prompt.connected(self.bus.baseService())
-            logger.info("connected to the system bus as %s", self.bus.baseService())
+            self.driver.connected(self.bus.baseService())
             # Subscribe first, then read the state (nothing is missed in between).
             self.watcher = QtDBus.QDBusServiceWatcher(
                 BUS_NAME, self.bus, QtDBus.QDBusServiceWatcher.WatchModeFlag.WatchForOwnerChange
@@ -264,47 +260,21 @@ def build(qt: qt_binding.Binding) -> type:
             if not self.bus.connect(BUS_NAME, OBJECT_PATH, INTERFACE, "", self.on_signal):
                 error = self.bus.lastError().message()
                 raise RuntimeError(f"cannot subscribe to {INTERFACE}: {error}")
-            changes = self._owner_changes
+            token = self.driver.owner_lookup()
 
             def got_owner(error: str, _message: str, args: list[Any]) -> None:
-                if changes == self._owner_changes:  # else a newer NameOwnerChanged came first
-                    self._feed(self.prompt.name_owner("" if error else str(args[0])))
+                self.driver.owner_found(token, "" if error else str(args[0]))
 
             self._call(DBUS_NAME, DBUS_PATH, DBUS_INTERFACE, "GetNameOwner", [BUS_NAME], got_owner)
 
         def _owner_changed(self, name: str, _old: str, new: str) -> None:
             if name == BUS_NAME:
-                self._owner_changes += 1
-                self._feed(self.prompt.name_owner(new))
+                self.driver.owner_changed(new)
 
         @qt.Slot(QtDBus.QDBusMessage)
         def on_signal(self, msg: Any) -> None:
-            if msg.path() != OBJECT_PATH or msg.interface() != INTERFACE:
-                return
-            args = list(msg.arguments())
-            self._feed(self.prompt.signal(msg.service(), msg.member(), args, time.monotonic()))
-
-        def press(self, action: Action) -> None:
-            effects = self.prompt.press(action)
-            logger.debug("pressed %s%s", action.value, "" if effects else " (nothing to ask)")
-            self._feed(effects)
-
-        def _feed(self, effects: Sequence[Effect]) -> None:
-            for effect in effects:
-                if isinstance(effect, Report):
-                    cli.report(effect)
-                elif isinstance(effect, CallDecide):
-                    self._decide(effect)
-                elif isinstance(effect, LoadPending):
-                    self._load_pending(effect.owner)
-            self._render()
-
-        def _render(self) -> None:
-            view = self.prompt.view(time.monotonic())
-            self.window.render(view)
-            self._tick.stop()
-            if view.ticking:
-                self._tick.start(500)
+            if msg.path() == OBJECT_PATH and msg.interface() == INTERFACE:
+                self.driver.signal(msg.service(), msg.member(), list(msg.arguments()))
 
         def _call(
             self,
@@ -328,33 +298,31 @@ def build(qt: qt_binding.Binding) -> type:
 
             watcher.finished.connect(finished)
 
-        def _load_pending(self, owner: str) -> None:
-            def done(error: str, message: str, args: list[Any]) -> None:
-                if error:
-                    self._feed(self.prompt.call_failed(owner, "GetPendingRequests", error, message))
-                    return
-                requests = [(str(r), str(k), dict(info)) for r, k, info in args[0]]
-                self._feed(self.prompt.pending_loaded(owner, requests))
+        # -- the Port ---------------------------------------------------------------------
+        # Calls go to the owner's unique name: if the service restarted meanwhile, the
+        # bus answers that nobody has that name; a call never reaches the successor.
 
-            # Addressed to the owner's unique name: if the service restarted meanwhile,
-            # the bus answers that nobody has that name; it never reaches the successor.
-            self._call(owner, OBJECT_PATH, INTERFACE, "GetPendingRequests", [], done)
-
-        def _decide(self, call: CallDecide) -> None:
-            logger.info("Decide %s %s %d", call.request_id, call.decision, call.delay_ms)
-
+        def call_decide(self, call: CallDecide) -> None:
             def done(error: str, message: str, _args: list[Any]) -> None:
-                if error:
-                    self._feed(
-                        self.prompt.call_failed(
-                            call.owner, "Decide", error, message, call.request_id
-                        )
-                    )
-                else:
-                    self._feed(self.prompt.decide_done(call.owner, call.request_id))
+                self.driver.decide_replied(call, error, message)
 
             args = [call.request_id, call.decision, qt.uint64(call.delay_ms)]
             self._call(call.owner, OBJECT_PATH, INTERFACE, "Decide", args, done)
+
+        def load_pending(self, owner: str) -> None:
+            def done(error: str, message: str, args: list[Any]) -> None:
+                requests = [] if error else [(str(r), str(k), dict(i)) for r, k, i in args[0]]
+                self.driver.pending_replied(owner, error, message, requests)
+
+            self._call(owner, OBJECT_PATH, INTERFACE, "GetPendingRequests", [], done)
+
+        def render(self, view: View) -> None:
+            self.window.render(view)
+
+        def tick_in(self, seconds: float | None) -> None:
+            self._tick.stop()
+            if seconds is not None:
+                self._tick.start(round(seconds * 1000))
 
     return BusLink
 

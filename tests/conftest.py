@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import pytest
 
 from tests.harness import LogindMock, PrivateSystemBus, start_system_bus
-from tests.harness.users import GroupMember, group_member
 
 
 @pytest.fixture
@@ -29,10 +28,3 @@ def logind_mock(system_bus: PrivateSystemBus) -> Iterator[LogindMock]:
         yield mock
     finally:
         mock.stop()
-
-
-@pytest.fixture(scope="session")
-def nhlink_member() -> Iterator[GroupMember]:
-    """A user whose only supplementary group is ``nhlink`` (created, then removed)."""
-    with group_member("nhlink") as member:
-        yield member

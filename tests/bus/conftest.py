@@ -19,7 +19,7 @@ from dbus_next.aio.message_bus import MessageBus
 from nhlink_dbus.bus.server import BusFace, serve
 from tests.bus.fake_service import FakeLinkService
 from tests.harness import PrivateSystemBus, system_bus_connection
-from tests.harness.users import NOBODY, SYSTEM_PYTHON, GroupMember, as_user_argv
+from tests.harness.users import NOBODY, SYSTEM_PYTHON, GroupMember, as_user_argv, group_member
 
 __all__ = ["NOBODY", "SYSTEM_PYTHON", "GroupMember", "as_user_argv"]
 
@@ -86,6 +86,13 @@ async def face(system_bus: PrivateSystemBus, service: FakeLinkService) -> AsyncI
 async def client(face: BusFace) -> AsyncIterator[MessageBus]:
     async with system_bus_connection() as bus:
         yield bus
+
+
+@pytest.fixture(scope="session")
+def nhlink_member() -> Iterator[GroupMember]:
+    """A user whose only supplementary group is ``nhlink`` (created, then removed)."""
+    with group_member("nhlink") as member:
+        yield member
 
 
 def system_python_env(bus: PrivateSystemBus) -> dict[str, str]:

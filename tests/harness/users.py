@@ -27,15 +27,16 @@ class GroupMember:
 
 
 @contextlib.contextmanager
-def group_member(group: str = "nhlink") -> Iterator[GroupMember]:
-    """A user whose only supplementary group is ``group`` (created, then removed)."""
+def group_member(group: str = "nhlink", name: str = "") -> Iterator[GroupMember]:
+    """A user (default name: ``nhlt<pid>``) whose only supplementary group is ``group``;
+    both are created if missing and removed afterwards."""
     created_group = False
     try:
         grp.getgrnam(group)
     except KeyError:
         subprocess.run(["groupadd", "--system", group], check=True)
         created_group = True
-    name = f"nhlt{os.getpid() % 100000}"
+    name = name or f"nhlt{os.getpid() % 100000}"
     subprocess.run(
         [
             "useradd",

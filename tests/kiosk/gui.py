@@ -8,7 +8,7 @@ screenshots, and a recorder of the service's signals.
   with python3-gi, python3-gbulb, python3-pyqt5 and python3-dbus-next, and only
   ``nhlink_kiosk`` itself on ``PYTHONPATH`` (a world-readable copy: other uids run
   it; nothing of nhlink_dbus is importable there). No session bus.
-* :class:`SignalRecorder` — every ``org.nerveshub.Link1`` signal, with its sender.
+* :class:`DecideCalls` — every ``Decide`` call on the bus (``dbus-monitor``).
 * Screenshots go to :data:`SCREENSHOTS` (``$NHLINK_TEST_ARTIFACTS/screenshots``,
   default ``test-artifacts/screenshots`` in the checkout; the README names it).
 """
@@ -22,18 +22,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dbus_next.constants import MessageType
-from dbus_next.message import Message
-
 from nhlink_dbus import names
-from nhlink_dbus.bus.info import unwrap
-from tests.harness import PrivateSystemBus, system_bus_connection
+from tests.harness import PrivateSystemBus
 from tests.harness.users import SYSTEM_PYTHON, as_user_argv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -252,75 +247,6 @@ class KioskPrompt:
                 self.process.wait()
         self._fh.close()
         return self.process.returncode
-
-
-@dataclass(frozen=True, eq=False)  # list.index finds this very signal, not an equal one
-class Signal:
-    sender: str
-    member: str
-    args: list[Any]
-
-
-class SignalRecorder:
-    """Every signal of our interface (and the name's owner changes), in order."""
-
-    def __init__(self) -> None:
-        self.signals: list[Signal] = []
-        self.owners: list[str] = []
-        self._changed = asyncio.Event()
-
-    def _on_message(self, msg: Message) -> None:
-        if msg.message_type != MessageType.SIGNAL:
-            return
-        if msg.member == "NameOwnerChanged" and msg.body[0] == names.BUS_NAME:
-            self.owners.append(msg.body[2])
-        elif msg.interface == names.INTERFACE:
-            self.signals.append(Signal(msg.sender, msg.member, unwrap(msg.body)))
-        self._changed.set()
-
-    def of(self, member: str) -> list[Signal]:
-        return [s for s in self.signals if s.member == member]
-
-    async def wait_for(
-        self, member: str, check: Callable[[list[Any]], bool] = lambda _args: True, after: int = 0
-    ) -> Signal:
-        """The first ``member`` signal (from index ``after`` on) whose args pass ``check``."""
-        loop = asyncio.get_running_loop()
-        end = loop.time() + HANG_GUARD_S
-        while True:
-            for s in self.signals[after:]:
-                if s.member == member and check(s.args):
-                    return s
-            self._changed.clear()
-            remaining = end - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"no {member} signal; got {self.signals}")
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-
-@asynccontextmanager
-async def recording() -> AsyncIterator[SignalRecorder]:
-    """A :class:`SignalRecorder` on the private system bus (DBUS_SYSTEM_BUS_ADDRESS)."""
-    recorder = SignalRecorder()
-    async with system_bus_connection() as bus:
-        bus.add_message_handler(recorder._on_message)
-        for rule in (
-            f"type='signal',interface='{names.INTERFACE}'",
-            f"type='signal',sender='{names.DBUS_NAME}',member='NameOwnerChanged',"
-            f"arg0='{names.BUS_NAME}'",
-        ):
-            await bus.call(
-                Message(
-                    destination=names.DBUS_NAME,
-                    path=names.DBUS_PATH,
-                    interface=names.DBUS_INTERFACE,
-                    member="AddMatch",
-                    signature="s",
-                    body=[rule],
-                )
-            )
-        yield recorder
 
 
 class DecideCalls:

@@ -15,9 +15,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from dbus_next.message import Message
+
 from nhlink_dbus import names
 from nhlink_devtools.hubsim import HubSim
-from tests.harness import LogindMock, PrivateSystemBus, busctl
+from tests.bus.helpers import SignalRecorder
+from tests.harness import LogindMock, PrivateSystemBus, busctl, system_bus_connection
 from tests.harness.users import NOBODY, GroupMember
 from tests.integration.daemon_helpers import (
     DEVICE,
@@ -27,58 +30,58 @@ from tests.integration.daemon_helpers import (
     sim_config,
     write_config,
 )
-from tests.kiosk.gui import (
-    DecideCalls,
-    KioskPrompt,
-    PromptRun,
-    SignalRecorder,
-    XServer,
-    recording,
-)
+from tests.kiosk.gui import HANG_GUARD_S, REPO, DecideCalls, KioskPrompt, PromptRun, XServer
 
 TITLE_OFFER = "^Software update — update available$"
-DECISIONS = "[decisions]\ntimeout_ms = 300000\n"
+OWNER_LINE = r"org\.nerveshub\.Link is (:\S+)$"
 
 
 @dataclass
 class Stage:
-    """The real service with a device that has an update to offer."""
+    """The real service with a device that has an update to offer; its signals."""
 
     sim: HubSim
     daemon: Daemon
     config: Path
     signals: SignalRecorder
     v2: Firmware
-    bus: PrivateSystemBus
-    folder: Path
+
+    async def next(self, member: str) -> Message:
+        """The next ``member`` signal of the service (others are skipped)."""
+        return await self.signals.next(member, HANG_GUARD_S)
 
     async def offer(self) -> str:
         """Push the update from the hub; its request id (from UpdateAvailable)."""
-        before = len(self.signals.signals)
         await self.sim.offer_update(DEVICE, self.v2.path)
-        offered = await self.signals.wait_for("UpdateAvailable", after=before)
-        return str(offered.args[0])
-
-    def restart_daemon(self) -> None:
-        assert self.daemon.stop() == 0, self.daemon.text()
-        self.daemon = Daemon(self.config, self.folder / "daemon2.log", self.bus.address, True)
+        return str((await self.next("UpdateAvailable")).body[0])
 
 
 @asynccontextmanager
 async def stage(
-    folder: Path, bus: PrivateSystemBus, reboot_delay_ms: int = 300, extra: str = ""
+    folder: Path,
+    bus: PrivateSystemBus,
+    group: str = "nhlink",
+    reboot_delay_ms: int = 300,
+    extra: str = "",
 ) -> AsyncIterator[Stage]:
+    """The daemon on ``bus``, deciding for root and ``group`` (the policy file and the
+    service), with nhlink-hub-sim; a recorder of its signals."""
+    if group != "nhlink":
+        policy = (REPO / "dbus-policy" / "org.nerveshub.Link.conf").read_text()
+        assert 'group="nhlink"' in policy
+        bus.add_policy(f"zz-{group}.conf", policy.replace('group="nhlink"', f'group="{group}"'))
     _v1, v2, image = device_with_update(folder)
-    async with HubSim(sim_config()) as sim, recording() as signals:
+    async with HubSim(sim_config()) as sim, system_bus_connection() as client:
+        signals = await SignalRecorder(client).start()
         config = write_config(
             folder,
             ws_url=sim.ws_url,
             image=image,
-            extra=DECISIONS + extra,
+            extra=f'[decisions]\ntimeout_ms = 300000\ngroup = "{group}"\n{extra}',
             reboot_delay_ms=reboot_delay_ms,
         )
         daemon = Daemon(config, folder / "daemon.log", bus.address, export_bus=True)
-        s = Stage(sim, daemon, config, signals, v2, bus, folder)
+        s = Stage(sim, daemon, config, signals, v2)
         try:
             await sim.wait_for_join(DEVICE, timeout=30)
             yield s
@@ -86,8 +89,23 @@ async def stage(
             assert s.daemon.stop() == 0, s.daemon.text()
 
 
-def by_uid(decided_by: str, uid: int) -> bool:
-    return decided_by.startswith(f"uid={uid} :")
+@asynccontextmanager
+async def running(*prompts: KioskPrompt) -> AsyncIterator[None]:
+    """Prompts that follow the service's owner; each must stop cleanly (status 0)."""
+    try:
+        for prompt in prompts:
+            await prompt.wait_log(OWNER_LINE)
+        yield
+    finally:
+        for prompt in prompts:
+            assert prompt.stop() == 0, prompt.text()
+
+
+async def decided(s: Stage, rid: str, decision: str, delay_ms: int, uid: int) -> None:
+    """The next DecisionMade answers ``rid`` so, decided by a caller of ``uid``."""
+    body = (await s.next("DecisionMade")).body
+    assert body[:3] == [rid, decision, delay_ms]
+    assert body[3].startswith(f"uid={uid} :"), body
 
 
 async def test_gtk_return_installs_and_the_bar_reaches_100(
@@ -96,32 +114,27 @@ async def test_gtk_return_installs_and_the_bar_reaches_100(
     logind_mock: LogindMock,
     xserver: XServer,
     kiosk_path: Path,
-    nhlink_member: GroupMember,
+    kiosk_member: GroupMember,
 ) -> None:
-    async with stage(tmp_path, system_bus, reboot_delay_ms=120_000) as s:
-        how = PromptRun(uid=nhlink_member.uid, pythonpath=kiosk_path)
+    async with stage(tmp_path, system_bus, kiosk_member.group, reboot_delay_ms=120_000) as s:
+        how = PromptRun(uid=kiosk_member.uid, pythonpath=kiosk_path)
         gtk = KioskPrompt("gtk", xserver, system_bus, tmp_path / "gtk.log", how)
-        try:
-            await gtk.wait_log(r"^nhlink-kiosk-gtk: org\.nerveshub\.Link is :")
+        async with running(gtk):
             assert "event loop: gbulb 0.6.3 (PyGObject 3.42" in gtk.text()
             rid = await s.offer()
             window = await gtk.wait_window(TITLE_OFFER)
             gtk.screenshot(window, "nhlink-kiosk-gtk-offer.png")
             xserver.key(window, "Return")
-            decided = await s.signals.wait_for("DecisionMade")
-            assert decided.args[:3] == [rid, "apply", 0]
-            assert by_uid(decided.args[3], nhlink_member.uid), decided
-            await s.signals.wait_for("FwupProgress", lambda a: a[0] == 100)
-            finished = await s.signals.wait_for("UpdateFinished")
-            assert finished.args[:2] == [rid, True]
-            await s.signals.wait_for("RebootScheduled")
+            await decided(s, rid, "apply", 0, kiosk_member.uid)
+            while (await s.next("FwupProgress")).body != [100]:
+                pass
+            assert (await s.next("UpdateFinished")).body[:2] == [rid, True]
+            await s.next("RebootScheduled")
             await gtk.wait_title(window, r"^Software update — restarting in \d+ s$")
             await gtk.wait_log(
                 r"window shown: Software update — restarting in \d+ s \| progress bar 100 %"
             )
             gtk.screenshot(window, "nhlink-kiosk-gtk-restarting.png")
-        finally:
-            assert gtk.stop() == 0, gtk.text()
 
 
 async def test_qt_escape_reschedules_and_the_offer_comes_back(
@@ -130,34 +143,26 @@ async def test_qt_escape_reschedules_and_the_offer_comes_back(
     logind_mock: LogindMock,
     xserver: XServer,
     kiosk_path: Path,
-    nhlink_member: GroupMember,
+    kiosk_member: GroupMember,
 ) -> None:
-    async with stage(tmp_path, system_bus) as s:
-        how = PromptRun(uid=nhlink_member.uid, pythonpath=kiosk_path)
+    async with stage(tmp_path, system_bus, kiosk_member.group) as s:
+        how = PromptRun(uid=kiosk_member.uid, pythonpath=kiosk_path)
         qt = KioskPrompt(
             "qt", xserver, system_bus, tmp_path / "qt.log", how, ["--later-delay", "3"]
         )
-        try:
-            await qt.wait_log(r"^nhlink-kiosk-qt: org\.nerveshub\.Link is :")
+        async with running(qt):
             assert "Qt binding: PyQt5 (Qt 5.15" in qt.text()
             rid = await s.offer()
             window = await qt.wait_window(TITLE_OFFER)
             qt.screenshot(window, "nhlink-kiosk-qt-offer.png")
             xserver.key(window, "Escape")
-            decided = await s.signals.wait_for("DecisionMade")
-            assert decided.args[:3] == [rid, "reschedule", 3000]
-            assert by_uid(decided.args[3], nhlink_member.uid), decided
+            await decided(s, rid, "reschedule", 3000, kiosk_member.uid)
             await qt.wait_hidden()
-            index = s.signals.signals.index(decided)
-            again = await s.signals.wait_for("UpdateAvailable", lambda a: a[0] == rid, index)
+            assert (await s.next("UpdateAvailable")).body[0] == rid  # offered again
             window = await qt.wait_window(TITLE_OFFER)
             xserver.key(window, "alt+s")
-            skipped = await s.signals.wait_for("DecisionMade", after=s.signals.signals.index(again))
-            assert skipped.args[:3] == [rid, "ignore", 0]
-            assert by_uid(skipped.args[3], nhlink_member.uid), skipped
+            await decided(s, rid, "ignore", 0, kiosk_member.uid)
             await qt.wait_hidden()
-        finally:
-            assert qt.stop() == 0, qt.text()
 
 
 async def test_both_prompts_follow_a_service_restart(
@@ -166,19 +171,18 @@ async def test_both_prompts_follow_a_service_restart(
     logind_mock: LogindMock,
     xserver: XServer,
     kiosk_path: Path,
-    nhlink_member: GroupMember,
+    kiosk_member: GroupMember,
 ) -> None:
     decides = DecideCalls(system_bus, tmp_path / "decide-calls.txt")
-    async with stage(tmp_path, system_bus) as s:
-        how = PromptRun(uid=nhlink_member.uid, pythonpath=kiosk_path)
+    async with stage(tmp_path, system_bus, kiosk_member.group) as s:
+        how = PromptRun(uid=kiosk_member.uid, pythonpath=kiosk_path)
         prompts = [
             KioskPrompt(kit, xserver, system_bus, tmp_path / f"{kit}.log", how, screen=screen)
             for screen, kit in enumerate(("gtk", "qt"))
         ]
         gtk, qt = prompts
-        try:
-            owner = r"org\.nerveshub\.Link is (:\S+)$"
-            first = {(await p.wait_log(owner)).group(1) for p in prompts}
+        async with running(*prompts):
+            first = {(await p.wait_log(OWNER_LINE)).group(1) for p in prompts}
             rid1 = await s.offer()
             for p in prompts:
                 await p.wait_window(TITLE_OFFER)
@@ -190,7 +194,7 @@ async def test_both_prompts_follow_a_service_restart(
                 await p.wait_hidden()  # the offer died with its service
                 await p.wait_log(r"org\.nerveshub\.Link is not running; waiting for it$")
             s.daemon = Daemon(s.config, tmp_path / "daemon2.log", system_bus.address, True)
-            second = {(await p.wait_log(owner, count=2)).group(1) for p in prompts}
+            second = {(await p.wait_log(OWNER_LINE, count=2)).group(1) for p in prompts}
             assert len(first) == len(second) == 1 and first != second
             await s.sim.wait_for(lambda: len(record.joins) > joins, timeout=30)
             for p in prompts:
@@ -202,18 +206,14 @@ async def test_both_prompts_follow_a_service_restart(
             windows = [await p.wait_window(TITLE_OFFER) for p in prompts]
             xserver.key(windows[1], "Return")  # the Qt prompt installs
             qt_name = (await qt.wait_log(r"connected to the system bus as (:\S+)$")).group(1)
-            decided = await s.signals.wait_for("DecisionMade")
-            assert decided.args[:3] == [rid2, "apply", 0]
-            assert decided.args[3] == f"uid={nhlink_member.uid} {qt_name}"
+            decided = await s.next("DecisionMade")
+            assert decided.body == [rid2, "apply", 0, f"uid={kiosk_member.uid} {qt_name}"]
             # The GTK prompt's dialog closes: it shows the update being installed instead.
             await gtk.wait_title(windows[0], r"^Software update — (installing|installed|restart)")
-            await gtk.wait_log(rf"{rid2}: apply \(by uid={nhlink_member.uid} {qt_name}\)$")
-            await s.signals.wait_for("UpdateFinished")
+            await gtk.wait_log(rf"{rid2}: apply \(by uid={kiosk_member.uid} {qt_name}\)$")
+            await s.next("UpdateFinished")
             assert decides.request_ids() == [rid2]  # never an id from before the restart
-        finally:
-            for p in prompts:
-                assert p.stop() == 0, p.text()
-            decides.stop()
+    decides.stop()
 
 
 async def test_both_prompts_say_when_they_are_not_allowed(
@@ -229,7 +229,7 @@ async def test_both_prompts_say_when_they_are_not_allowed(
             KioskPrompt(kit, xserver, system_bus, tmp_path / f"{kit}.log", how, screen=screen)
             for screen, kit in enumerate(("gtk", "qt"))
         ]
-        try:
+        async with running(*prompts):
             line = "Not allowed to decide: user nobody (uid 65534) may not answer update requests"
             for p in prompts:
                 await p.wait_log(rf"^nhlink-kiosk-{p.toolkit}: {re.escape(line)}")
@@ -243,7 +243,8 @@ async def test_both_prompts_say_when_they_are_not_allowed(
                 xserver.key(window, "Return", "Escape")
                 await p.wait_log(r"pressed later \(nothing to ask\)$")
                 assert "Decide" not in p.text()
-            assert s.signals.of("DecisionMade") == []
+            while not s.signals.queue.empty():
+                assert s.signals.queue.get_nowait().member != "DecisionMade"
             pending = busctl(
                 system_bus,
                 "call",
@@ -254,9 +255,6 @@ async def test_both_prompts_say_when_they_are_not_allowed(
                 json=True,
             )
             assert [r[0] for r in json.loads(pending.stdout)["data"][0]] == [rid]
-        finally:
-            for p in prompts:
-                assert p.stop() == 0, p.text()
 
 
 async def test_gtk_on_pygobjects_own_loop_picks_up_pending_and_archives(
@@ -271,25 +269,21 @@ async def test_gtk_on_pygobjects_own_loop_picks_up_pending_and_archives(
         # The venv's PyGObject (>= 3.50, no gbulb) as root, from the checkout.
         how = PromptRun(python=sys.executable)
         gtk = KioskPrompt("gtk", xserver, system_bus, tmp_path / "gtk.log", how)
-        try:
+        async with running(gtk):
             window = await gtk.wait_window(TITLE_OFFER)
             assert re.search(r"event loop: PyGObject 3\.\d+\.\d+'s gi\.events", gtk.text())
             xserver.key(window, "alt+s")
-            skipped = await s.signals.wait_for("DecisionMade")
-            assert skipped.args[:3] == [rid, "ignore", 0] and by_uid(skipped.args[3], 0)
+            await decided(s, rid, "ignore", 0, 0)
             await gtk.wait_hidden()
 
             await s.sim.offer_archive(DEVICE, s.v2.path)
-            offered = await s.signals.wait_for("ArchiveAvailable")
+            archive = str((await s.next("ArchiveAvailable")).body[0])
             window = await gtk.wait_window("^Software update — archive available$")
             xserver.key(window, "Return")
-            decided = await s.signals.wait_for("DecisionMade", lambda a: a[0] == offered.args[0])
-            assert decided.args[1] == "download"
-            ready = await s.signals.wait_for("ArchiveReady")
+            assert (await s.next("DecisionMade")).body[:2] == [archive, "download"]
+            ready = await s.next("ArchiveReady")
             window = await gtk.wait_window("^Software update — archive ready$")
             gtk.screenshot(window, "nhlink-kiosk-gtk-archive-ready.png")
-            await gtk.wait_log(rf"{ready.args[0]} ready: {re.escape(ready.args[2])}$")
+            await gtk.wait_log(rf"{archive} ready: {re.escape(ready.body[2])}$")
             xserver.key(window, "Return")
             await gtk.wait_hidden()
-        finally:
-            assert gtk.stop() == 0, gtk.text()
