@@ -13,7 +13,7 @@ DEB12_TEST_TOOLS := pytest pytest-timeout pytest-asyncio hypothesis
 
 APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
-                libglib2.0-bin fdisk gdisk \
+                libglib2.0-bin fdisk gdisk xdelta3 \
                 xvfb xdotool imagemagick gir1.2-gtk-3.0 python3-gi python3-gbulb \
                 python3-pyqt5 python3-dbus-next
 
