@@ -108,9 +108,16 @@ class XServer:
     def title(self, window: str) -> str:
         return self.run("xdotool", "getwindowname", window).rstrip("\n")
 
-    def key(self, window: str, *keys: str) -> None:
-        """Give ``window`` the keyboard focus (as a click would), then type ``keys`` (XTEST)."""
-        self.run("xdotool", "windowfocus", "--sync", window, "key", "--clearmodifiers", *keys)
+    def focused(self) -> str:
+        """The window with the keyboard focus ("" when none: PointerRoot)."""
+        out = self.run("xdotool", "getwindowfocus")
+        return out.strip()
+
+    def key(self, window: str, *keys: str, focus: bool = True) -> None:
+        """Type ``keys`` (XTEST), after giving ``window`` the keyboard focus as a click
+        would (``focus``), or to whichever window has it."""
+        focusing = ["windowfocus", "--sync", window] if focus else []
+        self.run("xdotool", *focusing, "key", "--clearmodifiers", *keys)
 
     def screenshot(self, window: str, name: str, screen: int = 0) -> Path:
         """The window (on ``screen``) as a PNG under :data:`SCREENSHOTS`."""
@@ -225,6 +232,10 @@ class KioskPrompt:
 
     def screenshot(self, window: str, name: str) -> Path:
         return self.x.screenshot(window, name, self.screen)
+
+    async def wait_focus(self, window: str) -> None:
+        """``window`` has the keyboard focus (the prompt took it: there is no window manager)."""
+        await self.until(f"the keyboard focus on {window}", lambda: self.x.focused() == window)
 
     async def wait_hidden(self) -> None:
         await self.until("no visible window", lambda: not self.x.windows(self.pid))
