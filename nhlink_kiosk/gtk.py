@@ -6,9 +6,6 @@ python3-gi; from PyPI gbulb 0.6 needs PyGObject < 3.50), else PyGObject's own
 asyncio integration (``gi.events``, PyGObject >= 3.50). The one in use is named
 on stderr at start-up. The rules of what is shown and asked live in
 :mod:`nhlink_kiosk.prompt`; this module only draws them and talks to the bus.
-
-It needs no session bus and no window manager: the system bus only, and the
-window takes the keyboard focus itself when it appears.
 """
 
 from __future__ import annotations

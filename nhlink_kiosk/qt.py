@@ -5,9 +5,6 @@ nothing of nhlink-dbus but its D-Bus API. It runs on Debian 12's PyQt5
 (``python3-pyqt5``); PyQt6 works too (``--qt``, :mod:`nhlink_kiosk.qt_binding`,
 which also says why PySide6 does not). The rules of what is shown and asked live in
 :mod:`nhlink_kiosk.prompt`; this module only draws them and talks to the bus.
-
-It needs no session bus and no window manager: the system bus only, and the
-window takes the keyboard focus itself when it appears.
 """
 
 from __future__ import annotations

@@ -233,9 +233,11 @@ class KioskPrompt:
     def screenshot(self, window: str, name: str) -> Path:
         return self.x.screenshot(window, name, self.screen)
 
-    async def wait_focus(self, window: str) -> None:
-        """``window`` has the keyboard focus (the prompt took it: there is no window manager)."""
+    async def type_keys(self, window: str, *keys: str) -> None:
+        """Type ``keys`` once ``window`` has the keyboard focus, which the prompt takes
+        itself (there is no window manager to give it)."""
         await self.until(f"the keyboard focus on {window}", lambda: self.x.focused() == window)
+        self.x.key(window, *keys, focus=False)
 
     async def wait_hidden(self) -> None:
         await self.until("no visible window", lambda: not self.x.windows(self.pid))

@@ -124,8 +124,7 @@ async def test_gtk_return_installs_and_the_bar_reaches_100(
             rid = await s.offer()
             window = await gtk.wait_window(TITLE_OFFER)
             gtk.screenshot(window, "nhlink-kiosk-gtk-offer.png")
-            await gtk.wait_focus(window)  # taken by the prompt itself
-            xserver.key(window, "Return", focus=False)
+            await gtk.type_keys(window, "Return")
             await decided(s, rid, "apply", 0, kiosk_member.uid)
             while (await s.next("FwupProgress")).body != [100]:
                 pass
@@ -156,14 +155,12 @@ async def test_qt_escape_reschedules_and_the_offer_comes_back(
             rid = await s.offer()
             window = await qt.wait_window(TITLE_OFFER)
             qt.screenshot(window, "nhlink-kiosk-qt-offer.png")
-            await qt.wait_focus(window)  # taken by the prompt itself
-            xserver.key(window, "Escape", focus=False)
+            await qt.type_keys(window, "Escape")
             await decided(s, rid, "reschedule", 3000, kiosk_member.uid)
             await qt.wait_hidden()
             assert (await s.next("UpdateAvailable")).body[0] == rid  # offered again
             window = await qt.wait_window(TITLE_OFFER)
-            await qt.wait_focus(window)  # taken by the prompt itself
-            xserver.key(window, "alt+s", focus=False)
+            await qt.type_keys(window, "alt+s")
             await decided(s, rid, "ignore", 0, kiosk_member.uid)
             await qt.wait_hidden()
 
@@ -275,21 +272,18 @@ async def test_gtk_on_pygobjects_own_loop_picks_up_pending_and_archives(
         async with running(gtk):
             window = await gtk.wait_window(TITLE_OFFER)
             assert re.search(r"event loop: PyGObject 3\.\d+\.\d+'s gi\.events", gtk.text())
-            await gtk.wait_focus(window)  # taken by the prompt itself
-            xserver.key(window, "alt+s", focus=False)
+            await gtk.type_keys(window, "alt+s")
             await decided(s, rid, "ignore", 0, 0)
             await gtk.wait_hidden()
 
             await s.sim.offer_archive(DEVICE, s.v2.path)
             archive = str((await s.next("ArchiveAvailable")).body[0])
             window = await gtk.wait_window("^Software update — archive available$")
-            await gtk.wait_focus(window)  # taken by the prompt itself
-            xserver.key(window, "Return", focus=False)
+            await gtk.type_keys(window, "Return")
             assert (await s.next("DecisionMade")).body[:2] == [archive, "download"]
             ready = await s.next("ArchiveReady")
             window = await gtk.wait_window("^Software update — archive ready$")
             gtk.screenshot(window, "nhlink-kiosk-gtk-archive-ready.png")
             await gtk.wait_log(rf"{archive} ready: {re.escape(ready.body[2])}$")
-            await gtk.wait_focus(window)  # taken by the prompt itself
-            xserver.key(window, "Return", focus=False)
+            await gtk.type_keys(window, "Return")
             await gtk.wait_hidden()
