@@ -13,7 +13,9 @@ DEB12_TEST_TOOLS := pytest pytest-timeout pytest-asyncio hypothesis
 
 APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
-                libglib2.0-bin fdisk gdisk xdelta3 umockdev gir1.2-umockdev-1.0 e2fsprogs
+                libglib2.0-bin fdisk gdisk xdelta3 umockdev gir1.2-umockdev-1.0 e2fsprogs \
+                xvfb xdotool imagemagick gir1.2-gtk-3.0 python3-gi python3-gbulb \
+                python3-pyqt5 python3-dbus-next
 
 .PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean
 
@@ -49,8 +51,8 @@ $(VENV_DEB)/.installed: pyproject.toml
 venv-deb12: $(VENV_DEB)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check nhlink_dbus nhlink_devtools tests bench demo examples
-	$(VENV)/bin/ruff format --check nhlink_dbus nhlink_devtools tests bench demo examples
+	$(VENV)/bin/ruff check nhlink_dbus nhlink_devtools nhlink_kiosk tests bench demo examples
+	$(VENV)/bin/ruff format --check nhlink_dbus nhlink_devtools nhlink_kiosk tests bench demo examples
 
 typecheck: venv
 	$(VENV)/bin/mypy

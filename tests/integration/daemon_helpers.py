@@ -76,6 +76,7 @@ def write_config(
     extra: str = "",
     layout: AbLayout = LAYOUT,
     media: str = "enabled = false",
+    reboot_delay_ms: int = 300,
 ) -> Path:
     """The daemon's configuration; ``media`` is the [media] table's body (by default
     media are not watched: the host's udev is never touched)."""
@@ -102,7 +103,7 @@ applier = "{applier}"
 {fwup_path}public_keys = ["{PUBLIC_KEY}"]
 
 [reboot]
-delay_ms = 300
+delay_ms = {reboot_delay_ms}
 retries = 1
 
 [download]
