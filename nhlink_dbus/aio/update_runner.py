@@ -4,7 +4,10 @@
 from the download (or from an fd, for ``InstallFile``) into the applier, and
 always returns exactly one :class:`UpdateOutcome` — for a download failure, a
 refusal of the applier, or a fault of our own alike. Cancellation (the service
-stops) aborts the applier and propagates.
+stops) aborts the applier and propagates. A download the hub described (size,
+checksum, part checksums) goes through :class:`VerifiedSink`
+(``core/partials.py``): a part that fails its checksum never reaches the
+applier and is fetched again from its offset.
 
 :func:`fwup_version` asks the fwup program for its version without blocking the
 loop; the hub chooses firmware by it (protocol.md §3.1).
@@ -17,14 +20,21 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress, make_applier
-from nhlink_dbus.aio.downloader import download
+from nhlink_dbus.aio.appliers import (
+    ApplyRequest,
+    BaseApplier,
+    OnMessage,
+    OnProgress,
+    make_applier,
+)
+from nhlink_dbus.aio.downloader import Refetch, download
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.config import ApplierKind
 from nhlink_dbus.core.download_policy import RetryPolicy
+from nhlink_dbus.core.partials import PartMismatch, PartVerifier
 from nhlink_dbus.errors import DownloadError, LogindError, NhlinkError
 from nhlink_dbus.fwup.local_firmware import read_fd_chunks
 
@@ -44,6 +54,34 @@ class UpdateJob:
     url: str = field(default="", repr=False)  # pre-signed: never logged
     local_fd: int | None = None  # InstallFile: owned by the job, closed at its end
     fwup_path: str | None = None
+    verifier: PartVerifier | None = None  # what the hub said the download is
+    on_connected: Callable[[], object] | None = None  # the download's first answer
+    chunks: Callable[[], AsyncGenerator[bytes, None]] | None = None  # a file on removable media
+
+
+class VerifiedSink:
+    """The applier behind a :class:`PartVerifier`: only verified bytes reach it."""
+
+    def __init__(self, applier: BaseApplier, verifier: PartVerifier) -> None:
+        self.applier = applier
+        self.verifier = verifier
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            pieces = self.verifier.feed(chunk)
+        except PartMismatch as exc:
+            raise Refetch(exc.offset, str(exc)) from None
+        for piece in pieces:
+            await self.applier.write(piece)
+
+    async def restart(self) -> None:
+        self.verifier.restart()
+        await self.applier.restart()
+
+    async def finish(self) -> None:
+        """The download completed: the last part and the whole-file checks."""
+        for piece in self.verifier.finish():
+            await self.applier.write(piece)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,18 +104,26 @@ async def run_update(
             await applier.start()
             try:
                 if fd is not None:
-                    async for chunk in read_fd_chunks(fd):
-                        await applier.write(chunk)
+                    await _feed(read_fd_chunks(fd), applier)
+                elif job.chunks is not None:
+                    await _feed(job.chunks(), applier)
                 else:
+                    verified = None if job.verifier is None else VerifiedSink(applier, job.verifier)
                     await download(
                         job.url,
-                        applier,
+                        applier if verified is None else verified,
                         job.policy,
                         on_error=lambda reason: logger.warning("download: %s", reason),
+                        on_connected=job.on_connected,
                     )
+                    if verified is not None:
+                        await verified.finish()
             except DownloadError as exc:
                 await applier.abort(str(exc))
                 return UpdateOutcome(False, str(exc), applier_error=False)
+            except _SourceFailed as exc:
+                await applier.abort(str(exc))
+                return UpdateOutcome(False, str(exc), applier_error=True)
             except BaseException:
                 await applier.abort("cancelled")
                 raise
@@ -92,6 +138,25 @@ async def run_update(
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class _SourceFailed(Exception):
+    """The local file (or the medium holding it) could not be read to its end."""
+
+
+async def _feed(source: AsyncGenerator[bytes, None], applier: BaseApplier) -> None:
+    """Every chunk of a local source into the applier; a read failure is _SourceFailed
+    (the applier's own failures propagate unchanged)."""
+    async with contextlib.aclosing(source):
+        while True:
+            try:
+                chunk = await anext(source)
+            except StopAsyncIteration:
+                return
+            except (NhlinkError, OSError) as exc:
+                text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise _SourceFailed(f"reading the firmware failed: {text}") from exc
+            await applier.write(chunk)
 
 
 @contextlib.asynccontextmanager

@@ -43,6 +43,7 @@ from dbus_next.service import ServiceInterface, dbus_property, method, signal
 from nhlink_dbus import names
 from nhlink_dbus.aio.dbus_compat import MethodInfo, body_to_args, exported_methods, result_to_body
 from nhlink_dbus.aio.supervisor import Supervisor
+from nhlink_dbus.bus import device_members
 from nhlink_dbus.bus.access import AccessPolicy
 from nhlink_dbus.bus.info import UINT32_MAX, UINT64_MAX, info_to_variants, unwrap
 from nhlink_dbus.core.redact import redact_text, redact_url
@@ -63,6 +64,8 @@ _OUT_ARG_NAMES: Mapping[str, Sequence[str]] = {
     "GetPendingRequests": ("requests",),
     "CheckForUpdate": ("update",),
     "InstallFile": ("request_id",),
+    **device_members.OUT_ARG_NAMES,
+    "GetArchives": ("archives",),
 }
 
 
@@ -104,10 +107,11 @@ _PROPERTIES: Mapping[str, tuple[str, Callable[[Any], object]]] = {
     "DecisionTimeout": ("decision_timeout_ms", lambda v: _clamp(v, 0, UINT64_MAX)),
     "DefaultDecision": ("default_decision", str),
     "Version": ("version", str),
+    **device_members.PROPERTIES,
 }
 
 
-class LinkInterface(ServiceInterface):
+class LinkInterface(device_members.DeviceApiMembers, ServiceInterface):
     """NervesHub device client: firmware update and archive decisions, progress and reboot.
     Methods are open to root and one configured group (default nhlink); properties,
     signals and introspection to everyone. Errors are org.nerveshub.Link1.Error.*:
@@ -227,6 +231,16 @@ class LinkInterface(ServiceInterface):
 
     @method()
     @no_type_check
+    async def GetArchives(self) -> "a(sa{sv})":
+        """Archives ready in the archives folder: (path, info), as ArchiveReady announced
+        them (after a restart, what each file's metadata says). For a UI that starts late."""
+        return [
+            [archive.path, info_to_variants(archive.info)]
+            for archive in self._service.ready_archives()
+        ]
+
+    @method()
+    @no_type_check
     async def Reconnect(self) -> None:
         """Drop and re-open the hub connection."""
         self._service.reconnect()
@@ -261,7 +275,8 @@ class LinkInterface(ServiceInterface):
     @no_type_check
     def DecisionMade(self, request_id, decision, delay_ms, decided_by) -> "ssts":
         """A request was decided. decided_by names the caller (uid and unique name),
-        or is timeout or policy."""
+        or is timeout or policy, or hub (a device-managed update the hub refused for
+        now: rescheduled by its delay)."""
         return [request_id, decision, delay_ms, decided_by]
 
     @signal()
@@ -304,6 +319,19 @@ class LinkInterface(ServiceInterface):
     def RebootScheduled(self, delay_ms) -> "t":
         """A reboot will be requested from logind after delay_ms."""
         return delay_ms
+
+    @signal()
+    @no_type_check
+    def MediaAdded(self, device, mount_point, candidates) -> "ssu":
+        """A removable medium was found (device node), where it is read (empty when read
+        without mounting it), and how many .fw files on it will be verified."""
+        return [device, mount_point, candidates]
+
+    @signal()
+    @no_type_check
+    def MediaRemoved(self, device) -> "s":
+        """A removable medium went away; work on its files stopped."""
+        return device
 
     # -- properties (read-only; PropertiesChanged on change) -------------------------------
 
@@ -428,6 +456,12 @@ class LinkInterface(ServiceInterface):
 
     def reboot_scheduled(self, delay_ms: int) -> None:
         self._emit(lambda: self.RebootScheduled(_clamp(delay_ms, 0, UINT64_MAX)))
+
+    def media_added(self, device: str, mount_point: str, candidates: int) -> None:
+        self._emit(lambda: self.MediaAdded(device, mount_point, _clamp(candidates, 0, UINT32_MAX)))
+
+    def media_removed(self, device: str) -> None:
+        self._emit(lambda: self.MediaRemoved(device))
 
     def properties_changed(self, changed: Mapping[str, object]) -> None:
         values: dict[str, object] = {}

@@ -7,11 +7,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nhlink_dbus.core.decisions import DecisionEngine
+from nhlink_dbus.core.health import HealthRegistry
 from nhlink_dbus.core.link import LinkSettings, decision_kinds
-from nhlink_dbus.errors import UnknownRequest
-from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
+from nhlink_dbus.core.update_mode import set_update_mode_payload
+from nhlink_dbus.errors import NotPossible, UnknownRequest
+from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest, ReadyArchive
 
 UPDATE_INFO: dict[str, str | int] = {
     "uuid": "7b3a1f0e-0000-4000-8000-000000000001",
@@ -38,6 +41,7 @@ class FakeLinkService:
     check_result: dict[str, str | int] = field(default_factory=dict)
     fail_with: BaseException | None = None  # raised by the next method call
     installed: list[bytes] = field(default_factory=list)
+    archives: list[ReadyArchive] = field(default_factory=list)
 
     state: str = "awaiting-decision"
     connected: bool = True
@@ -52,6 +56,13 @@ class FakeLinkService:
     decision_timeout_ms: int = 30000
     default_decision: str = "apply"
     version: str = "0.1.0"
+    firmware_validated: bool = False
+    auto_revert_detected: bool = False
+    update_mode: str = "automatic"
+    managed_updates_allowed: bool = True
+    extensions: list[str] = field(default_factory=lambda: ["health"])
+    network_interface: str = "eth0"
+    health: HealthRegistry = field(default_factory=HealthRegistry)
 
     def __post_init__(self) -> None:
         self.pending["u-1"] = PendingRequest("u-1", "update", UPDATE_INFO)
@@ -103,6 +114,10 @@ class FakeLinkService:
         self._maybe_fail()
         return list(self.pending.values())
 
+    def ready_archives(self) -> Sequence[ReadyArchive]:
+        self._maybe_fail()
+        return list(self.archives)
+
     async def check_for_update(self) -> Info:
         self._maybe_fail()
         self.calls.append(("check",))
@@ -128,3 +143,42 @@ class FakeLinkService:
         self.calls.append(("backoff", list(delays_ms)))
         for listener in self.listeners:
             listener.properties_changed({"ReconnectBackoff": list(delays_ms)})
+
+    # -- the newer device API (real rules: core/health.py, core/update_mode.py) -----------
+
+    async def mark_valid(self, caller: Caller) -> None:
+        self._maybe_fail()
+        self.calls.append(("mark_valid", caller))
+        self.firmware_validated = True
+        for listener in self.listeners:
+            listener.properties_changed({"FirmwareValidated": True})
+
+    def set_health_metric(self, name: str, value: float) -> None:
+        self.health.set_metric(name, value)
+        self.calls.append(("metric", name, value))
+
+    def set_health_check(self, name: str, passed: bool, note: str) -> None:
+        self.health.set_check(name, passed, note)
+        self.calls.append(("check_health", name, passed, note))
+
+    def raise_alarm(self, alarm_id: str, description: str) -> None:
+        self.health.raise_alarm(alarm_id, description)
+
+    def clear_alarm(self, alarm_id: str) -> None:
+        if not self.health.clear_alarm(alarm_id):
+            raise NotPossible(f"no alarm {alarm_id!r} is raised")
+
+    async def health_report(self) -> Mapping[str, Any]:
+        return {
+            "metrics": {"load_1min": 0.5, **self.health.metrics},
+            "checks": {
+                n: {"pass": c.passed, "note": c.note} for n, c in self.health.checks.items()
+            },
+            "alarms": dict(self.health.alarms),
+        }
+
+    async def set_update_mode(self, mode: str) -> str:
+        set_update_mode_payload(mode)
+        self.update_mode = mode
+        self.calls.append(("mode", mode))
+        return mode

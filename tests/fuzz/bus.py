@@ -66,6 +66,14 @@ SIGNATURES: tuple[tuple[str, str], ...] = (
     ("InstallFile", "ha{sv}"),
     ("Reconnect", ""),
     ("SetReconnectBackoff", "at"),
+    ("GetArchives", ""),
+    ("GetHealthReport", ""),
+    ("MarkValid", ""),
+    ("SetUpdateMode", "s"),
+    ("RaiseAlarm", "ss"),
+    ("ClearAlarm", "s"),
+    ("SetHealthCheck", "sbs"),
+    ("SetHealthMetric", "sd"),
     ("Decide", "ss"),
     ("Decide", "ssi"),
     ("InstallFile", "a{sv}"),
@@ -89,7 +97,8 @@ class Call:
 
 # -- values --------------------------------------------------------------------------------
 
-_WORDS = ("apply", "ignore", "reschedule", "download", "", "u-0-1", "a-0-1", "org.nerveshub.Link1")
+_WORDS = ("apply", "ignore", "reschedule", "download", "", "u-0-1", "a-0-1", "org.nerveshub.Link1",
+          "automatic", "device_managed", "off", "cpu_temp", "disk")  # fmt: skip
 _PROPS = ("State", "Connected", "Progress", "LastError", "ServerUrl", "Nope", "")
 
 
@@ -164,6 +173,10 @@ def _argument(code: str, rng: random.Random, fds: list[str]) -> Any:
             return _unsigned(rng, 64)
         case "i":
             return _signed(rng, 32)
+        case "b":
+            return rng.random() < 0.5
+        case "d":
+            return rng.choice([0.0, -1.0, 42.5, 1e308, -1e308, float("inf"), float("nan")])
         case "v":
             return _variant(rng)
         case "h":
@@ -189,6 +202,8 @@ _CODES = {
     "s": ["s"],
     "": [],
     "ssv": ["s", "s", "v"],
+    "sbs": ["s", "b", "s"],
+    "sd": ["s", "d"],
 }
 
 
