@@ -101,7 +101,7 @@ async def main() -> None:
 
 async def _until_served(ui: LinkClient) -> None:
     for _ in range(400):
-        if (await ui.call("GetPendingRequests")).message_type.name == "METHOD_RETURN":
+        if (await ui.reply("GetPendingRequests")).message_type.name == "METHOD_RETURN":
             return
         await asyncio.sleep(0.05)
     raise SystemExit("the daemon did not appear on the bus")

@@ -14,71 +14,42 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dbus_next.aio.message_bus import MessageBus
 from dbus_next.constants import MessageType
 from dbus_next.message import Message
-from dbus_next.signature import Variant
 
 from nhlink_dbus import names
 from tests.bus.conftest import OTHER_UID_ROOT, SYSTEM_PYTHON, as_user_argv
 from tests.harness import PrivateSystemBus, system_bus_connection
+from tests.harness import link_client as harness_link_client
 from tests.integration.daemon_helpers import ROOT, Daemon
 
 T = TypeVar("T")
 FLOOD_SCRIPT = Path(__file__).with_name("flood.py")
-_BUS_DAEMON = (names.DBUS_NAME, names.DBUS_PATH, names.DBUS_INTERFACE)
-_LINK1 = (names.BUS_NAME, names.OBJECT_PATH, names.INTERFACE)
-_PROPERTIES = (names.BUS_NAME, names.OBJECT_PATH, names.DBUS_PROPERTIES)
 
 
-class LinkClient:
-    """A dbus-next client of the daemon: calls, properties, and every signal it sent."""
-
-    def __init__(self, bus: MessageBus) -> None:
-        self.bus = bus
-        self.signals: list[tuple[float, str, list[Any]]] = []  # (monotonic, member, body)
-        self._changed = asyncio.Event()
-        bus.add_message_handler(self._on_message)
+class LinkClient(harness_link_client.LinkClient):
+    """tests/harness/link_client.py's client, plus what the fault tests need: replies
+    as messages (error replies too, to look at their names), the n-th signal of a
+    kind, waits on any condition, and the service's properties and pending ids."""
 
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(cls) -> AsyncIterator[LinkClient]:
         async with system_bus_connection() as bus:
             client = cls(bus)
-            rule = f"type='signal',sender='{names.BUS_NAME}'"
-            await client._dbus("AddMatch", "s", [rule])
+            await client.start()
             yield client
 
-    def _on_message(self, msg: Message) -> None:
-        if msg.message_type == MessageType.SIGNAL and msg.path == names.OBJECT_PATH:
-            self.signals.append((time.monotonic(), str(msg.member), list(msg.body)))
-            self._changed.set()
-
-    async def _call(
-        self, target: tuple[str, str, str], member: str, signature: str, body: Sequence[Any]
-    ) -> Message:
-        destination, path, interface = target
-        message = Message(
-            destination=destination,
-            path=path,
-            interface=interface,
-            member=member,
-            signature=signature,
-            body=list(body),
-        )
-        reply = await self.bus.call(message)
-        assert reply is not None
-        return reply
-
-    async def _dbus(self, member: str, signature: str, body: list[Any]) -> Message:
-        return await self._call(_BUS_DAEMON, member, signature, body)
-
     def of(self, member: str) -> list[list[Any]]:
-        """Bodies of the signals ``member`` so far."""
-        return [body for _, name, body in self.signals if name == member]
+        """Bodies of the signals ``member`` so far (values unwrapped)."""
+        return self.named(member)
+
+    async def wait_signal(self, member: str, count: int = 1, timeout: float = 30) -> list[Any]:
+        """The ``count``-th signal ``member``'s body (waited for)."""
+        return (await self.wait_for(member, count=count, timeout=timeout))[count - 1]
 
     async def wait(self, predicate: Callable[[], T | None], timeout: float, what: str) -> T:
-        """Wait until ``predicate()`` (re-checked on every signal and every 50 ms)."""
+        """Until ``predicate()`` holds (checked on every signal and every 50 ms)."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
@@ -91,39 +62,40 @@ class LinkClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), 0.05)
 
-    async def wait_signal(self, member: str, count: int = 1, timeout: float = 30) -> list[Any]:
-        """The ``count``-th signal ``member``'s body (waited for)."""
-        found = await self.wait(
-            lambda: (bodies := self.of(member)) and len(bodies) >= count and bodies,
-            timeout,
-            f"{count} x {member}",
+    async def reply(self, member: str, signature: str = "", body: Sequence[Any] = ()) -> Message:
+        """Call a Link1 method; its reply as it came (an error reply too)."""
+        message = Message(
+            destination=names.BUS_NAME,
+            path=names.OBJECT_PATH,
+            interface=names.INTERFACE,
+            member=member,
+            signature=signature,
+            body=list(body),
         )
-        return found[count - 1]
-
-    async def call(self, member: str, signature: str = "", body: Sequence[Any] = ()) -> Message:
-        """Call a Link1 method; the reply, error replies included."""
-        return await self._call(_LINK1, member, signature, body)
+        reply = await self.bus.call(message)
+        assert reply is not None
+        return reply
 
     async def decide(self, request_id: str, decision: str, delay_ms: int = 0) -> Message:
-        return await self.call("Decide", "sst", [request_id, decision, delay_ms])
+        return await self.reply("Decide", "sst", [request_id, decision, delay_ms])
 
     async def pending(self) -> list[str]:
-        reply = await self.call("GetPendingRequests")
-        assert reply.message_type == MessageType.METHOD_RETURN, reply.body
-        return [str(row[0]) for row in reply.body[0]]
+        (rows,) = await self.call("GetPendingRequests")
+        return [str(row[0]) for row in rows]
 
     async def get(self, prop: str) -> Any:
-        reply = await self._call(_PROPERTIES, "Get", "ss", [names.INTERFACE, prop])
-        assert reply.message_type == MessageType.METHOD_RETURN, reply
-        value = reply.body[0]
-        return value.value if isinstance(value, Variant) else value
+        (value,) = await self._call(
+            names.BUS_NAME, names.OBJECT_PATH, names.DBUS_PROPERTIES, "Get", "ss",
+            [names.INTERFACE, prop],
+        )  # fmt: skip
+        return value
 
     async def wait_for_service(self, daemon: Daemon, timeout: float = 20) -> None:
         """Until the daemon answers on the bus."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
-            reply = await self.call("GetPendingRequests")
+            reply = await self.reply("GetPendingRequests")
             if reply.message_type == MessageType.METHOD_RETURN:
                 return
             if loop.time() > end or daemon.proc.poll() is not None:

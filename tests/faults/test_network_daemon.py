@@ -81,7 +81,7 @@ async def test_a_hub_restart_during_a_decision_keeps_the_question(
             await sim.wait_for(
                 lambda: len([f for f in record.frames_sent if f.event == "update"]) >= 2
             )
-            check = await ui.call("CheckForUpdate")
+            check = await ui.reply("CheckForUpdate")
             assert check.message_type == MessageType.METHOD_RETURN, check.body
             assert await ui.pending() == [request_id]
             assert len(ui.of("UpdateAvailable")) == 1
