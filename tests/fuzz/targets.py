@@ -300,6 +300,29 @@ def _joined_session() -> HubSession:
     return session
 
 
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() for t in (*_strings(k), *_strings(v))]
+    if isinstance(value, list):
+        return [t for item in value for t in _strings(item)]
+    return []
+
+
+def _urls_kept_out(value: object, payload: Any) -> None:
+    """A parsed value's repr never shows the download URL it carries (a credential),
+    unless the same text also came in another field (the fuzzer copies strings)."""
+    if not isinstance(payload, dict):
+        return
+    keys = ("firmware_url", "url")
+    others = [t for k, v in payload.items() if k not in keys for t in _strings(v)]
+    for url in (payload.get(k) for k in keys):
+        unique = isinstance(url, str) and len(url) >= 8 and not any(url in t for t in others)
+        if unique and url in repr(value):
+            raise ContractBroken(f"the URL in the repr of {type(value).__name__}")
+
+
 def check_hub(case: tuple[str, Any]) -> None:
     event, payload = case
     for parse in (lambda: hm.parse_server_message(event, payload),
@@ -308,8 +331,8 @@ def check_hub(case: tuple[str, Any]) -> None:
             value = parse()
         except ProtocolError:
             continue
-        if value is not None and "s3cr3tSig" in repr(value):
-            raise ContractBroken(f"a signed URL in the repr of {type(value).__name__}")
+        if value is not None:
+            _urls_kept_out(value, payload)
     # and as the hub sends it: a push on "device" (and "extensions") of a joined session,
     # which hands every event to its parser (the newer API's too); only ProtocolError
     # may come out, for a frame that is not one
@@ -322,8 +345,7 @@ def check_hub(case: tuple[str, Any]) -> None:
         with contextlib.suppress(ProtocolError):
             session.receive_text(text, 1.0)
         for value in session.events():
-            if "s3cr3tSig" in repr(value):
-                raise ContractBroken(f"a signed URL in the repr of {type(value).__name__}")
+            _urls_kept_out(value, payload)
         for out in session.data_to_send():
             decode_frame(out)
 
