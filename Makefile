@@ -17,7 +17,7 @@ APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 xvfb xdotool imagemagick gir1.2-gtk-3.0 python3-gi python3-gbulb \
                 python3-pyqt5 python3-dbus-next
 
-.PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean
+.PHONY: setup apt venv venv-deb12 test test-long fuzz lint typecheck pytest pytest-deb12 bench demo clean
 
 setup: apt venv
 
@@ -68,16 +68,32 @@ HUB_CLIENT_TESTS := tests/core/test_phoenix.py tests/core/test_backoff.py \
                     tests/aio/test_dbus_compat.py \
                     tests/aio/test_hub_client_sim.py \
                     tests/core/test_download_policy.py tests/aio/test_downloader_sim.py \
-                    tests/hubsim tests/integration tests/media
+                    tests/hubsim tests/integration tests/media \
+                    tests/faults/test_tls_failures.py tests/faults/test_nh1_clock.py \
+                    tests/faults/test_reconnect_storm.py tests/faults/test_slow_download.py \
+                    tests/faults/test_loop_blocking.py
 
 pytest-deb12: venv venv-deb12
 	NHLINK_DBUSMOCK_PYTHON=$(CURDIR)/$(VPY) $(VENV_DEB)/bin/python -m pytest -q $(HUB_CLIENT_TESTS)
 
 test: setup lint typecheck pytest pytest-deb12
 
+# Tests marked "long" (a minute or more each: e.g. a download held at 1 KiB/s
+# until the worst-case timer stops it); not part of `make test`.
+test-long: setup
+	$(VPY) -m pytest -q -m long
+
+# Every parser of outside input and every D-Bus method, 10^5 inputs each (about
+# 10 minutes); prints the count and time per target. FUZZ_BUDGET=N for another
+# budget. A small budget of the same runs inside `make test` (tests/fuzz).
+FUZZ_BUDGET ?= 100000
+fuzz: setup
+	$(VPY) -m tests.fuzz --budget $(FUZZ_BUDGET)
+
 bench: setup
 	$(VPY) bench/bench_fwup_apply.py
 	$(VPY) bench/bench_e2e_update.py
+	$(VPY) bench/bench_decide_flood.py
 
 clean:
 	rm -rf $(VENV) $(VENV_DEB) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -23,6 +23,11 @@ Rules (documented for users in ``docs/nhlink.toml.5.md``):
 
 Builders turn sections into the settings objects other modules take:
 :meth:`Config.hub_settings` and :meth:`Config.retry_policy`.
+
+:func:`exposure_warnings` names the files that others can read although they
+hold a secret (the NH1 secret, the device key, this file when a secret is
+inline) or that others can change (any of those, and this file: it names the
+hub and the firmware keys); the daemon logs each at start-up.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import base64
 import binascii
 import difflib
 import errno
+import grp
 import math
 import os
 import re
@@ -105,6 +111,7 @@ class HubConfig:
     # Server verification for NH1 over wss:// (with [hub.tls] they live there).
     cafile: str | None = None
     sni: str | None = None
+    secret_file: str | None = None  # where [hub.shared_secret] read the secret from
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,8 +348,9 @@ def _hub(t: _Table) -> HubConfig:
         auth = _tls(tls)
     else:
         raise t.error("", "needs [hub.shared_secret] (NH1) or [hub.tls] (mutual TLS)")
+    secret_file = shared.data.get("secret_file") if shared is not None else None
     t.finish()
-    return HubConfig(url, identifier, auth, heartbeat, rejoin, cafile, sni)
+    return HubConfig(url, identifier, auth, heartbeat, rejoin, cafile, sni, secret_file)
 
 
 def _hub_url(t: _Table, key: str) -> str:
@@ -544,6 +552,59 @@ def _logging(t: _Table) -> LoggingConfig:
         raise t.error("level", f"must be one of {', '.join(LOG_LEVELS)} (got {level!r})")
     t.finish()
     return LoggingConfig(level)
+
+
+# --- files others can read or change ------------------------------------------------------
+
+
+def exposure_warnings(config: Config) -> list[str]:
+    """One line per file that others can read although it holds a secret, or that
+    others can change (module docstring). Files that cannot be examined are skipped:
+    loading the configuration read them already."""
+    secret_holders: list[tuple[str, str]] = []
+    hub = config.hub
+    if isinstance(hub.auth, SharedSecretAuth):
+        if hub.secret_file is not None:
+            secret_holders.append((hub.secret_file, "holds the NH1 shared secret"))
+        else:
+            secret_holders.append((config.source, "holds the NH1 shared secret inline"))
+    else:
+        secret_holders.append((hub.auth.keyfile, "holds the device's private key"))
+    if config.firmware.fwup_env and config.source not in dict(secret_holders):
+        secret_holders.append((config.source, "holds firmware.fwup_env"))
+    warnings: list[str] = []
+    for path, what in secret_holders:
+        readers = _others_who_can(path, stat.S_IRGRP, stat.S_IROTH)
+        if readers:
+            fix = f"chmod 600 {path}"
+            if what.endswith("inline"):
+                fix += " (or move the secret to hub.shared_secret.secret_file)"
+            warnings.append(f"{path} {what} and is readable by {readers}: {fix}")
+    for path in dict.fromkeys([config.source, *(p for p, _ in secret_holders)]):
+        writers = _others_who_can(path, stat.S_IWGRP, stat.S_IWOTH)
+        if writers:
+            warnings.append(
+                f"{path} can be changed by {writers} (it decides which hub and which "
+                f"firmware this device trusts): chmod go-w {path}"
+            )
+    return warnings
+
+
+def _others_who_can(path: str, group_bit: int, other_bit: int) -> str | None:
+    """Who besides the owner (and root's group) has the permission: None if nobody."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if st.st_mode & other_bit:
+        return "every user"
+    if st.st_mode & group_bit and st.st_gid != 0:
+        try:
+            name = grp.getgrgid(st.st_gid).gr_name
+        except KeyError:
+            name = str(st.st_gid)
+        return f"group {name}"
+    return None
 
 
 # --- the typed reader ---------------------------------------------------------------------

@@ -30,11 +30,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from dbus_next.aio.message_bus import MessageBus
-from dbus_next.constants import BusType, MessageType
+from dbus_next.constants import MessageType
 from dbus_next.errors import DBusError
 from dbus_next.message import Message
 
 from nhlink_dbus import ctl_device, names
+from nhlink_dbus.aio.dbus_compat import system_bus
 from nhlink_dbus.bus.info import unwrap
 from nhlink_dbus.bus.server import close_connection
 
@@ -491,7 +492,7 @@ async def run(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> int:
         return 2
     out = Output(stdout, args.json)
     try:
-        bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+        bus = await system_bus().connect()
     except (OSError, DBusError, ValueError) as exc:
         stderr.write(f"nhlinkctl: cannot connect to the system bus: {exc}\n")
         return 1

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 import nhlink_dbus
-from nhlink_dbus.config import load_config
+from nhlink_dbus.config import exposure_warnings, load_config
 from nhlink_dbus.errors import ConfigError
 
 logger = logging.getLogger("nhlink_dbus")
@@ -51,11 +51,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _connect_system_bus() -> object | None:
-    from dbus_next.aio.message_bus import MessageBus  # noqa: PLC0415  (only when running)
-    from dbus_next.constants import BusType  # noqa: PLC0415
+    from nhlink_dbus.aio.dbus_compat import system_bus  # noqa: PLC0415  (only when running)
 
     try:
-        return await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+        return await system_bus().connect()
     except Exception as exc:  # no system bus: the daemon still updates, but cannot reboot
         logger.error("cannot connect to the system bus: %s", exc)
         return None
@@ -66,6 +65,8 @@ async def _amain(config_path: str, export_bus: bool) -> int:
     from nhlink_dbus.service import NhlinkService  # noqa: PLC0415
 
     config = load_config(config_path)
+    for warning in exposure_warnings(config):
+        logger.warning("%s", warning)
     bus = await _connect_system_bus()
     logind = Logind(bus) if bus is not None else None  # type: ignore[arg-type]
     # GeoClue2 and NetworkManager are asked on the same connection (device_io.py).

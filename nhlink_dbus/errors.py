@@ -48,7 +48,15 @@ class ProtocolError(RemoteError):
 
 
 class AuthError(RemoteError):
-    """The hub refused the device's credentials."""
+    """The hub refused the device's credentials.
+
+    ``server_time`` is the hub's clock (Unix seconds) from the refusal's ``Date``
+    header, when it had one.
+    """
+
+    def __init__(self, message: str, server_time: float | None = None) -> None:
+        super().__init__(message)
+        self.server_time = server_time
 
 
 class HubConnectionError(RemoteError):

@@ -24,18 +24,28 @@ What each private name is for:
   abandoned bus warns ``ResourceWarning: unclosed <socket ...>``.
 * ``MessageBus._negotiate_unix_fd``: whether the bus asked for descriptor
   passing (the constructor argument is not kept anywhere public).
+* ``message_bus._MessageWriter`` and ``MessageBus._writer``: the queue of
+  outgoing messages. dbus-next's writer takes a full socket (``EAGAIN``: the bus
+  daemon is not reading fast enough, e.g. while it is busy) for a broken one
+  and closes the connection; a service then silently drops off the bus
+  (python-dbus-next issue #153, open). :func:`system_bus` gives a bus whose
+  writer waits until the socket is writable again.
 
 Nothing outside this module may reach a dbus-next private name.
 """
 
 from __future__ import annotations
 
+import array
 import contextlib
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dbus_next.aio import message_bus as _aio_message_bus
 from dbus_next.aio.message_bus import MessageBus
+from dbus_next.constants import BusType
 from dbus_next.message import Message
 from dbus_next.service import ServiceInterface
 from dbus_next.signature import SignatureTree
@@ -88,6 +98,57 @@ def result_to_body(result: object, method: MethodInfo) -> tuple[list[Any], list[
     """
     body, fds = _SERVICE._fn_result_to_body(result, method.out_signature_tree)
     return body, fds
+
+
+class _PatientWriter(_aio_message_bus._MessageWriter):
+    """dbus-next's outgoing queue, except that a full socket means "wait".
+
+    The queue holds (bytes, descriptors, future) per message; the loop calls
+    :meth:`write_callback` whenever the socket is writable, until the queue is
+    empty. A message may go out in several pieces; its descriptors go with the
+    first. ``BlockingIOError`` leaves everything as it is and returns: the loop
+    calls again once the bus daemon has read. Any other error ends the
+    connection, as in dbus-next.
+    """
+
+    def write_callback(self) -> None:
+        try:
+            while True:
+                if self.buf is None:
+                    if self.messages.qsize() == 0:
+                        self.loop.remove_writer(self.fd)
+                        return
+                    data, self.unix_fds, self.fut = self.messages.get_nowait()
+                    self.buf, self.offset = memoryview(data), 0
+                pending = self.buf[self.offset :]
+                try:
+                    if self.unix_fds and self.negotiate_unix_fd:
+                        rights = array.array("i", self.unix_fds)
+                        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)]
+                        self.offset += self.sock.sendmsg([pending], ancillary)
+                        self.unix_fds = None
+                    else:
+                        self.offset += self.sock.send(pending)
+                except BlockingIOError:
+                    return  # full: called again when writable
+                if self.offset < len(self.buf):
+                    return  # partly sent: the rest when writable
+                self.buf = None
+                if self.fut is not None and not self.fut.done():
+                    self.fut.set_result(None)
+        except Exception as exc:
+            if self.fut is not None and not self.fut.done():
+                self.fut.set_exception(exc)
+            self.bus._finalize(exc)
+
+
+def system_bus(*, negotiate_unix_fd: bool = True) -> MessageBus:
+    """A system-bus ``MessageBus`` (not yet connected: ``await bus.connect()``) that
+    survives a full socket (module docstring). ``DBUS_SYSTEM_BUS_ADDRESS`` is
+    honoured, as by every ``MessageBus``."""
+    bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=negotiate_unix_fd)
+    bus._writer = _PatientWriter(bus)  # type: ignore[no-untyped-call]
+    return bus
 
 
 def negotiates_unix_fd(bus: MessageBus) -> bool:

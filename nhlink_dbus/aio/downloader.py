@@ -318,9 +318,15 @@ async def download(
     """
     policy = policy if policy is not None else RetryPolicy()
     idle_s = policy.idle_timeout_ms / 1000
-    factory = client_factory or default_client_factory(
-        idle_timeout_s=idle_s, verify=verify, cert=cert
-    )
+    # Off the loop: loading a trust store (and httpx's first client, which imports
+    # its backends) takes 50 ms and more, during which the service would answer
+    # nobody on the bus (issue 14: latency while an update starts).
+    if client_factory is not None:
+        factory = client_factory
+    else:
+        factory = await asyncio.to_thread(
+            default_client_factory, idle_timeout_s=idle_s, verify=verify, cert=cert
+        )
     _install_log_filter()
     state = DownloadState(url, policy, clock(), user_agent=user_agent)
     attempt = _Attempt(state, sink, clock, idle_s, on_connected)
@@ -351,7 +357,7 @@ async def download(
             if clock() < state.retry_at:
                 continue
         try:
-            async with factory() as client:
+            async with await asyncio.to_thread(factory) as client:
                 outcome = await attempt.run(client)
         except _SinkRefetch as wrapped:
             refetch = wrapped.refetch

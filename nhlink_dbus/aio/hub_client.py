@@ -37,10 +37,15 @@ from nhlink_dbus.core.hub_session import (
     UpdateCheckResult,
 )
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, websocket_url
+from nhlink_dbus.core.nh1 import SERVER_MAX_AGE_S, ClockHint, signing_time
 from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.errors import AuthError, HubConnectionError, ProtocolError, StateError
 
 logger = logging.getLogger(__name__)
+
+# A refusal whose Date is this far from our clock is worth a line in the log: a
+# third of the hub's NH1 max age (protocol.md §2.2).
+CLOCK_SKEW_WARNING_S = SERVER_MAX_AGE_S // 3
 
 
 class Connector(Protocol):
@@ -94,6 +99,7 @@ class HubClient:
         # next one of its type answers every caller waiting for it.
         self._awaited: dict[type, list[asyncio.Future[Any]]] = {}
         self._ws: ws_compat.WsClient | None = None
+        self._clock_hint: ClockHint | None = None
 
     # -- public API -------------------------------------------------------------------
 
@@ -214,6 +220,8 @@ class HubClient:
                         open_timeout=self._open_timeout,
                     )
                 except (AuthError, HubConnectionError) as exc:
+                    if isinstance(exc, AuthError):
+                        self._take_clock_hint(exc.server_time)
                     delay = self.session.attempt_failed(loop.time(), str(exc))
                     logger.warning(
                         "connection to %s failed: %s; retrying in %d ms",
@@ -243,11 +251,25 @@ class HubClient:
 
     def _auth_headers(self) -> list[tuple[str, str]]:
         # Signed right before every attempt (§14 fix: 2.5.2 signs at the start of
-        # the back-off wait, so a long wait could present an expired token).
+        # the back-off wait, so a long wait could present an expired token), with
+        # the hub's clock if a refusal showed ours behind (core.nh1.ClockHint).
         auth = self.settings.auth
         if isinstance(auth, SharedSecretAuth):
-            return auth.headers(self.settings.identifier, int(self._wall_clock()))
+            now = signing_time(self._wall_clock(), time.monotonic(), self._clock_hint)
+            return auth.headers(self.settings.identifier, now)
         return []
+
+    def _take_clock_hint(self, server_time: float | None) -> None:
+        if server_time is None or not isinstance(self.settings.auth, SharedSecretAuth):
+            return
+        skew = server_time - self._wall_clock()
+        if abs(skew) >= CLOCK_SKEW_WARNING_S:
+            logger.warning(
+                "the hub's clock is %+d s from this device's; signing the next attempt "
+                "with the hub's time",
+                round(skew),
+            )
+        self._clock_hint = ClockHint(server_time, time.monotonic())
 
     async def _wait_for_attempt(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:

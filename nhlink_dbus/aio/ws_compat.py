@@ -8,11 +8,14 @@
   new one is missing.
 
 Everything else sees :class:`WsClient` and the project's errors: a 401/403 is
-:class:`AuthError`, any other failure to open is :class:`HubConnectionError`.
+:class:`AuthError`, any other failure to open is :class:`HubConnectionError`
+(for TLS, with what went wrong in words an operator can act on:
+:func:`tls_problem`).
 """
 
 from __future__ import annotations
 
+import email.utils
 import importlib
 import logging
 import ssl
@@ -47,6 +50,19 @@ WEBSOCKETS_VERSION: str = _websockets_version
 USER_AGENT = f"nhlink-dbus/{__version__}"
 
 
+def _date_of(exc: BaseException) -> float | None:
+    """The ``Date`` header of a refused upgrade as Unix seconds, whatever the version."""
+    response = getattr(exc, "response", None)  # InvalidStatus (>= 10)
+    headers = getattr(response, "headers", None) or getattr(exc, "headers", None)
+    text = headers.get("Date") if headers is not None else None
+    if not isinstance(text, str):
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
 def _status_of(exc: BaseException) -> int | None:
     """The HTTP status of a refused upgrade, whatever the websockets version."""
     response = getattr(exc, "response", None)
@@ -54,6 +70,43 @@ def _status_of(exc: BaseException) -> int | None:
     if status is None:
         status = getattr(exc, "status_code", None)  # InvalidStatusCode (legacy)
     return status if isinstance(status, int) else None
+
+
+# OpenSSL's names of the alerts a server sends when it refuses the client's
+# certificate (RFC 5246 §7.2.2), as the hub's TLS stack sends them (mutual TLS).
+_CERTIFICATE_ALERTS = {
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "unsupported certificate",
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "certificate revoked",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "certificate expired",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "certificate unknown",
+    "TLSV1_ALERT_UNKNOWN_CA": "unknown CA",
+    "TLSV1_ALERT_ACCESS_DENIED": "access denied",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "certificate required",
+}
+# X.509 verification results (OpenSSL's X509_V_ERR_*) and where to look.
+_VERIFY_HINTS = {
+    9: "is the device clock right?",  # certificate is not yet valid
+    10: "is the device clock right?",  # certificate has expired
+    18: "check hub.cafile / hub.tls.cafile",  # self-signed certificate
+    19: "check hub.cafile / hub.tls.cafile",  # self-signed certificate in chain
+    20: "check hub.cafile / hub.tls.cafile",  # unable to get local issuer certificate
+    62: "check hub.url / hub.sni",  # hostname mismatch
+}
+
+
+def tls_problem(exc: ssl.SSLError) -> str:
+    """What a failed TLS handshake means, for the log and the ``Error`` signal."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = (exc.verify_message or exc.reason or str(exc)).rstrip(".")
+        hint = _VERIFY_HINTS.get(exc.verify_code)
+        return f"the hub's TLS certificate is not trusted: {detail}" + (
+            f" ({hint})" if hint else ""
+        )
+    alert = _CERTIFICATE_ALERTS.get(exc.reason or "")
+    if alert is not None:
+        return f"the hub refused this device's certificate: {alert} (TLS alert)"
+    return f"TLS handshake failed: {exc.reason or exc}"
 
 
 class WsMessages:
@@ -145,12 +198,14 @@ async def open_connection(
     except InvalidHandshake as exc:
         status = _status_of(exc)
         if status in (401, 403):
-            raise AuthError(f"the hub refused the credentials (HTTP {status})") from exc
+            raise AuthError(
+                f"the hub refused the credentials (HTTP {status})", server_time=_date_of(exc)
+            ) from exc
         if status is not None:
             raise HubConnectionError(f"WebSocket upgrade refused (HTTP {status})") from exc
         raise HubConnectionError(f"WebSocket handshake failed: {exc}") from exc
     except ssl.SSLError as exc:
-        raise HubConnectionError(f"TLS handshake failed: {exc.reason or exc}") from exc
+        raise HubConnectionError(tls_problem(exc)) from exc
     except (OSError, EOFError, TimeoutError, ConnectionClosed) as exc:
         raise HubConnectionError(f"cannot reach the hub: {str(exc) or type(exc).__name__}") from exc
     return WsClient(raw)

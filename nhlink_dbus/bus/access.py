@@ -7,12 +7,20 @@ identified by the bus daemon, never by anything the caller sends:
 Bus Messages") gives ``UnixUserID``, ``ProcessID`` and, on buses that know them
 (dbus-broker, dbus-daemon ≥ 1.15.2), ``UnixGroupIDs``. Without the group list the
 groups are read from ``/proc/PID/status`` (``Gid:`` and ``Groups:``).
+
+The verdict is kept per connection (its unique name; the bus never reuses one):
+a connection's credentials are fixed when it connects, and the bus policy judges
+it on those too. So a client calling 1,000 times a second costs one lookup, and
+a refused one is logged once, not once per call (issue 14: ``Decide`` floods).
+The most recent :data:`VERDICTS_KEPT` connections are remembered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from dbus_next.aio.message_bus import MessageBus
@@ -25,6 +33,8 @@ from nhlink_dbus.service_api import Caller
 
 logger = logging.getLogger(__name__)
 
+VERDICTS_KEPT = 1024
+
 
 class AccessPolicy:
     """Checks callers of the exported methods against uid 0 and ``group``."""
@@ -32,6 +42,8 @@ class AccessPolicy:
     def __init__(self, bus: MessageBus, group: str = names.DEFAULT_ACCESS_GROUP) -> None:
         self._bus = bus
         self.group = group
+        self._verdicts: OrderedDict[str, Caller | None] = OrderedDict()  # None: refused
+        self._judging: dict[str, asyncio.Future[Caller]] = {}
 
     def denial_message(self) -> str:
         return f"not allowed: run as root or as a member of group {self.group}"
@@ -40,6 +52,42 @@ class AccessPolicy:
         """The caller behind ``sender`` (a unique bus name); ``AccessDenied`` if refused."""
         if not sender:
             raise AccessDenied(self.denial_message())
+        if sender in self._verdicts:
+            self._verdicts.move_to_end(sender)
+            known = self._verdicts[sender]
+            if known is None:
+                raise AccessDenied(self.denial_message())
+            return known
+        # Calls that arrive together share one lookup.
+        judging = self._judging.get(sender)
+        if judging is None:
+            judging = asyncio.ensure_future(self._judge_and_remember(sender))
+            self._judging[sender] = judging
+            judging.add_done_callback(lambda done: self._judged(sender, done))
+        return await asyncio.shield(judging)
+
+    def _judged(self, sender: str, done: asyncio.Future[Caller]) -> None:
+        self._judging.pop(sender, None)
+        if not done.cancelled():
+            done.exception()  # retrieved here: every waiter may have gone
+
+    async def _judge_and_remember(self, sender: str) -> Caller:
+        try:
+            caller = await self._judge(sender)
+        except _Gone:
+            raise
+        except AccessDenied:
+            self._remember(sender, None)
+            raise
+        self._remember(sender, caller)
+        return caller
+
+    def _remember(self, sender: str, verdict: Caller | None) -> None:
+        self._verdicts[sender] = verdict
+        while len(self._verdicts) > VERDICTS_KEPT:
+            self._verdicts.popitem(last=False)
+
+    async def _judge(self, sender: str) -> Caller:
         reply = await self._bus.call(
             Message(
                 destination=names.DBUS_NAME,
@@ -51,9 +99,10 @@ class AccessPolicy:
             )
         )
         if reply is None or reply.message_type != MessageType.METHOD_RETURN:
-            # The caller left before we asked: nobody to grant anything to.
+            # The caller left before we asked: nobody to grant anything to (and,
+            # unique names never coming back, nobody to remember).
             logger.info("refused a call from %s: its credentials are unknown", sender)
-            raise AccessDenied(self.denial_message())
+            raise _Gone(self.denial_message())
         credentials = reply.body[0]
         uid = int(credentials["UnixUserID"].value)
         caller = Caller(uid=uid, unique_name=sender)
@@ -80,6 +129,10 @@ class AccessPolicy:
             return grp.getgrnam(self.group).gr_gid
         except KeyError:
             return None
+
+
+class _Gone(AccessDenied):
+    """Refused because the caller left: not a verdict about a connection."""
 
 
 def _process_groups(pid: int) -> set[int]:

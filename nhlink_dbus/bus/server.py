@@ -11,14 +11,17 @@ honoured, as every libdbus/sd-bus client does) with fd passing on, which
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from dbus_next.aio.message_bus import MessageBus
-from dbus_next.constants import BusType, NameFlag, RequestNameReply
+from dbus_next.constants import NameFlag, RequestNameReply
 from dbus_next.errors import DBusError
+from dbus_next.message import Message
 
 from nhlink_dbus import names
-from nhlink_dbus.aio.dbus_compat import disconnect_and_close
+from nhlink_dbus.aio.dbus_compat import disconnect_and_close, system_bus
 from nhlink_dbus.bus.interface import LinkInterface
+from nhlink_dbus.bus.properties import properties_guard
 from nhlink_dbus.errors import BusNameError
 from nhlink_dbus.service_api import LinkService
 
@@ -28,10 +31,17 @@ logger = logging.getLogger(__name__)
 class BusFace:
     """The exported service object and its bus; :meth:`close` takes it off the bus."""
 
-    def __init__(self, bus: MessageBus, interface: LinkInterface, owns_bus: bool) -> None:
+    def __init__(
+        self,
+        bus: MessageBus,
+        interface: LinkInterface,
+        owns_bus: bool,
+        guard: Callable[[Message], Message | None] | None = None,
+    ) -> None:
         self.bus = bus
         self.interface = interface
         self._owns_bus = owns_bus
+        self._guard = guard
         self._closed = False
 
     async def close(self) -> None:
@@ -45,6 +55,8 @@ class BusFace:
             except Exception as exc:  # the bus went away meanwhile
                 logger.debug("could not release %s: %s", names.BUS_NAME, exc)
         await self.interface.detach()
+        if self._guard is not None:
+            self.bus.remove_message_handler(self._guard)
         if self._owns_bus:
             await close_connection(self.bus)
 
@@ -77,12 +89,14 @@ async def serve(
     owns_bus = bus is None
     if bus is None:
         try:
-            bus = await MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+            bus = await system_bus().connect()
         except (OSError, DBusError) as exc:
             raise BusNameError(f"cannot connect to the system bus: {exc}") from exc
     interface = LinkInterface(service, group)
+    guard = properties_guard(names.INTERFACE, {p.name for p in interface.introspect().properties})
+    bus.add_message_handler(guard)  # before the interface: failing Properties calls
     interface.attach(bus)
-    face = BusFace(bus, interface, owns_bus)
+    face = BusFace(bus, interface, owns_bus, guard)
     try:
         service.add_listener(interface, decides=True)
         try:

@@ -5,12 +5,22 @@ j(4·min), …, j(max)]`` with ``j(v) = round(v · (1 + jitter · U))``, U unifo
 [0, 1), the generator re-seeded from 4 bytes of OS randomness on every call.
 
 ``ReconnectBackoff`` is the way Slipstream uses the list: the n-th consecutive
-reconnect attempt waits ``list[n-1]``, past the end the last value repeats, the
-counter resets only when a WebSocket upgrade succeeds, and the list is rebuilt
-on every disconnect (so jitter is re-drawn while the index keeps advancing).
-The list comes from a replaceable hook (the ``reconnect_backoff`` callback of
-``NervesHubLink.Client``); a hook answering ``None`` or an empty list means the
-default ``delay_list(1000, 60000, 0.5)``.
+reconnect attempt waits ``list[n-1]``, past the end the last value repeats, and
+the list is rebuilt on every disconnect (so jitter is re-drawn while the index
+keeps advancing). The list comes from a replaceable hook (the
+``reconnect_backoff`` callback of ``NervesHubLink.Client``); a hook answering
+``None`` or an empty list means the default ``delay_list(1000, 60000, 0.5)``.
+
+Deviation (issue 14): Slipstream resets the counter whenever a WebSocket upgrade
+succeeds. Two devices with one identifier then storm: the server closes the
+older socket each time the other connects, every connection is short, and each
+one reset the back-off (7 reconnects in 20 s). Here the counter resets only
+after a connection has **lasted** :meth:`ReconnectBackoff.stable_after_ms`:
+twice the longest nominal delay of the list in force (120 s for the default
+list, whose last delay is at most 90 s with jitter). A connection that lasted
+that long outlived any wait of the list, so it was not cut short by a peer
+reconnecting at the back-off's pace; a kicked pair therefore climbs to the
+list's last delay and stays there. A connection dropped sooner keeps climbing.
 """
 
 from __future__ import annotations
@@ -25,6 +35,9 @@ from nhlink_dbus.errors import ConfigError
 DEFAULT_MIN_MS = 1000
 DEFAULT_MAX_MS = 60000
 DEFAULT_JITTER = 0.5
+# A connection resets the back-off once it has lasted this many times the
+# longest nominal delay of the list in force (see the module docstring).
+STABLE_FACTOR = 2
 
 BackoffHook = Callable[[], Sequence[int] | None]
 
@@ -114,6 +127,17 @@ class ReconnectBackoff:
                 return list(validate_delays(hooked))
         return delay_list(rng=self._rng_factory())
 
+    def stable_after_ms(self) -> int:
+        """How long a connection must last before its end starts the list again:
+        :data:`STABLE_FACTOR` times the longest nominal delay (for the default
+        list ``DEFAULT_MAX_MS``, its value before jitter)."""
+        if self._custom:
+            longest = max(self._custom)
+        else:
+            hooked = self._hook() if self._hook is not None else None
+            longest = max(validate_delays(hooked)) if hooked else DEFAULT_MAX_MS
+        return STABLE_FACTOR * longest
+
     def next_delay_ms(self) -> int:
         """Called on every disconnect or failed attempt: the wait before the next attempt."""
         delays = self.current_list()
@@ -121,5 +145,5 @@ class ReconnectBackoff:
         return delays[min(self.attempt, len(delays)) - 1]
 
     def reset(self) -> None:
-        """A WebSocket upgrade succeeded: the next disconnect starts at the list's head."""
+        """A connection lasted (:meth:`stable_after_ms`): the next wait is the list's head."""
         self.attempt = 0

@@ -76,6 +76,24 @@ def _ut_mtime(extra: bytes) -> datetime | None:
     return None
 
 
+def _check_extra(extra: bytes) -> None:
+    """The extra field as libarchive checks it (``process_extra``): a list of
+    (id, size, data) records, none running past the field's end."""
+    if 0 < len(extra) < 4:
+        raise FirmwareError(
+            f"Too-small extra data: Need at least 4 bytes, but only found {len(extra)} bytes"
+        )
+    pos = 0
+    while pos + 4 <= len(extra):
+        _tag, size = struct.unpack_from("<HH", extra, pos)
+        pos += 4
+        if pos + size > len(extra):
+            raise FirmwareError(
+                f"Extra data overflow: Need {size} bytes but only found {len(extra) - pos} bytes"
+            )
+        pos += size
+
+
 def _zip64_size(extra: bytes, usize: int) -> int:
     """The uncompressed size, from the Zip64 extra field when the header defers to it."""
     if usize != 0xFFFFFFFF:
@@ -171,6 +189,7 @@ class ZipStreamReader:
         extra = got[_LOCAL.size + nlen :]
         self._buf.clear()
         self._first = False
+        _check_extra(extra)  # before anything reads it (found by fuzzing: a short Zip64 record)
         try:
             self._name = name_bytes.decode()
         except UnicodeDecodeError as exc:

@@ -7,9 +7,11 @@ values and counts reconnect attempts. The driver (the asyncio
 adapter, or a test with a fake clock) performs what it asks for::
 
     WAITING    --begin_attempt-->     CONNECTING   (at connect_at; the first one at once)
-    CONNECTING --connected-->         CONNECTED    (upgrade OK: back-off reset, join sent)
+    CONNECTING --connected-->         CONNECTED    (upgrade OK: join sent)
     CONNECTING --attempt_failed-->    WAITING      (connect_at = now + next delay)
-    CONNECTED  --connection_lost-->   WAITING      (ditto; also after a heartbeat timeout)
+    CONNECTED  --connection_lost-->   WAITING      (ditto; also after a heartbeat timeout;
+                                                    the back-off starts again only if the
+                                                    connection lasted, backoff.py)
     any        --stop-->              STOPPED
 
 An illegal transition raises :class:`StateError` and leaves the state unchanged.
@@ -146,6 +148,7 @@ class HubSession:
         self._rejoin_s = rejoin_after_ms / 1000
         self.state = SessionState.WAITING
         self.connect_at = -math.inf  # the first connection is made at once (§8)
+        self._connected_at = 0.0
         self._conn: phoenix.PhoenixConnection | None = None
         self._downloading: str | None = None
         self._update_checks: set[str] = set()
@@ -204,9 +207,9 @@ class HubSession:
         self._move("begin_attempt")
 
     def connected(self, now: float) -> None:
-        """The WebSocket upgrade succeeded: reset the back-off, join ``"device"``."""
+        """The WebSocket upgrade succeeded: join ``"device"``."""
         self._move("connected")
-        self.backoff.reset()
+        self._connected_at = now
         self._conn = phoenix.PhoenixConnection(
             now, heartbeat_interval=self._heartbeat_s, rejoin_after=self._rejoin_s
         )
@@ -219,8 +222,15 @@ class HubSession:
         return self._schedule_reconnect(now, reason)
 
     def connection_lost(self, now: float, reason: str) -> int:
-        """An established connection ended (either side); returns the wait in ms."""
+        """An established connection ended (either side); returns the wait in ms.
+
+        The back-off starts again from its head only if the connection lasted
+        ``backoff.stable_after_ms()`` (a short one, e.g. closed because the same
+        identifier connected elsewhere, keeps it climbing: backoff.py).
+        """
         self._move("connection_lost")
+        if (now - self._connected_at) * 1000 >= self.backoff.stable_after_ms():
+            self.backoff.reset()
         if self._conn is not None:
             self._conn.close()
         self._conn = None

@@ -31,6 +31,30 @@ _SALT_PREFIX = "NH1:device-socket:shared-secret:connect\n\n"
 
 
 @dataclass(frozen=True, slots=True)
+class ClockHint:
+    """The hub's clock as its last refusal told it (the ``Date`` of a 401/403).
+
+    A device that boots with its clock far behind signs tokens the server finds
+    expired (``signed_at + 90 s < now``) until its clock is set. As nerves_hub_link
+    does since PR #434, the next attempt signs with the hub's time instead, moved
+    on by the (monotonic) time since; once the device clock has caught up past
+    that, the device clock wins (:func:`signing_time`). The hint can only move the
+    signing time forward: a device clock ahead of the hub is already accepted.
+    """
+
+    server_time: float  # Unix seconds, from the Date header
+    received_at: float  # monotonic seconds when the refusal arrived
+
+
+def signing_time(wall_now: float, mono_now: float, hint: ClockHint | None) -> int:
+    """The ``x-nh-time`` to sign with (whole seconds): the device clock, or the hub's
+    clock from ``hint`` moved on by the time since, whichever is later."""
+    if hint is None:
+        return int(wall_now)
+    return int(max(wall_now, hint.server_time + (mono_now - hint.received_at)))
+
+
+@dataclass(frozen=True, slots=True)
 class NH1Params:
     """Key derivation parameters (the ``shared_secret`` overrides of §2.2)."""
 

@@ -35,7 +35,8 @@ Addresses
 Configuration (:class:`HubSimConfig`; fields marked *live* in its source can be
 changed on ``sim.config`` while running)
     ``shared_secrets`` (:class:`SharedSecret` ``key, secret, identifier=None``),
-    ``nh1_max_age_s`` (90), ``clock`` (seconds; NH1 expiry uses it),
+    ``nh1_max_age_s`` (90), ``clock`` (seconds; NH1 expiry and the ``Date`` of
+    refused upgrades use it),
     ``tls``/``http_tls``/``cert_dir``, ``idle_timeout_s`` (180),
     ``join_reply`` (``"ok"``, ``"error"`` → ``{"error":"could not connect"}``,
     ``"legacy"`` → the offered update in the reply, ``"none"`` → no reply),
@@ -92,13 +93,15 @@ Files and faults
     ``sim.add_file(path_or_bytes, url_path=None)`` → pre-signed URL;
     ``sim.set_fault(kind="cut", path="/firmware/x.fw", after=4096, times=1)``
     (kinds ``cut``, ``stall``, ``status``, ``416``, ``redirect``, ``200``,
-    ``corrupt`` with ``length``;
+    ``slow`` with ``rate`` bytes per second, ``corrupt`` with ``length``;
     see :mod:`nhlink_devtools.hubsim.files`), ``sim.clear_faults()``.
 
 Certificates
     :mod:`nhlink_devtools.hubsim.certs`: ``generate_pki(folder)``,
-    ``issue_device_cert(ca, identifier, folder)``, ``generate_ca(folder, name)``
-    (an unknown CA), ``client_context(pki, device)``. With ``tls=True`` the
+    ``issue_device_cert(ca, identifier, folder, valid=(not_before, not_after))``,
+    ``generate_ca(folder, name)`` (an unknown CA), ``issue_server_cert(pki,
+    server_names=..., valid=...)`` (another name, or outside its validity),
+    ``client_context(pki, device)``. With ``tls=True`` the
     sim's own PKI is ``sim.pki`` and ``sim.issue_device_cert(identifier)``.
 
 Control API and CLI: :mod:`nhlink_devtools.hubsim.control` and

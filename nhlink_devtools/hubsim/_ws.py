@@ -132,6 +132,9 @@ async def start_server(
                 response.headers["Content-Length"] = str(len(decision.body))
                 if not decision.body:
                     del response.headers["Content-Type"]
+                for name, _ in decision.headers:
+                    if name in response.headers:  # ours replace websockets' own (Date)
+                        del response.headers[name]
                 for name, value in decision.headers:
                     response.headers[name] = value
                 return response

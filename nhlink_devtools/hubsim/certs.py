@@ -10,8 +10,11 @@ as NervesKey devices use)::
 :func:`load_or_generate_pki` reuses a folder's PKI when it is complete.
 :func:`issue_device_cert` makes ``<identifier>.pem`` / ``<identifier>-key.pem``
 with CN = the device identifier, signed by the device CA (or by any other CA
-made with :func:`generate_ca`, e.g. to test an unknown CA). These are test
-keys only: never use them outside tests and demos.
+made with :func:`generate_ca`, e.g. to test an unknown CA).
+:func:`issue_server_cert` replaces the server certificate, e.g. with one for
+other names or one outside its validity (``valid`` = (not before, not after));
+the device certificate takes ``valid`` too. These are test keys only: never
+use them outside tests and demos.
 """
 
 from __future__ import annotations
@@ -76,18 +79,29 @@ def _load(pair: CertPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
     return cert, key
 
 
+Validity = tuple[datetime.datetime, datetime.datetime]
+
+
 def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, days: int
+    subject: x509.Name,
+    issuer: x509.Name,
+    public_key: ec.EllipticCurvePublicKey,
+    days: int,
+    valid: Validity | None = None,
 ) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
+    not_before, not_after = valid or (
+        now - datetime.timedelta(minutes=5),
+        now + datetime.timedelta(days=days),
+    )
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
 
@@ -126,12 +140,13 @@ def _issue(
     *,
     server_names: tuple[str, ...] = (),
     days: int = 30,
+    valid: Validity | None = None,
 ) -> CertPair:
     ca_cert, ca_key = _load(ca)
     key = ec.generate_private_key(ec.SECP256R1())
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server_names else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = (
-        _builder(_name(common_name), ca_cert.subject, key.public_key(), days)
+        _builder(_name(common_name), ca_cert.subject, key.public_key(), days, valid)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(
@@ -180,11 +195,30 @@ def load_or_generate_pki(folder: Path) -> SimPKI:
     return generate_pki(folder)
 
 
-def issue_device_cert(ca: CertPair, identifier: str, folder: Path, *, days: int = 30) -> CertPair:
-    """A device certificate with CN = ``identifier`` issued by ``ca``."""
+def issue_device_cert(
+    ca: CertPair,
+    identifier: str,
+    folder: Path,
+    *,
+    days: int = 30,
+    valid: Validity | None = None,
+) -> CertPair:
+    """A device certificate with CN = ``identifier`` issued by ``ca``; ``valid`` =
+    (not before, not after) instead of from 5 minutes ago for ``days``."""
     folder.mkdir(parents=True, exist_ok=True)
     out = CertPair(folder / f"{identifier}.pem", folder / f"{identifier}-key.pem")
-    return _issue(ca, out, identifier, days=days)
+    return _issue(ca, out, identifier, days=days, valid=valid)
+
+
+def issue_server_cert(
+    pki: SimPKI,
+    *,
+    server_names: tuple[str, ...] = ("127.0.0.1", "::1", "localhost"),
+    valid: Validity | None = None,
+) -> CertPair:
+    """Replace ``pki``'s server certificate (same CA) with one for ``server_names``
+    valid over ``valid``; a sim started on this folder afterwards serves it."""
+    return _issue(pki.ca, pki.server, server_names[0], server_names=server_names, valid=valid)
 
 
 def server_context(pki: SimPKI, *, client_certs: bool) -> ssl.SSLContext:

@@ -9,6 +9,7 @@
     nhlink-hub-sim push archive|reboot|identify|keys|event ...
     nhlink-hub-sim close --device ID [--code 1012] | break --device ID | drain
     nhlink-hub-sim fault add --kind cut --path /firmware/x.fw --after 4096 [--times 1]
+    nhlink-hub-sim fault add --kind slow --rate 1024            # a slow hub: 1 KiB/s
     nhlink-hub-sim fault list | fault clear | http-log [--clear] | handshakes | info
     nhlink-hub-sim cert --cert-dir ./pki --device ID     (offline: issue a device certificate)
     nhlink-hub-sim config join_reply=error reply_heartbeats=false idle_timeout_s=5
@@ -152,6 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--location", help="redirect target")
     add.add_argument("--attempt", type=int, action="append", help="only these attempts")
     add.add_argument("--times", type=int, help="use this many times (default: always)")
+    add.add_argument("--rate", type=int, help="bytes per second for slow faults")
     add.add_argument("--length", type=int, default=1, help="corrupt: bytes from --after")
     fault_commands.add_parser("list")
     fault_commands.add_parser("clear")
@@ -271,6 +273,7 @@ def _command(args: argparse.Namespace) -> Any:
             "location": args.location,
             "attempts": args.attempt,
             "times": args.times,
+            "rate": args.rate,
             "length": args.length,
         }
         return _control_request(base, "POST", "/faults", body)

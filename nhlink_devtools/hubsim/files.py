@@ -29,6 +29,8 @@ What the download side of nerves_hub_link meets in the field (protocol.md
              (a relative location is made absolute; the request's query string
              is appended when the location has none, as S3 keeps signatures)
   ``200``    ignore the Range header: 200 with the full body
+  ``slow``   ``after`` body bytes at full speed, then ``rate`` bytes per second
+             (a slow link; sent in tenths of a second's worth)
   ``corrupt`` serve ``length`` bytes (default 1) from file offset ``after``
              inverted, the rest as stored (what a flaky proxy or disk does)
   ========== ===========================================================
@@ -56,8 +58,9 @@ from nhlink_devtools.hubsim._http import HttpRequest, response_head, send_simple
 logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-FAULT_KINDS: Final = ("cut", "stall", "status", "416", "redirect", "200", "corrupt")
+FAULT_KINDS: Final = ("cut", "stall", "status", "416", "redirect", "200", "corrupt", "slow")
 PART_SIZE: Final = 1024 * 1024  # nerves_hub_web @firmware_partial_chunk_size
+SLOW_TICK_S: Final = 0.1
 TOKEN_PARAM: Final = "X-Amz-Signature"
 
 
@@ -125,6 +128,7 @@ class Fault:
     location: str | None = None
     attempts: frozenset[int] | None = None
     times: int | None = None
+    rate: int | None = None  # slow: bytes per second
     length: int = 1  # corrupt: how many bytes
 
     def __post_init__(self) -> None:
@@ -134,6 +138,8 @@ class Fault:
             raise ConfigError("a redirect fault needs a location")
         if self.after < 0:
             raise ConfigError("fault 'after' must be >= 0")
+        if self.kind == "slow" and (self.rate is None or self.rate < 1):
+            raise ConfigError("a slow fault needs a rate >= 1 byte per second")
         if self.length < 1:
             raise ConfigError("fault 'length' must be >= 1")
 
@@ -154,6 +160,7 @@ class Fault:
             "location": self.location,
             "attempts": sorted(self.attempts) if self.attempts is not None else None,
             "times": self.times,
+            "rate": self.rate,
             "length": self.length,
         }
 
@@ -171,6 +178,7 @@ class Fault:
                 location=data.get("location"),
                 attempts=None if attempts is None else frozenset(int(a) for a in attempts),
                 times=None if data.get("times") is None else int(data["times"]),
+                rate=None if data.get("rate") is None else int(data["rate"]),
                 length=int(data.get("length") or 1),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -432,6 +440,14 @@ class FileServer:
                 if fault is not None and (fault.kind == "cut" or stall_pending):
                     limit = min(stop, span.start + fault.after)
                 size = min(CHUNK, limit - position)
+                if (
+                    fault is not None
+                    and fault.kind == "slow"
+                    and position >= span.start + fault.after
+                ):
+                    assert fault.rate is not None
+                    size = min(size, max(1, round(fault.rate * SLOW_TICK_S)))
+                    await asyncio.sleep(SLOW_TICK_S)
                 if size > 0:
                     chunk = (
                         source[position : position + size]

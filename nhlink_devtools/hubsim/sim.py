@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import email.utils
 import json
 import logging
 import secrets as _secrets
@@ -546,7 +547,9 @@ class HubSim:
             )
             logger.info("upgrade %s answered %d (%s)", path, decision.status, decision.reason)
             self._changed()
-            return _ws.Reject(decision.status, decision.body, decision.headers)
+            # The server's Date is the server's clock (devices read it: hub_client.py).
+            date = ("Date", email.utils.formatdate(self.config.clock(), usegmt=True))
+            return _ws.Reject(decision.status, decision.body, (*decision.headers, date))
         self.handshakes.append(
             HandshakeRecord(
                 decision.path, 101, "accepted", decision.identifier, decision.auth, time.time()

@@ -288,7 +288,9 @@ async def test_401_backoff_with_delay_list_semantics_end_to_end(sim: HubSim) -> 
         assert wait / 1000 - 0.005 <= gap <= wait / 1000 + 2.0, (gaps, waits)  # never early
 
 
-async def test_set_backoff_replaces_the_list_and_success_resets_it(sim: HubSim) -> None:
+async def test_set_backoff_replaces_the_list_and_a_lasting_connection_resets_it(
+    sim: HubSim,
+) -> None:
     rec = Recorder()
     client = HubClient(nh1_settings(sim, secret="wrong"), DEVICE, on_event=rec)
     client.set_backoff([30])
@@ -296,11 +298,19 @@ async def test_set_backoff_replaces_the_list_and_success_resets_it(sim: HubSim) 
         await rec.wait(Disconnected, count=3)
         assert {d.reconnect_in_ms for d in rec.of(Disconnected)} == {30}
     assert client.session.backoff.attempt >= 3
+    rec = Recorder()
     good = HubClient(nh1_settings(sim), DEVICE, on_event=rec)
+    good.set_backoff([30, 60])  # a connection lasting 2 x 60 ms resets the index
     good.session.backoff.attempt = 5
     async with running(good):
-        await sim.wait_for_join(DEV)
-        assert good.session.backoff.attempt == 0
+        device = await sim.wait_for_join(DEV)
+        joined_at = time.monotonic()
+        await asyncio.sleep(0.2)  # the connection must outlast 120 ms: time is the subject
+        assert time.monotonic() - joined_at >= 0.12
+        await sim.close_device(DEV, 1000)
+        (lost,) = await rec.wait(Disconnected)
+        assert lost.reconnect_in_ms == 30 and good.session.backoff.attempt == 1
+        await sim.wait_for(lambda: device.connections == 2 and device.joined)
 
 
 async def test_killed_and_restarted_server_is_reconnected(sim: HubSim) -> None:

@@ -80,19 +80,33 @@ class LogindMock(MockProcess):
 
         Failed calls are still recorded by :meth:`reboot_calls`.
         """
+        self._fail(names.LOGIND_REBOOT, "b", "", times, error, message)
+
+    def fail_inhibit(
+        self,
+        error: str = "org.freedesktop.DBus.Error.AccessDenied",
+        message: str = "mock logind refuses the inhibitor lock",
+    ) -> None:
+        """Make every ``Inhibit`` call answer with ``error``."""
+        self._fail(names.LOGIND_INHIBIT, "ssss", "h", None, error, message)
+
+    def _fail(
+        self, method: str, in_sig: str, out_sig: str, times: int | None, error: str, message: str
+    ) -> None:
         limit = -1 if times is None else times
+        counter = f"self.nhlink_{method.lower()}_failures"
         code = (
-            "self.nhlink_reboot_failures = getattr(self, 'nhlink_reboot_failures', 0) + 1\n"
-            f"if {limit} < 0 or self.nhlink_reboot_failures <= {limit}:\n"
+            f"{counter} = getattr(self, {counter.split('.')[1]!r}, 0) + 1\n"
+            f"if {limit} < 0 or {counter} <= {limit}:\n"
             f"    raise dbus.exceptions.DBusException({message!r}, name={error!r})\n"
         )
         self._call(
             "AddMethod",
             "sssss",
             names.LOGIND_MANAGER_INTERFACE,
-            names.LOGIND_REBOOT,
-            "b",
-            "",
+            method,
+            in_sig,
+            out_sig,
             code,
             interface=MOCK_INTERFACE,
         )
