@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid as uuid_module
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,6 +173,8 @@ def main() -> int:
         secret_file.write_text(SECRET + "\n")
         secret_file.chmod(0o600)
         config = work / "nhlink.toml"
+        boot_id = work / "boot_id"  # the kernel's, faked: the demo's "reboot" changes it
+        boot_id.write_text(f"{uuid_module.uuid4()}\n")
         config.write_text(f"""[hub]
 url = "{urls["ws_url"]}"
 identifier = "{DEVICE}"
@@ -188,6 +191,9 @@ timeout_ms = 30000
 group = "{GROUP}"
 [reboot]
 delay_ms = 3000
+[service]
+state_dir = "{work / "state"}"
+boot_id_file = "{boot_id}"
 """)
         print("    " + config.read_text().replace("\n", "\n    ").rstrip())
         daemon_log = work / "daemon.log"
@@ -267,6 +273,7 @@ delay_ms = 3000
         say("'After the reboot': the daemon restarts and joins with the new firmware")
         daemon.terminate()
         daemon.wait(10)
+        boot_id.write_text(f"{uuid_module.uuid4()}\n")  # what a real reboot does
         before = device_state().get("connections", 0)
         daemon = start_daemon()
 

@@ -11,6 +11,7 @@ from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.archive_manager import StartArchiveDownload
+from nhlink_dbus.core.recovery import SaveJournal
 from nhlink_dbus.core.update_manager import (
     Finished,
     Offer,
@@ -80,6 +81,7 @@ def test_update_from_offer_to_reboot() -> None:
     out = c.update_done("u-tok-1", True, "", now=5.0, applier_error=True)
     assert [type(e) for e in out if not isinstance(e, link.PropertiesChanged)] == [
         link.Downloading,
+        SaveJournal,  # applied: before the outcome and the reboot
         us.HubPush,  # fwup_progress updating 100
         us.HubPush,  # completed
         Finished,

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,6 +79,9 @@ def write_config(
 ) -> Path:
     secret = folder / "hub-secret"
     secret.write_text(PRODUCT_SECRET + "\n")
+    boot_id = folder / "boot_id"
+    if not boot_id.exists():
+        boot_id.write_text(f"{uuid.uuid4()}\n")
     secret.chmod(0o600)
     fwup_path = f'fwup_path = "{NHLINK_FWUP}"\n' if applier == "fwup" else ""
     text = f"""
@@ -106,11 +110,20 @@ retries = 1
 max_disconnects = 5
 idle_timeout_ms = 2000
 time_between_retries_ms = 100
+
+[service]
+state_dir = "{folder / "state"}"
+boot_id_file = "{boot_id}"
 {extra}
 """
     path = folder / "nhlink.toml"
     path.write_text(text)
     return path
+
+
+def reboot_happened(folder: Path) -> None:
+    """The device rebooted (a new kernel boot id), as a daemon started next sees it."""
+    (folder / "boot_id").write_text(f"{uuid.uuid4()}\n")
 
 
 class Daemon:

@@ -155,7 +155,11 @@ async def test_interrupted_downloads_resume_to_the_same_image(
             else:
                 sim.set_fault(kind="cut", after=200_000, attempts=frozenset({0}))
                 sim.set_fault(kind="200", attempts=frozenset({1}))
-            cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image)
+            # A device of its own (its own state folder: the first one's journal says
+            # "applied, awaiting the reboot").
+            folder = tmp_path / scenario
+            folder.mkdir()
+            cfg = write_config(folder, ws_url=sim.ws_url, image=image)
             daemon = Daemon(cfg, tmp_path / f"daemon-{scenario}.log", system_bus.address)
             try:
                 await sim.wait_for_join(DEVICE, timeout=20)

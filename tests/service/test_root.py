@@ -153,6 +153,7 @@ def make_config(tmp_path: Path, extra: str = "") -> Config:
     (tmp_path / "secret").write_text("s" * 32 + "\n")
     (tmp_path / "secret").chmod(0o600)
     (tmp_path / "kv.env").write_text("".join(f"{k}={v}\n" for k, v in KV.items()))
+    (tmp_path / "boot_id").write_text("boot-1\n")
     path = tmp_path / "nhlink.toml"
     path.write_text(
         f"""
@@ -171,6 +172,9 @@ delay_ms = 0
 retries = 2
 retry_delay_ms = 250
 command = ["/sbin/reboot", "-f"]
+[service]
+state_dir = "{tmp_path / "state"}"
+boot_id_file = "{tmp_path / "boot_id"}"
 {extra}
 """
     )
