@@ -24,6 +24,8 @@ PRODUCT_SECRET = "integrationProductSecretForTheSimulator01234"
 DEVICE = "kiosk-0042"
 NHLINK_FWUP = str(Path(sys.executable).parent / "nhlink-fwup")
 LAYOUT = AbLayout()
+# The bytes of slot A's root file system in an AbLayout image: the firmware that runs.
+RUNNING_SLOT = slice(4096 * 512, LAYOUT.rootfs_b * 512)
 
 
 @dataclass
@@ -76,6 +78,9 @@ def write_config(
     applier: str = "builtin",
     extra: str = "",
     layout: AbLayout = LAYOUT,
+    reboot_delay_ms: int = 300,
+    idle_timeout_ms: int = 2000,
+    fwup_path: str = NHLINK_FWUP,
 ) -> Path:
     secret = folder / "hub-secret"
     secret.write_text(PRODUCT_SECRET + "\n")
@@ -83,7 +88,7 @@ def write_config(
     if not boot_id.exists():
         boot_id.write_text(f"{uuid.uuid4()}\n")
     secret.chmod(0o600)
-    fwup_path = f'fwup_path = "{NHLINK_FWUP}"\n' if applier == "fwup" else ""
+    fwup_line = f'fwup_path = "{fwup_path}"\n' if applier == "fwup" else ""
     text = f"""
 [hub]
 url = "{ws_url}"
@@ -100,15 +105,15 @@ kv = "{layout.kv_spec(image)}"
 devpath = "{image}"
 task = "upgrade"
 applier = "{applier}"
-{fwup_path}public_keys = ["{PUBLIC_KEY}"]
+{fwup_line}public_keys = ["{PUBLIC_KEY}"]
 
 [reboot]
-delay_ms = 300
+delay_ms = {reboot_delay_ms}
 retries = 1
 
 [download]
 max_disconnects = 5
-idle_timeout_ms = 2000
+idle_timeout_ms = {idle_timeout_ms}
 time_between_retries_ms = 100
 
 [service]
@@ -154,8 +159,12 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._fh.close()
+        self.close()
         return self.proc.returncode
+
+    def close(self) -> None:
+        """The log file (the process has ended)."""
+        self._fh.close()
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
