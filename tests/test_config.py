@@ -72,6 +72,7 @@ SCHEMA: dict[str, set[str]] = {
     "extensions": {"offer"},
     "health": {"disk_path"},
     "geo": {"geoclue", "geoclue_timeout_ms", "desktop_id", "latitude", "longitude", "accuracy_m"},
+    "service": {"state_dir", "boot_id_file"},
 }
 
 MINIMAL = """
@@ -183,6 +184,10 @@ desktop_id = "kiosk.nhlink"
 latitude = 52.52
 longitude = -13
 accuracy_m = 25
+
+[service]
+state_dir = "/data/nhlink"
+boot_id_file = "/run/fake-boot-id"
 """
 
 
@@ -237,6 +242,11 @@ def test_minimal_file_gets_every_default() -> None:
     assert (r.delay_ms, r.retries, r.retry_delay_ms, r.command) == (5000, 3, 1000, None)
     assert config.retry_policy() == RetryPolicy()
     assert config.logging.level == "info"
+    assert (config.service.state_dir, config.service.boot_id_file) == (
+        "/var/lib/nhlink",
+        "/proc/sys/kernel/random/boot_id",
+    )
+    assert config.service.journal_path == "/var/lib/nhlink/update-journal.json"
 
 
 def test_every_key_set(creds: dict[str, str]) -> None:
@@ -281,6 +291,10 @@ def test_every_key_set(creds: dict[str, str]) -> None:
         max_redirects=0,
     )
     assert config.logging.level == "debug"
+    assert (config.service.state_dir, config.service.boot_id_file) == (
+        "/data/nhlink",
+        "/run/fake-boot-id",
+    )
 
 
 def test_secrets_stay_out_of_repr(creds: dict[str, str]) -> None:
@@ -539,6 +553,8 @@ ERRORS: list[tuple[str, str]] = [
     (add("firmware", 'task = "a\\tb"'), "firmware.task: must not contain control characters"),
     (add("firmware", 'devpath = "/dev/\\u0000"'), "firmware.devpath: must not contain NUL"),
     (add("archives", "dir = 'archives'"), "archives.dir: must be an absolute path"),
+    (add("service", "state_dir = 'state'"), "service.state_dir: must be an absolute path"),
+    (add("service", "boot_id_file = ''"), "service.boot_id_file: must not be empty"),
     (add("decisions", "group = 'bad group'"), "decisions.group: not a valid group name"),
     (add("decisions", "group = ''"), "decisions.group: must not be empty"),
     (add("reboot", "command = []"), 'reboot.command: must name a program, e.g. ["systemctl"'),
@@ -661,6 +677,7 @@ def test_example_loads_as_shipped(tmp_path: Path) -> None:
     assert config.download == defaults.download
     assert config.logging == defaults.logging
     assert config.archives == defaults.archives
+    assert config.service == defaults.service
     assert (config.firmware.task, config.firmware.applier) == ("upgrade", "auto")
     assert config.hub.heartbeat_interval_ms == defaults.hub.heartbeat_interval_ms
     assert config.hub.rejoin_after_ms == defaults.hub.rejoin_after_ms
