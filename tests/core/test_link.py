@@ -28,7 +28,7 @@ from nhlink_dbus.errors import NotPossible, UnknownRequest
 RUNNING = {"nerves_fw_uuid": "running", "nerves_fw_version": "1.0.0"}
 
 
-def core(deciders: int = 1, **settings: object) -> link.LinkCore:
+def link_settings(**settings: object) -> link.LinkSettings:
     values: dict[str, object] = {
         "decision_timeout_ms": 30_000,
         "default_update": "apply",
@@ -38,7 +38,11 @@ def core(deciders: int = 1, **settings: object) -> link.LinkCore:
         "fwup_keys": ("fwkey",),
     }
     values.update(settings)
-    c = link.LinkCore(link.LinkSettings(**values), RUNNING, "tok")  # type: ignore[arg-type]
+    return link.LinkSettings(**values)  # type: ignore[arg-type]
+
+
+def core(deciders: int = 1, **settings: object) -> link.LinkCore:
+    c = link.LinkCore(link_settings(**settings), RUNNING, "tok")
     c.set_deciders(deciders)
     return c
 
@@ -227,23 +231,14 @@ def test_every_effect_is_a_dataclass_with_a_distinct_type() -> None:
 AB_KV = {"nerves_fw_active": "a", "a.nerves_fw_uuid": "running", "nerves_fw_validated": "1"}
 
 
-def journaled(**options: object) -> link.LinkCore:
-    settings = link.LinkSettings(
-        decision_timeout_ms=30_000,
-        default_update="apply",
-        default_archive="ignore",
-        ignore_same_uuid=True,
-        reboot_delay_ms=2000,
-        fwup_keys=("fwkey",),
-    )
-    found = options.pop("recovery", None)
-    kv = found.kv if isinstance(found, rec.Recovery) else AB_KV
+def journaled(found: rec.Recovery | None = None) -> link.LinkCore:
+    kv = AB_KV if found is None else found.kv
     c = link.LinkCore(
-        settings,
-        {"nerves_fw_uuid": kv.get(f"{kv['nerves_fw_active']}.nerves_fw_uuid", "")},
+        link_settings(),
+        {"nerves_fw_uuid": kv[f"{kv['nerves_fw_active']}.nerves_fw_uuid"]},
         "tok",
         kv=kv,
-        recovery=found,  # type: ignore[arg-type]
+        recovery=found,
         boot_id="boot-1",
     )
     c.set_deciders(0)  # applied at once
@@ -310,7 +305,7 @@ def test_a_failure_told_at_once_leaves_no_journal() -> None:
 def test_a_restart_after_an_interrupted_update() -> None:
     interrupted = rec.updating("u-old-3", "new", "2.0.0", "hub", "boot-1",
                                rec.RunningFirmware("a", "running", True))  # fmt: skip
-    c = journaled(recovery=rec.recover(interrupted, "boot-1", AB_KV))
+    c = journaled(rec.recover(interrupted, "boot-1", AB_KV))
     out = c.start(now=0.0)
     assert Finished("u-old-3", False, rec.INTERRUPTED) in out
     assert c.state == "failed" and c.last_error.endswith(rec.INTERRUPTED)
@@ -327,7 +322,7 @@ def test_a_restart_with_a_reboot_pending() -> None:
     switched = AB_KV | {"nerves_fw_active": "b", "b.nerves_fw_uuid": "new",
                         "nerves_fw_validated": "0"}  # fmt: skip
     found = rec.recover(applied, "boot-1", switched)
-    c = journaled(recovery=found)
+    c = journaled(found)
     assert c.slot == {"nerves_fw_uuid": "running"}  # not the new one
     assert c.device_api.validation.validated and c.device_api.validation.frozen
     out = c.start(now=10.0)
@@ -345,13 +340,13 @@ def test_a_restart_after_the_reboot_clears_the_journal() -> None:
     applied = rec.applied(rec.updating("u-old-3", "new", "2.0.0", "hub", "boot-1", running),
                           told=True)  # fmt: skip
     booted = AB_KV | {"nerves_fw_active": "b", "b.nerves_fw_uuid": "new"}
-    c = journaled(recovery=rec.recover(applied, "boot-2", booted))
+    c = journaled(rec.recover(applied, "boot-2", booted))
     assert c.slot == {"nerves_fw_uuid": "new"}
     out = c.start(now=0.0)
     assert saved(out) == [None] and c.state == "idle" and not of(Finished, out)
 
 
 def test_an_unreadable_journal_is_an_error_and_nothing_else() -> None:
-    c = journaled(recovery=rec.unreadable(AB_KV, "bad JSON"))
+    c = journaled(rec.unreadable(AB_KV, "bad JSON"))
     out = c.start(now=0.0)
     assert saved(out) == [None] and c.state == "idle" and "bad JSON" in c.last_error

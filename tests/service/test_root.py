@@ -289,21 +289,27 @@ async def test_a_failing_runner_is_never_lost(tmp_path: Path) -> None:
     assert service.state == "failed"
 
 
+class Hanging(Runner):
+    """An update that never ends; ``gate`` is set once it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(UpdateOutcome(True, "", True))
+        self.gate = asyncio.Event()
+
+    async def __call__(self, *args: Any) -> UpdateOutcome:
+        self.gate.set()
+        await asyncio.Event().wait()
+        raise AssertionError("not reached")
+
+
 async def test_service_stop_ends_a_running_update_with_one_outcome(tmp_path: Path) -> None:
-    gate = asyncio.Event()
-
-    class Hanging(Runner):
-        async def __call__(self, *args: Any) -> UpdateOutcome:
-            gate.set()
-            await asyncio.Event().wait()
-            raise AssertionError("not reached")
-
-    service, rec = await started(make_config(tmp_path), Hanging(UpdateOutcome(True, "", True)))
+    hanging = Hanging()
+    service, rec = await started(make_config(tmp_path), hanging)
     hub = FakeHub.instances[0]
     task = asyncio.create_task(service.run())
     service.core.set_deciders(0)
     hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
-    await asyncio.wait_for(gate.wait(), 30)
+    await asyncio.wait_for(hanging.gate.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -347,21 +353,14 @@ def journal_of(tmp_path: Path) -> recovery.JournalRecord | None:
 
 
 async def test_a_stop_mid_update_is_told_to_the_hub_after_the_next_start(tmp_path: Path) -> None:
-    gate = asyncio.Event()
-
-    class Hanging(Runner):
-        async def __call__(self, *args: Any) -> UpdateOutcome:
-            gate.set()
-            await asyncio.Event().wait()
-            raise AssertionError("not reached")
-
     config = make_config(tmp_path)
-    service, recorder = await started(config, Hanging(UpdateOutcome(True, "", True)))
+    hanging = Hanging()
+    service, recorder = await started(config, hanging)
     hub = FakeHub.instances[0]
     task = asyncio.create_task(service.run())
     service.core.set_deciders(0)
     hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
-    await asyncio.wait_for(gate.wait(), 30)
+    await asyncio.wait_for(hanging.gate.wait(), 30)
     assert journal_of(tmp_path) == service.core.journal  # on disk before the first byte
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
