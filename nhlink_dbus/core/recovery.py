@@ -49,6 +49,14 @@ decides at start-up what that means now. The rules:
   new firmware before it ever ran).
 * Without a boot id (the file cannot be read) a restart cannot be told from a
   reboot: every record counts as from an earlier boot.
+* What the hub makes of it (nerves_hub_web 0bb6b5cc5, ``device_link.ex``,
+  ``firmware_updates.ex``): a join whose firmware UUID differs from the one on
+  record counts as a successful update (``firmware_update_successful``) — hence
+  the running slot's UUID while a reboot is pending; a join without
+  ``currently_downloading_uuid`` clears the in-flight update, and a later
+  ``status_update`` finds (or makes) one to record its reason in the audit log;
+  ``failed`` puts the device in the deployment's penalty box, as any failed
+  update (nerves_hub_link keeps nothing across restarts and says nothing).
 * Pending questions (awaiting a decision, rescheduled) are not journaled:
   nothing was started. Their ids die with the process; the hub offers the
   update again (nerves_hub_web: after the join, or once a reschedule's

@@ -9,6 +9,15 @@ a status the hub received, the hub's file server holding a download at a known
 byte (a ``stall`` fault), the applier's progress, logind's ``Reboot`` call, or
 the marker of :func:`hold_ok_applier` (an fwup that finished and holds its
 ``OK`` back).
+
+Adding a state is one ``KillState`` in ``test_kill_matrix.STATES`` and, if no
+existing one fits, a ``reach`` and a ``promise``. An archive download, for
+instance: ``reach`` offers it (``d.sim.offer_archive``) with a ``stall`` fault on
+``/archives/<uuid>.fw``, decides ``download`` and waits for the stall; the
+``promise`` checks that no ``ArchiveReady`` names the request, that the archive
+folder holds no ``<uuid>.fw``, and that the next offer ends in ``ArchiveReady``
+with the served bytes. A copy from media is the same with the copy held instead
+(a pause hook of the media path).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,10 +148,14 @@ async def applies_cleanly(d: Device, request_id: str | None = None) -> None:
     )
     assert ok, message
     await until(lambda: len(d.logind.reboot_calls()) > reboots, 30, "the Reboot", d.daemon)
-    sent = [(f.event, f.payload) for f in d.record.frames_received[frames:]]
-    statuses = [p["status"] for e, p in sent if e == "status_update"]
+
+    def sent() -> list[tuple[str, Any]]:
+        return [(f.event, f.payload) for f in d.record.frames_received[frames:]]
+
+    await d.sim.wait_for(lambda: ("status_update", {"status": "completed"}) in sent(), 30)
+    statuses = [p["status"] for e, p in sent() if e == "status_update"]
     assert statuses[-2:] == ["started", "completed"], statuses
-    assert [p["value"] for e, p in sent if e == "fwup_progress"][-1] == 100
+    assert [p["value"] for e, p in sent() if e == "fwup_progress"][-1] == 100
     assert d.active() == ("b", d.v2.uuid)
     assert d.running_slot_untouched()
 
@@ -161,6 +166,14 @@ def never_succeeded(d: Device, request_id: str) -> None:
     sent = d.hub_frames()
     assert not [p for e, p in sent if e == "fwup_progress" and p["value"] == 100]
     assert not [p for e, p in sent if e == "status_update" and p["status"] == "completed"]
+
+
+async def hub_fence(d: Device) -> dict[str, Any]:
+    """Every frame the daemon sent so far has reached the hub: CheckForUpdate asks the
+    hub over the same connection, and the hub handles frames in order."""
+    (answer,) = await d.kiosk.call("CheckForUpdate")
+    assert isinstance(answer, dict)
+    return answer
 
 
 async def refused(d: Device, request_id: str) -> None:
@@ -176,6 +189,7 @@ async def asked_again(d: Device, request_id: str) -> None:
     assert again != request_id and info["uuid"] == d.v2.uuid
     await refused(d, request_id)
     never_succeeded(d, request_id)
+    await hub_fence(d)
     assert d.signals("UpdateFinished", d.starts) == []
     assert d.statuses(d.starts) == [{"status": "received"}]  # the new offer, no failure
     await applies_cleanly(d, again)
@@ -186,6 +200,7 @@ async def held_by_the_hub(d: Device, request_id: str) -> None:
     since = d.marks[-1][1]
     await d.sim.push(DEVICE, "identify")  # a fence: the daemon handled the join's pushes
     await d.kiosk.wait_signal("Identify", since=since)
+    assert await hub_fence(d) == {"update_available": 0}  # held, as the hub says too
     assert d.signals("UpdateAvailable", d.starts) == []
     assert d.statuses(d.starts) == []
     await refused(d, request_id)
@@ -231,6 +246,7 @@ def rebooted(*, outcome_seen: bool):  # type: ignore[no-untyped-def]
         assert await d.kiosk.prop("State") == "rebooting"  # also a fence for the signals
         assert (await d.kiosk.prop("CurrentFirmware"))["uuid"] == d.v1.uuid
         assert d.signals("RebootScheduled", d.starts) == [[300]]
+        await hub_fence(d)  # (an offer now is ignored: nothing is written before the reboot)
         finished = d.signals("UpdateFinished", d.starts)
         told = d.statuses(d.starts)
         if outcome_seen:  # UpdateFinished and completed went out before the kill
