@@ -318,6 +318,11 @@ class LinkCore:
             out += self._update_effects(self.updates.resume_reboot(now))
         return self._with_state(out)
 
+    def hub_stopped(self) -> None:
+        """The hub client has stopped (the service stops): what is pushed from now on
+        is dropped, so an outcome reached now stays in the journal for the next start."""
+        self.joined = False
+
     def set_deciders(self, count: int) -> None:
         self.engine.deciders = count
 

@@ -196,6 +196,7 @@ class NhlinkService(DeviceRequests, FaceRequests):
                     await self.hub.run()
                 finally:
                     self._timer.stop()
+                    self.core.hub_stopped()
         finally:
             # What the last moments asked the journal to say (the tasks are gone).
             if self.journal is not None:
