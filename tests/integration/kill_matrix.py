@@ -134,6 +134,20 @@ class Device:
             "NameOwnerChanged", self.kills, where=lambda _name, _old, new: not new
         )
 
+    async def terminate(self) -> None:
+        """Stop the daemon as systemd does (SIGTERM; it exits 0); as :meth:`kill` after."""
+        daemon = self.daemon
+        assert daemon is not None
+        children = _children(daemon.proc.pid)
+        assert daemon.stop() == 0, daemon.text()
+        self.kills += 1
+        self.reboots_at_kill = len(self.logind.reboot_calls())
+        for pid in children:
+            await until(lambda pid=pid: _gone(pid), 30, f"the daemon's child {pid} to end", daemon)
+        await self.kiosk.wait_signal(
+            "NameOwnerChanged", self.kills, where=lambda _name, _old, new: not new
+        )
+
     def stop(self) -> None:
         if self.daemon is not None and self.daemon.proc.poll() is None:
             assert self.daemon.stop() == 0, self.daemon.text()
@@ -177,6 +191,7 @@ class KillState:
     first: dict[str, Any] = field(default_factory=dict)  # options of the first start
     hold_ok: bool = False  # the fwup holds its OK back (hold_ok_applier)
     reboot: bool = False  # the device rebooted while the daemon was dead (a new boot id)
+    terminate: bool = False  # stopped with SIGTERM (systemd's stop), not killed
 
     @property
     def id(self) -> str:

@@ -231,6 +231,20 @@ def interrupted(reason: str):  # type: ignore[no-untyped-def]
     return promise
 
 
+async def stopped_mid_update(d: Device, request_id: str) -> None:
+    """SIGTERM while writing: the update ends before the exit, the hub hears it after."""
+    reason = "the service stopped during the update"
+    assert d.signals("UpdateFinished") == [[request_id, False, reason]]  # sent by the old one
+    await d.sim.wait_for(lambda: d.statuses(d.starts), 30)
+    assert d.statuses(d.starts) == [{"status": "failed", "reason": reason}]
+    assert d.signals("UpdateFinished", d.starts) == []  # not twice
+    await until(lambda: not d.journal.exists(), 30, "the journal to go", d.daemon)
+    assert await d.kiosk.prop("LastError") == f"firmware update failed: {reason}"
+    assert d.active() == ("a", d.v1.uuid)
+    never_succeeded(d, request_id)
+    await applies_cleanly(d)
+
+
 def rebooted(*, outcome_seen: bool):  # type: ignore[no-untyped-def]
     async def promise(d: Device, request_id: str) -> None:
         """Applied, not rebooted: found, reported as it is, and rebooted."""
@@ -312,6 +326,8 @@ STATES = [
     ],
     KillState("writing-3MiB+64KiB-power-cut", "builtin", writing_at(OFFSETS["3MiB+64KiB"]),
               interrupted(rec.INTERRUPTED_BY_REBOOT), reboot=True),
+    KillState("writing-3MiB+64KiB-sigterm", "fwup", writing_at(OFFSETS["3MiB+64KiB"]),
+              stopped_mid_update, terminate=True),
     KillState("applier-ok-unseen", "fwup", applier_finished_unseen,
               rebooted(outcome_seen=False), hold_ok=True),
     *[
@@ -353,7 +369,7 @@ async def test_killed_at(
         try:
             await d.start(**state.first)
             request_id = await state.reach(d)
-            await d.kill()
+            await (d.terminate() if state.terminate else d.kill())
             assert d.running_slot_untouched()
             if state.reboot:
                 reboot_happened(tmp_path)
