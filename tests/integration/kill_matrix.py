@@ -119,27 +119,26 @@ class Device:
         bus has dropped the daemon's name."""
         daemon = self.daemon
         assert daemon is not None and daemon.proc.poll() is None, "the daemon died early"
-        children = _children(daemon.proc.pid)
+        children, ended = _children(daemon.proc.pid), len(self.record.disconnects)
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait()
         daemon.close()
         if self.holder is not None and self.holder.exists():
             # The held fwup goes with the rest of the old service: it would hold forever.
             os.killpg(int(self.holder.read_text()), signal.SIGKILL)
-        self.kills += 1
-        self.reboots_at_kill = len(self.logind.reboot_calls())
-        for pid in children:
-            await until(lambda pid=pid: _gone(pid), 30, f"the daemon's child {pid} to end", daemon)
-        await self.kiosk.wait_signal(
-            "NameOwnerChanged", self.kills, where=lambda _name, _old, new: not new
-        )
+        await self._gone(daemon, children, ended)
 
     async def terminate(self) -> None:
         """Stop the daemon as systemd does (SIGTERM; it exits 0); as :meth:`kill` after."""
         daemon = self.daemon
         assert daemon is not None
-        children = _children(daemon.proc.pid)
+        children, ended = _children(daemon.proc.pid), len(self.record.disconnects)
         assert daemon.stop() == 0, daemon.text()
+        await self._gone(daemon, children, ended)
+
+    async def _gone(self, daemon: Daemon, children: list[int], ended: int) -> None:
+        """The ended daemon's children are gone, the bus dropped its name, and the hub
+        has read everything it sent (the connection ended there too)."""
         self.kills += 1
         self.reboots_at_kill = len(self.logind.reboot_calls())
         for pid in children:
@@ -147,6 +146,7 @@ class Device:
         await self.kiosk.wait_signal(
             "NameOwnerChanged", self.kills, where=lambda _name, _old, new: not new
         )
+        await self.sim.wait_for(lambda: len(self.record.disconnects) > ended, 30)
 
     def stop(self) -> None:
         if self.daemon is not None and self.daemon.proc.poll() is None:
