@@ -278,9 +278,12 @@ boot_id_file = "{boot_id}"
         daemon = start_daemon()
 
         def rejoined() -> dict[str, object] | None:
+            # One read: a second one (joined()) could see the new join while this one,
+            # taken between the new connection and its join, still holds the old one.
             d = device_state()
             later = d.get("connections", 0) > before  # type: ignore[operator]
-            return d if later and joined() else None
+            now_joined = d.get("connected") and "device" in d.get("joined_topics", {})
+            return d if later and now_joined else None
 
         device = wait_for(rejoined, 20, "the re-join")
         reported = device["join_params"]["nerves_fw_uuid"]  # type: ignore[index]
