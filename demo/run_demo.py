@@ -191,6 +191,10 @@ timeout_ms = 30000
 group = "{GROUP}"
 [reboot]
 delay_ms = 3000
+[archives]
+dir = "{work / "archives"}"
+[media]
+enabled = false
 [service]
 state_dir = "{work / "state"}"
 boot_id_file = "{boot_id}"

@@ -78,10 +78,13 @@ def write_config(
     applier: str = "builtin",
     extra: str = "",
     layout: AbLayout = LAYOUT,
+    media: str = "enabled = false",
     reboot_delay_ms: int = 300,
     idle_timeout_ms: int = 2000,
     fwup_path: str = NHLINK_FWUP,
 ) -> Path:
+    """The daemon's configuration; ``media`` is the [media] table's body (by default
+    media are not watched: the host's udev is never touched)."""
     secret = folder / "hub-secret"
     secret.write_text(PRODUCT_SECRET + "\n")
     boot_id = folder / "boot_id"
@@ -116,6 +119,12 @@ max_disconnects = 5
 idle_timeout_ms = {idle_timeout_ms}
 time_between_retries_ms = 100
 
+[archives]
+dir = "{folder / "archives"}"
+
+[media]
+{media}
+
 [service]
 state_dir = "{folder / "state"}"
 boot_id_file = "{boot_id}"
@@ -134,8 +143,16 @@ def reboot_happened(folder: Path) -> None:
 class Daemon:
     """``nhlink-dbus --config FILE`` as a child process."""
 
-    def __init__(self, config: Path, log: Path, bus_address: str, export_bus: bool = False) -> None:
-        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus_address, PYTHONUNBUFFERED="1")
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        bus_address: str,
+        export_bus: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = dict(os.environ, **(env or {}))
+        env.update(DBUS_SYSTEM_BUS_ADDRESS=bus_address, PYTHONUNBUFFERED="1")
         args = [
             sys.executable,
             "-m",

@@ -150,6 +150,12 @@ class Recorder:
     def properties_changed(self, changed: Mapping[str, object]) -> None:
         self._record("properties_changed", dict(changed))
 
+    def media_added(self, device: str, mount_point: str, candidates: int) -> None:
+        self._record("media_added", device, mount_point, candidates)
+
+    def media_removed(self, device: str) -> None:
+        self._record("media_removed", device)
+
 
 def make_config(tmp_path: Path, extra: str = "") -> Config:
     (tmp_path / "secret").write_text("s" * 32 + "\n")
@@ -177,6 +183,8 @@ command = ["/sbin/reboot", "-f"]
 [service]
 state_dir = "{tmp_path / "state"}"
 boot_id_file = "{tmp_path / "boot_id"}"
+[archives]
+dir = "{tmp_path / "archives"}"
 {extra}
 """
     )
@@ -202,8 +210,22 @@ class Runner:
         return self.outcome
 
 
+class NoUdev:
+    """Stands for UdevMonitor: no device is ever seen (the host's udev stays untouched)."""
+
+    def __init__(self, on_device: Callable[..., object]) -> None:
+        self.on_device = on_device
+
+    def start(self) -> list[object]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 async def started(config: Config, runner: Runner, **kw: Any) -> tuple[NhlinkService, Recorder]:
     FakeHub.instances.clear()
+    kw.setdefault("udev_monitor", NoUdev)
     service = await NhlinkService.create(
         config, hub_factory=FakeHub, logind=FakeLogind(), run_update=runner, boot_token="boot", **kw
     )
