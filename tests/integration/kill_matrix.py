@@ -11,13 +11,10 @@ the marker of :func:`hold_ok_applier` (an fwup that finished and holds its
 ``OK`` back).
 
 Adding a state is one ``KillState`` in ``test_kill_matrix.STATES`` and, if no
-existing one fits, a ``reach`` and a ``promise``. An archive download, for
-instance: ``reach`` offers it (``d.sim.offer_archive``) with a ``stall`` fault on
-``/archives/<uuid>.fw``, decides ``download`` and waits for the stall; the
-``promise`` checks that no ``ArchiveReady`` names the request, that the archive
-folder holds no ``<uuid>.fw``, and that the next offer ends in ``ArchiveReady``
-with the served bytes. A copy from media is the same with the copy held instead
-(a pause hook of the media path).
+existing one fits, a ``reach`` and a ``promise``: the archive download row
+(``archive_downloading``, ``archive_never_partial``) is one. A copy from media
+would be the same with the copy held instead of the download (a pause hook of
+the media path, as ``tests/media/removal_scenario.py`` holds it in-process).
 """
 
 from __future__ import annotations
@@ -72,6 +69,7 @@ class Device:
     reboots_at_kill: int = 0  # logind Reboot calls when the daemon was last killed
     fwup_path: str = NHLINK_FWUP
     holder: Path | None = None  # the marker of hold_ok_applier, when it is the fwup
+    archive: tuple[Path, str] | None = None  # an archive the hub offers: (file, uuid)
     # Where each start began in the hub's frames and in the kiosk's signals.
     marks: list[tuple[int, int]] = field(default_factory=list)
 

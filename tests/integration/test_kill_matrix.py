@@ -9,7 +9,7 @@ question is asked again under a new id when the hub offers again, and its old id
 refused; the next offer of the same firmware applies cleanly; an update applied but
 not yet rebooted into is found, reported as what it is (the join names the firmware
 that runs, never the new one) and rebooted — and after that reboot the new firmware
-is what the hub sees.
+is what the hub sees. An archive cut short mid-download is never presented as ready.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from nhlink_dbus import names
 from nhlink_dbus.core import recovery as rec
 from nhlink_devtools.hubsim import HubSim
 from tests.harness import LogindMock, PrivateSystemBus, system_bus_connection
+from tests.integration.archive_helpers import make_archive, sha256
 from tests.integration.daemon_helpers import (
     DEVICE,
     RUNNING_SLOT,
@@ -130,6 +131,21 @@ async def reboot_requested(d: Device) -> str:
     await decide(d, request_id)
     await until(d.logind.reboot_calls, 60, "the Reboot call", d.daemon)
     return request_id
+
+
+async def archive_downloading(d: Device) -> str:
+    """An archive decided ``download``, the hub's file server holding it after 512 KiB."""
+    path, uuid = d.archive = make_archive(d.tmp, "content", size=MIB)
+    d.sim.set_fault(kind="stall", path=f"/archives/{uuid}.fw", after=512 << 10, times=1)
+    since = len(d.kiosk.signals)
+    await d.sim.offer_archive(DEVICE, path)
+    ((request_id, info),) = await d.kiosk.wait_signal("ArchiveAvailable", since=since)
+    assert info["uuid"] == uuid
+    await decide(d, str(request_id), "download")
+    await d.sim.wait_for(lambda: any(e.stalled for e in d.sim.http_log), 30)
+    part = d.tmp / "archives" / f"{uuid}.fw.part"
+    await until(lambda: part.exists() and part.stat().st_size > 0, 30, "the .part", d.daemon)
+    return str(request_id)
 
 
 # -- what the daemon promises after the restart ------------------------------------------------
@@ -246,6 +262,27 @@ async def stopped_mid_update(d: Device, request_id: str) -> None:
     await applies_cleanly(d)
 
 
+async def archive_never_partial(d: Device, request_id: str) -> None:
+    """No partial archive is ever presented as ready; the hub's next offer downloads it."""
+    assert d.archive is not None
+    path, uuid = d.archive
+    folder = d.tmp / "archives"
+    # The hub sends the archive after every join: asked anew under a new id.
+    ((again, _),) = await d.kiosk.wait_signal("ArchiveAvailable", since=d.marks[-1][1])
+    assert again != request_id
+    assert list(folder.iterdir()) == []  # the .part went at the start, nothing is ready
+    await refused(d, request_id)
+    d.sim.clear_faults()
+    await decide(d, str(again), "download")
+    ((_, info, ready),) = await d.kiosk.wait_signal(
+        "ArchiveReady", since=d.marks[-1][1], timeout=60
+    )
+    assert (ready, info["uuid"]) == (str(folder / f"{uuid}.fw"), uuid)
+    assert sha256(Path(ready)) == sha256(path)
+    assert [a for a in d.signals("ArchiveReady") if a[0] == request_id] == []
+    assert d.active() == ("a", d.v1.uuid) and d.signals("UpdateFinished") == []
+
+
 def rebooted(*, outcome_seen: bool):  # type: ignore[no-untyped-def]
     async def promise(d: Device, request_id: str) -> None:
         """Applied, not rebooted: found, reported as it is, and rebooted."""
@@ -338,6 +375,8 @@ STATES = [
     ],
     KillState("reboot-requested", "builtin", reboot_requested, rebooted(outcome_seen=True),
               first={"reboot_delay_ms": 0}),
+    KillState("archive-downloading-512KiB", "builtin", archive_downloading,
+              archive_never_partial),
 ]  # fmt: skip
 
 
