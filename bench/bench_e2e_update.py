@@ -59,8 +59,10 @@ async def _one(
     shutil.copy(image, baseline)
     config = sim_config()
     async with HubSim(config) as sim:
+        device = folder / f"device-{mib}"  # its own state folder (update journal)
+        device.mkdir()
         cfg = write_config(
-            folder,
+            device,
             ws_url=sim.ws_url,
             image=image,
             layout=LAYOUT,

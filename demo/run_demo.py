@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid as uuid_module
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,6 +173,8 @@ def main() -> int:
         secret_file.write_text(SECRET + "\n")
         secret_file.chmod(0o600)
         config = work / "nhlink.toml"
+        boot_id = work / "boot_id"  # the kernel's, faked: the demo's "reboot" changes it
+        boot_id.write_text(f"{uuid_module.uuid4()}\n")
         config.write_text(f"""[hub]
 url = "{urls["ws_url"]}"
 identifier = "{DEVICE}"
@@ -192,6 +195,9 @@ delay_ms = 3000
 dir = "{work / "archives"}"
 [media]
 enabled = false
+[service]
+state_dir = "{work / "state"}"
+boot_id_file = "{boot_id}"
 """)
         print("    " + config.read_text().replace("\n", "\n    ").rstrip())
         daemon_log = work / "daemon.log"
@@ -271,13 +277,17 @@ enabled = false
         say("'After the reboot': the daemon restarts and joins with the new firmware")
         daemon.terminate()
         daemon.wait(10)
+        boot_id.write_text(f"{uuid_module.uuid4()}\n")  # what a real reboot does
         before = device_state().get("connections", 0)
         daemon = start_daemon()
 
         def rejoined() -> dict[str, object] | None:
+            # One read: a second one (joined()) could see the new join while this one,
+            # taken between the new connection and its join, still holds the old one.
             d = device_state()
             later = d.get("connections", 0) > before  # type: ignore[operator]
-            return d if later and joined() else None
+            now_joined = d.get("connected") and "device" in d.get("joined_topics", {})
+            return d if later and now_joined else None
 
         device = wait_for(rejoined, 20, "the re-join")
         reported = device["join_params"]["nerves_fw_uuid"]  # type: ignore[index]

@@ -64,11 +64,13 @@ from nhlink_dbus.core.kv_format import parse_kv_spec
 from nhlink_dbus.core.link import LinkSettings
 from nhlink_dbus.core.media import folder_problem
 from nhlink_dbus.core.nh1 import NH1Params
+from nhlink_dbus.core.recovery import JOURNAL_FILE
 from nhlink_dbus.core.validation import POLICIES as VALIDATION_POLICIES
 from nhlink_dbus.errors import ConfigError
 
 DEFAULT_PATH: Final = "/etc/nhlink/nhlink.toml"
 DEFAULT_ARCHIVES_DIR: Final = "/var/lib/nhlink/archives"
+DEFAULT_STATE_DIR: Final = "/var/lib/nhlink"
 DEFAULT_MEDIA_MOUNT_DIR: Final = "/run/nhlink/media"
 # Byte counts (archive folder, files on media): up to 2**62, far beyond any disk.
 MAX_BYTES: Final = 2**62
@@ -200,6 +202,18 @@ class RebootConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """``[service]``: what the service keeps for itself across restarts."""
+
+    state_dir: str = DEFAULT_STATE_DIR  # the update journal (core/recovery.py)
+    boot_id_file: str = "/proc/sys/kernel/random/boot_id"
+
+    @property
+    def journal_path(self) -> str:
+        return os.path.join(self.state_dir, JOURNAL_FILE)
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingConfig:
     """``[logging]``."""
 
@@ -221,6 +235,7 @@ class Config:
     extensions: ExtensionsConfig = ExtensionsConfig()
     health: HealthConfig = HealthConfig()
     geo: GeoConfig = GeoConfig()
+    service: ServiceConfig = ServiceConfig()
     media: MediaConfig = MediaConfig()
 
     def hub_settings(self, identifier: str | None = None) -> HubSettings:
@@ -307,6 +322,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     extensions = _extensions(root.table("extensions"))
     health = _health(root.table("health"))
     geo = _geo(root.table("geo"))
+    service = _service(root.table("service"))
     media = _media(root.table("media"))
     root.finish()
     return Config(
@@ -321,6 +337,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         extensions=extensions,
         health=health,
         geo=geo,
+        service=service,
         media=media,
     )
 
@@ -521,6 +538,15 @@ def _extensions(t: _Table) -> ExtensionsConfig:
         raise t.error("offer", "names an extension twice")
     t.finish()
     return ExtensionsConfig(tuple(offer))
+
+
+def _service(t: _Table) -> ServiceConfig:
+    config = ServiceConfig(
+        state_dir=t.path("state_dir") or default_of(ServiceConfig, "state_dir"),
+        boot_id_file=t.path("boot_id_file") or default_of(ServiceConfig, "boot_id_file"),
+    )
+    t.finish()
+    return config
 
 
 def _health(t: _Table) -> HealthConfig:

@@ -18,6 +18,7 @@
         ├── TargetError             the target device cannot be read or written
         ├── LogindError             logind refused or did not answer (no fallback worked)
         ├── BusNameError            the bus name cannot be owned (policy, or taken)
+        ├── JournalError            the update journal cannot be read or written
         └── RequestError            a caller's request to the service is refused
             ├── UnknownRequest      no pending request has that id (or it was decided)
             ├── InvalidDecision     the decision does not fit the request's kind
@@ -96,6 +97,10 @@ class LogindError(LocalError):
 
 class BusNameError(LocalError):
     """The bus name cannot be had: not permitted by the policy, or owned already."""
+
+
+class JournalError(LocalError):
+    """The update journal (``core/recovery.py``) cannot be read, parsed or written."""
 
 
 class RequestError(LocalError):

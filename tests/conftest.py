@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,15 @@ def logind_mock(system_bus: PrivateSystemBus) -> Iterator[LogindMock]:
         yield mock
     finally:
         mock.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_journal_on_the_host() -> Iterator[None]:
+    """Tests keep the update journal in their own folders ([service] state_dir), never
+    in the real state directory of the machine running them."""
+    from nhlink_dbus.config import ServiceConfig  # noqa: PLC0415
+
+    journal = Path(ServiceConfig().journal_path)
+    before = journal.exists()
+    yield
+    assert before or not journal.exists(), f"a test wrote {journal}"

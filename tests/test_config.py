@@ -72,6 +72,7 @@ SCHEMA: dict[str, set[str]] = {
     "extensions": {"offer"},
     "health": {"disk_path"},
     "geo": {"geoclue", "geoclue_timeout_ms", "desktop_id", "latitude", "longitude", "accuracy_m"},
+    "service": {"state_dir", "boot_id_file"},
     "media": {"enabled", "mount", "mount_dir", "folders", "max_bytes"},
 }
 
@@ -194,6 +195,10 @@ mount = false
 mount_dir = "/run/kiosk/media"
 folders = ["updates/nerves", "."]
 max_bytes = 5000000
+
+[service]
+state_dir = "/data/nhlink"
+boot_id_file = "/run/fake-boot-id"
 """
 
 
@@ -258,6 +263,11 @@ def test_minimal_file_gets_every_default() -> None:
     assert (r.delay_ms, r.retries, r.retry_delay_ms, r.command) == (5000, 3, 1000, None)
     assert config.retry_policy() == RetryPolicy()
     assert config.logging.level == "info"
+    assert (config.service.state_dir, config.service.boot_id_file) == (
+        "/var/lib/nhlink",
+        "/proc/sys/kernel/random/boot_id",
+    )
+    assert config.service.journal_path == "/var/lib/nhlink/update-journal.json"
 
 
 def test_every_key_set(creds: dict[str, str]) -> None:
@@ -312,6 +322,10 @@ def test_every_key_set(creds: dict[str, str]) -> None:
         max_redirects=0,
     )
     assert config.logging.level == "debug"
+    assert (config.service.state_dir, config.service.boot_id_file) == (
+        "/data/nhlink",
+        "/run/fake-boot-id",
+    )
 
 
 def test_secrets_stay_out_of_repr(creds: dict[str, str]) -> None:
@@ -570,6 +584,8 @@ ERRORS: list[tuple[str, str]] = [
     (add("firmware", 'task = "a\\tb"'), "firmware.task: must not contain control characters"),
     (add("firmware", 'devpath = "/dev/\\u0000"'), "firmware.devpath: must not contain NUL"),
     (add("archives", "dir = 'archives'"), "archives.dir: must be an absolute path"),
+    (add("service", "state_dir = 'state'"), "service.state_dir: must be an absolute path"),
+    (add("service", "boot_id_file = ''"), "service.boot_id_file: must not be empty"),
     (add("archives", "max_count = 0"), "archives.max_count: must be between 1 and 100000"),
     (add("media", "mount_dir = 'media'"), "media.mount_dir: must be an absolute path"),
     (add("media", "folders = []"), "media.folders: must name at least one folder"),
@@ -702,6 +718,7 @@ def test_example_loads_as_shipped(tmp_path: Path) -> None:
     assert config.download == defaults.download
     assert config.logging == defaults.logging
     assert config.archives == defaults.archives
+    assert config.service == defaults.service
     assert (config.firmware.task, config.firmware.applier) == ("upgrade", "auto")
     assert config.hub.heartbeat_interval_ms == defaults.hub.heartbeat_interval_ms
     assert config.hub.rejoin_after_ms == defaults.hub.rejoin_after_ms

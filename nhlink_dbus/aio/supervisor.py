@@ -51,6 +51,11 @@ class Supervisor:
         return task
 
     @property
+    def closing(self) -> bool:
+        """:meth:`spawn` is refused from now on."""
+        return self._closed
+
+    @property
     def running(self) -> int:
         return len(self._tasks)
 

@@ -54,7 +54,8 @@ class DeviceApiMembers:
         """Confirm that the running firmware works: marked valid in the KV store as
         Nerves.Runtime.validate_firmware does (so the bootloader keeps it), then
         firmware_validated is pushed to the hub. NotPossible if the store cannot be
-        written."""
+        written, or while an applied update waits for its reboot (the store then
+        describes the next firmware)."""
         await self._service.mark_valid(self._caller())
 
     @method()

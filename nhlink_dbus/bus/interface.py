@@ -294,7 +294,8 @@ class LinkInterface(device_members.DeviceApiMembers, ServiceInterface):
     @signal()
     @no_type_check
     def UpdateFinished(self, request_id, success, message) -> "sbs":
-        """Exactly once per applied request, whether it worked or failed."""
+        """Once per applied request, whether it worked or failed; for a request cut
+        short by a restart of the service, sent by the next start (with the old id)."""
         return [request_id, success, message]
 
     @signal()
@@ -317,7 +318,8 @@ class LinkInterface(device_members.DeviceApiMembers, ServiceInterface):
     @signal()
     @no_type_check
     def RebootScheduled(self, delay_ms) -> "t":
-        """A reboot will be requested from logind after delay_ms."""
+        """A reboot will be requested from logind after delay_ms (again after a
+        restart of the service, for an applied update whose reboot never came)."""
         return delay_ms
 
     @signal()

@@ -126,6 +126,11 @@ class MemInfo:
     available_kb: int
 
 
+def _ascii_digits(text: str) -> bool:
+    # The kernel writes ASCII; str.isdigit() also takes "²", which int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def parse_meminfo(text: str) -> MemInfo:
     """``/proc/meminfo``: MemTotal and MemAvailable (kernels before 3.14: free + buffers +
     cached, what ``free`` shows as available there)."""
@@ -135,7 +140,7 @@ def parse_meminfo(text: str) -> MemInfo:
         if not sep:
             continue
         parts = rest.split()
-        if parts and parts[0].isdigit():
+        if parts and _ascii_digits(parts[0]):
             values[name.strip()] = int(parts[0])
     if "MemTotal" not in values:
         raise HealthParseError("meminfo: no MemTotal")
@@ -164,7 +169,7 @@ def parse_net_dev(text: str) -> dict[str, tuple[int, int]]:
                 raise HealthParseError("net/dev: a line without an interface")
             continue
         fields = rest.split()
-        if len(fields) < 16 or not all(f.isdigit() for f in fields):
+        if len(fields) < 16 or not all(_ascii_digits(f) for f in fields):
             raise HealthParseError("net/dev: bad counters")
         iface = name.strip()
         if not iface:

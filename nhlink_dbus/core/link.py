@@ -15,6 +15,11 @@ owns and feeds. What the hub is told about an offer of its own (``received``,
 device-managed offers (metadata only, from ``check_update``) ask the hub for
 the URL with ``request_update`` once applied (:mod:`~nhlink_dbus.core.update_mode`).
 
+What a restart found of an update in flight (:mod:`~nhlink_dbus.core.recovery`)
+comes in at construction (``recovery``) and out of :meth:`LinkCore.start`; the
+journal is kept current with :class:`~nhlink_dbus.core.recovery.SaveJournal`
+effects, and a report the hub has not heard is pushed after the next join.
+
 Keys (protocol.md §3.1, §7.6): firmware keys are the configured ones, else those
 the hub pushed; archive keys are the configured archive keys, else the
 configured firmware keys, else those the hub pushed for archives. No key at all
@@ -30,6 +35,7 @@ from nhlink_dbus.core import device_api as da
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import media
+from nhlink_dbus.core import recovery as rec
 from nhlink_dbus.core import update_mode as um
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.archive_manager import (
@@ -48,12 +54,14 @@ from nhlink_dbus.core.decisions import (
     Withdrawn,
 )
 from nhlink_dbus.core.update_manager import (
+    Finished,
     Offer,
     ReportError,
     ReportProgress,
     UpdateEffect,
     UpdateManager,
     UpdateState,
+    hub_reason,
 )
 from nhlink_dbus.errors import NotPossible
 
@@ -160,6 +168,7 @@ Effect = (
     | PropertiesChanged
     | IdentifyRequested
     | ConnectionLost
+    | rec.SaveJournal
     | da.DeviceApiEffect
 )
 
@@ -244,12 +253,20 @@ class LinkCore:
         *,
         kv: Mapping[str, str] | None = None,
         device_api: da.DeviceApiSettings | None = None,
+        recovery: rec.Recovery | None = None,
+        boot_id: str = "",
     ) -> None:
         self.settings = settings
         self.slot = dict(running_slot)
-        self.device_api = da.DeviceApi(
-            running_slot if kv is None else kv, device_api or da.DeviceApiSettings()
-        )
+        self.kv = dict(running_slot if kv is None else kv)  # as it describes the running fw
+        self.device_api = da.DeviceApi(self.kv, device_api or da.DeviceApiSettings())
+        # The update journal (core/recovery.py): what a restart must find.
+        self.boot_id = boot_id
+        self.recovery = recovery or rec.Recovery(rec.Found.NOTHING, self.kv)
+        self.journal = self.recovery.record
+        self.joined = False
+        if self.recovery.reboot_pending and self.journal is not None:
+            self.device_api.validation.freeze(self.journal.running.validated)
         # A device-managed offer decided apply, waiting for the hub's URL:
         # (its question, when to give up waiting).
         self._requested: tuple[Question, float] | None = None
@@ -306,6 +323,28 @@ class LinkCore:
 
     # -- inputs -----------------------------------------------------------------------------
 
+    def start(self, now: float) -> list[Effect]:
+        """What the start found of an update in flight: owed outcomes, a pending reboot."""
+        found = self.recovery
+        if found.found is rec.Found.NOTHING:
+            return []
+        out: list[Effect] = [rec.SaveJournal(self.journal)]
+        if found.outcome is not None:
+            out.append(Finished(*found.outcome))
+        if found.found is rec.Found.UNREADABLE:
+            out += self._error(found.error)
+        elif found.error:
+            self.updates.recovered_failure(found.error)
+            out += self._error(f"firmware update failed: {found.error}")
+        if found.reboot_pending:
+            out += self._update_effects(self.updates.resume_reboot(now))
+        return self._with_state(out)
+
+    def hub_stopped(self) -> None:
+        """The hub client has stopped (the service stops): what is pushed from now on
+        is dropped, so an outcome reached now stays in the journal for the next start."""
+        self.joined = False
+
     def set_deciders(self, count: int) -> None:
         self.engine.deciders = count
 
@@ -331,12 +370,17 @@ class LinkCore:
             out.append(IdentifyRequested())
         elif isinstance(event, hs.Connected):
             out += self._set_connected(True)
+        elif isinstance(event, hs.Joined):
+            self.joined = True
+            out += self._tell_hub()
         elif isinstance(event, hs.Disconnected):
+            self.joined = False
             if self.connected:
                 out.append(ConnectionLost(event.reason))
             out += self._set_connected(False)
             out += self._error(f"hub connection: {event.reason}")
         elif isinstance(event, hs.ChannelDown):
+            self.joined = False
             out += self._error(f"hub channel: {event.reason}")
         elif isinstance(event, um.UpdateRejected):
             out += self._update_rejected(event, now)
@@ -402,7 +446,23 @@ class LinkCore:
         effects = self.updates.finished(
             request_id, success, message, now, applier_error=applier_error
         )
-        out: list[Effect] = [Downloading(None)] if effects else []
+        if not effects:
+            return []
+        out: list[Effect] = [Downloading(None)]
+        record = self.journal
+        if record is not None and record.request_id == request_id:
+            # Before UpdateFinished and the reboot: what a restart must find. An
+            # outcome pushed while not joined is dropped: the record keeps it.
+            if success:
+                self.journal = rec.applied(record, told=self.joined)
+            else:
+                reason = hub_reason(message, applier_error=applier_error)
+                self.journal = None if self.joined else rec.failed(record, reason)
+            out.append(rec.SaveJournal(self.journal))
+        if success:
+            # The KV store now describes the firmware that boots next.
+            validation = self.device_api.validation
+            validation.freeze(validation.validated)
         return self._with_state(out + self._update_effects(effects))
 
     def archive_done(self, request_id: str, result: FetchResult, now: float) -> list[Effect]:
@@ -549,7 +609,13 @@ class LinkCore:
     def _start_update(self, request_id: str, offer: Offer) -> list[Effect]:
         effects = self.updates.start(request_id, offer)
         self.progress = 0
+        meta = offer.info.firmware_meta
+        running = rec.running_firmware(self.kv, self.device_api.validation.validated)
+        self.journal = rec.updating(
+            request_id, meta.uuid or "", meta.version, offer.source, self.boot_id, running
+        )
         return [
+            rec.SaveJournal(self.journal),  # before the first byte reaches the applier
             Downloading(offer.info.firmware_meta.uuid),
             PropertiesChanged({"Progress": 0}),
             *self._update_effects(effects),
@@ -619,6 +685,14 @@ class LinkCore:
                 self.progress = effect.percent
                 out.append(PropertiesChanged({"Progress": effect.percent}))
         return out
+
+    def _tell_hub(self) -> list[Effect]:
+        """Joined: what the hub has not heard of the journal's update, once."""
+        pushes = rec.hub_report(self.journal)
+        if not pushes:
+            return []
+        self.journal = rec.told(self.journal)
+        return [*pushes, rec.SaveJournal(self.journal)]
 
     def _error(self, message: str) -> list[Effect]:
         self.last_error = message

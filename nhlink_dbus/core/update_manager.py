@@ -20,6 +20,9 @@ the one outcome, the reboot. Questions and answers are the decision engine's
   ``started`` when the download connects.
 * The hub's ``reboot``: ``rebooting`` is pushed first, then the reboot at once;
   refused while an update is being written.
+* After a restart (:mod:`.recovery`): an applied update whose reboot never
+  came is ``rebooting`` again with the full delay (``resume_reboot``); an
+  update that was cut short leaves ``failed`` (``recovered_failure``).
 
 An illegal transition raises :class:`~nhlink_dbus.errors.StateError` and
 changes nothing.
@@ -122,6 +125,11 @@ _ACCEPTS: dict[str, frozenset[UpdateState]] = {
 }
 
 
+def hub_reason(message: str, *, applier_error: bool) -> str:
+    """A failure as the hub hears it (§14: deterministic; 2.9+: ``failed`` + reason)."""
+    return message if applier_error else f"download failed: {message}"
+
+
 class UpdateManager:
     """See the module docstring."""
 
@@ -195,14 +203,26 @@ class UpdateManager:
             out.append(RebootScheduled(self.reboot_delay_ms))
         else:
             self.last_error = message
-            # §14: report failures deterministically (2.9+: status "failed" + reason).
-            status = message if applier_error else f"download failed: {message}"
+            status = hub_reason(message, applier_error=applier_error)
             if hub is not None:
                 out.append(us.failed(status))
             out.append(Finished(request_id, success, message))
             out.append(ReportError(f"firmware update failed: {status}"))
             self.state = UpdateState.FAILED
         return out
+
+    def resume_reboot(self, now: float) -> list[UpdateEffect]:
+        """A restart found an applied update whose reboot never came."""
+        self._check("start")
+        self.state = UpdateState.REBOOTING
+        self.reboot_at = now + self.reboot_delay_ms / 1000
+        return [RebootScheduled(self.reboot_delay_ms)]
+
+    def recovered_failure(self, message: str) -> None:
+        """A restart found an update that failed or was cut short."""
+        self._check("settle")
+        self.last_error = message
+        self.state = UpdateState.FAILED
 
     def hub_reboot(self) -> list[UpdateEffect]:
         """The hub asked for a reboot."""

@@ -28,6 +28,13 @@ firmware_auto_revert_detected}``; while the running firmware is not validated
 the store is read again every 10 s, and once it is, ``firmware_validated {}`` is
 pushed on ``device`` (if the join said otherwise). ``validate = "on-connect"``
 marks it valid ``validate_after_ms`` after the first join of this start.
+
+Once an update is applied and until the device reboots, the store describes
+the firmware that boots next, not the one running (an upgrade task switches the
+active slot and usually clears ``nerves_fw_validated``): :meth:`freeze` keeps
+what was known of the running firmware, and nothing is re-read or marked —
+marking now would validate the new firmware before it ever ran, and defeat the
+bootloader's fall-back (:mod:`.recovery`).
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
+
+from nhlink_dbus.errors import NotPossible
 
 RECHECK_S: Final = 10.0  # nerves_hub_link @firmware_validation_check_interval
 VALIDATED_KEY: Final = "nerves_fw_validated"
@@ -169,6 +178,25 @@ class FirmwareValidation:
         self._recheck_at: float | None = None
         self._mark_at: float | None = None
         self._marked_by_policy = False
+        self.frozen = False
+
+    def freeze(self, validated: bool) -> None:
+        """An applied update waits for its reboot (see the module docstring)."""
+        self.frozen = True
+        self.validated = validated
+        self._told = validated
+        self.auto_reverted = False
+        self.reverted = {}
+        self._recheck_at = None
+        self._mark_at = None
+
+    def check_markable(self) -> None:
+        """Raise :class:`NotPossible` while marking would validate the next firmware."""
+        if self.frozen:
+            raise NotPossible(
+                "an applied update waits for the reboot: the firmware running now cannot "
+                "be marked valid (the KV store already describes the next one)"
+            )
 
     def meta(self) -> dict[str, bool]:
         return join_meta(self.validated, self.auto_reverted)
@@ -181,7 +209,7 @@ class FirmwareValidation:
         """``device`` joined with :meth:`meta` as it is now."""
         self._joined = True
         self._told = self.validated
-        if self.validated:
+        if self.validated or self.frozen:
             return []
         self._recheck_at = now + RECHECK_S
         if self.policy == "on-connect" and not self._marked_by_policy and self._mark_at is None:
@@ -196,6 +224,8 @@ class FirmwareValidation:
         self._recheck_at = None
 
     def tick(self, now: float) -> list[ValidationEffect]:
+        if self.frozen:
+            return []
         out: list[ValidationEffect] = []
         if self._mark_at is not None and now >= self._mark_at:
             self._mark_at = None
@@ -209,6 +239,8 @@ class FirmwareValidation:
 
     def observed(self, validated: bool, now: float) -> list[ValidationEffect]:
         """What the KV store says now (after a re-read or a write)."""
+        if self.frozen:
+            return []
         out: list[ValidationEffect] = []
         if validated != self.validated:
             self.validated = validated

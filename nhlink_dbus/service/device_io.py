@@ -184,6 +184,7 @@ class DeviceRequests:
     async def mark_valid(self, caller: Caller) -> None:
         """``MarkValid``: the running firmware works; keep it (and tell the hub)."""
         logger.info("MarkValid by %s", caller.describe())
+        self.core.device_api.validation.check_markable()
         try:
             await self._write_valid()
         except (KVError, OSError) as exc:

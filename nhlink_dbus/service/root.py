@@ -7,10 +7,15 @@ Long-running work — an update, an archive fetch, a medium, a reboot — runs u
 :class:`~nhlink_dbus.aio.supervisor.Supervisor`, and the core is woken at its
 next deadline by one :class:`~nhlink_dbus.aio.supervisor.DeadlineTimer`.
 :meth:`NhlinkService.create` does the start-up I/O (the KV store, ``fwup
---version``, the archives folder) off the event loop. The newer device API's
-I/O (health samples, the location, the network interface, the KV store's
-validation state) runs under the same supervisor; its adapters come in through
-the constructor (``device_io``, :class:`~nhlink_dbus.service.device_io.DeviceIO`).
+--version``, the archives folder, the update journal and the boot id) off the
+event loop. What the journal says of an update in flight before this start
+(``core/recovery.py``) is decided there and performed when the service runs;
+the journal is written by ``aio/journal_store.py`` on a worker thread, and an
+update or a reboot starts only once what the core asked it to say is on disk.
+The newer device API's I/O (health samples, the location, the network
+interface, the KV store's validation state) runs under the same supervisor; its
+adapters come in through the constructor (``device_io``,
+:class:`~nhlink_dbus.service.device_io.DeviceIO`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from nhlink_dbus.aio import update_runner
 from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
 from nhlink_dbus.aio.archive_store import ArchiveStore
 from nhlink_dbus.aio.hub_client import HubClient
+from nhlink_dbus.aio.journal_store import JournalStore, read_boot_id
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.aio.media_files import MediumSession, MountedMedium, ReaderFactory
 from nhlink_dbus.aio.media_mounts import MediaMounts
@@ -36,10 +42,11 @@ from nhlink_dbus.aio.udev_monitor import UdevMonitor
 from nhlink_dbus.config import Config
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link
+from nhlink_dbus.core import recovery as rec
 from nhlink_dbus.core import update_manager as um
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.kv_format import KVError, active_slot_metadata
-from nhlink_dbus.errors import LogindError, NhlinkError, NotPossible
+from nhlink_dbus.errors import JournalError, LogindError, NhlinkError, NotPossible
 from nhlink_dbus.kv_store import read_kv
 from nhlink_dbus.service.device_io import DeviceIO, DeviceRequests
 from nhlink_dbus.service.faces import FaceRequests
@@ -74,6 +81,9 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
         udev_monitor: MonitorFactory = UdevMonitor,
         media_mounts: MediaMounts | None = None,
         media_reader: ReaderFactory = MountedMedium,
+        journal: JournalStore | None = None,
+        recovery: rec.Recovery | None = None,
+        boot_id: str = "",
     ) -> None:
         self.config = config
         self.kv = dict(kv)
@@ -85,15 +95,21 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
         self.mounts = media_mounts or MediaMounts(config.media.mount_dir)
         self._media_reader = media_reader
         self.media_sessions: dict[str, MediumSession] = {}  # by sysfs path
+        self.journal = journal  # None: nothing is journaled (tests of the root)
         self.listeners = Listeners()
-        slot = active_slot_metadata(self.kv)
+        found = recovery or rec.Recovery(rec.Found.NOTHING, self.kv)
+        # The running firmware's: while an applied update waits for its reboot, the
+        # KV store's active slot is already the next one (core/recovery.py).
+        slot = active_slot_metadata(found.kv)
         # Request ids carry a token of this start: none names a request of another one.
         self.core = link.LinkCore(
             config.link_settings(),
             slot,
             boot_token or secrets.token_hex(4),
-            kv=self.kv,
+            kv=found.kv,
             device_api=config.device_api_settings(),
+            recovery=found,
+            boot_id=boot_id,
         )
         self.settings = config.hub_settings(self.kv.get("nerves_serial_number"))
         self.device_io = device_io or DeviceIO.from_config(config)
@@ -132,13 +148,15 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
             um.RebootScheduled: self._reboot_scheduled,
             um.RebootNow: lambda e: self.tasks.spawn("reboot", self._reboot()),
             um.ReportError: self._error,
+            rec.SaveJournal: self._save_journal,
             **self.device_effects(),
             **self.media_effects(),
         }
 
     @classmethod
     async def create(cls, config: Config, **adapters: Any) -> NhlinkService:
-        """Read the KV store and ask fwup its version off the loop, then build."""
+        """Read the KV store, the update journal and the boot id and ask fwup its
+        version off the loop; decide what the journal means now; then build."""
         try:
             kv = await asyncio.to_thread(read_kv, config.firmware.kv)
         except (KVError, NhlinkError) as exc:
@@ -149,7 +167,26 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
         system_bus = adapters.pop("system_bus", None)
         if "device_io" not in adapters:
             adapters["device_io"] = DeviceIO.from_config(config, system_bus)
-        service = cls(config, kv, fwup_version=version, **adapters)
+        journal = JournalStore(config.service.journal_path)
+        boot_id = await asyncio.to_thread(read_boot_id, config.service.boot_id_file)
+        try:
+            record = await asyncio.to_thread(journal.load)
+        except JournalError as exc:
+            logger.error("%s", exc)
+            recovery = rec.unreadable(kv, str(exc))
+        else:
+            recovery = rec.recover(record, boot_id, kv)
+        if recovery.found is not rec.Found.NOTHING:
+            logger.warning("update journal: %s", recovery.found.value)
+        service = cls(
+            config,
+            kv,
+            fwup_version=version,
+            journal=journal,
+            recovery=recovery,
+            boot_id=boot_id,
+            **adapters,
+        )
         try:
             service.core.archives_found(await asyncio.to_thread(service.store.prepare))
         except NhlinkError as exc:
@@ -164,14 +201,24 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
             self.server_url,
             self.core.slot.get("nerves_fw_uuid", "?"),
         )
-        async with self.tasks:
-            self.announce_start()
-            monitor = self.watch_media()
-            try:
-                await self.hub.run()
-            finally:
-                self._timer.stop()
-                await self.close_media(monitor)
+        try:
+            async with self.tasks:
+                self.perform(self.core.start(self.clock()))
+                self.announce_start()
+                monitor = self.watch_media()
+                try:
+                    await self.hub.run()
+                finally:
+                    self._timer.stop()
+                    self.core.hub_stopped()
+                    await self.close_media(monitor)
+        finally:
+            # What the last moments asked the journal to say (the tasks are gone).
+            if self.journal is not None:
+                try:
+                    self.journal.sync_now()
+                except JournalError as exc:
+                    logger.error("%s", exc)
 
     def perform(self, effects: Sequence[link.Effect]) -> None:
         """Carry out the core's effects, then wake it at its next deadline."""
@@ -210,6 +257,22 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
         logger.warning("%s", e.message)
         self.listeners.error(e.message)
 
+    def _save_journal(self, e: rec.SaveJournal) -> None:
+        if self.journal is None:
+            return
+        self.journal.want(e.record)
+        if not self.tasks.closing:
+            self.tasks.spawn("journal", self._sync_journal())
+
+    async def _sync_journal(self) -> None:
+        """What the core asked the journal to say, on disk (a failure is reported)."""
+        if self.journal is None:
+            return
+        try:
+            await self.journal.sync()
+        except JournalError as exc:
+            self.perform(self.core.error(f"update journal: {exc}"))
+
     def _close_local(self, request_id: str) -> None:
         fd = self.local_fds.pop(request_id, None)
         if fd is not None:
@@ -223,6 +286,7 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
     async def _update(self, e: um.StartUpdate) -> None:
         outcome = update_runner.UpdateOutcome(False, "the service stopped during the update", True)
         try:
+            await self._sync_journal()  # a restart must know of it before a byte is written
             outcome = await self._run_update(
                 self._update_job(e),
                 self.logind,
@@ -270,6 +334,7 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
         )
 
     async def _reboot(self) -> None:
+        await self._sync_journal()  # "applied, awaiting the reboot" first
         if self.logind is None:
             self.perform(self.core.error("reboot failed: no connection to logind"))
             return

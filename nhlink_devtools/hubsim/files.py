@@ -201,6 +201,7 @@ class HttpLogEntry:
     status: int = 0
     fault: str | None = None
     bytes_sent: int = 0
+    stalled: bool = False  # a stall fault holds the body now (after bytes_sent bytes)
     completed: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -217,6 +218,7 @@ class HttpLogEntry:
             "status": self.status,
             "fault": self.fault,
             "bytes_sent": self.bytes_sent,
+            "stalled": self.stalled,
             "completed": self.completed,
         }
 
@@ -468,11 +470,15 @@ class FileServer:
                 # Stall: wait, but stop at once if the client hangs up.
                 stall_pending = False
                 logger.info("fault: stall %s for %s s", entry.path, fault.seconds)
+                entry.stalled = True
+                self.on_change()  # a test waits for the download to be held here
                 try:
                     if await asyncio.wait_for(reader.read(1), fault.seconds) == b"":
                         return
                 except TimeoutError:
                     pass
+                finally:
+                    entry.stalled = False
             entry.completed = True
         finally:
             if handle is not None:

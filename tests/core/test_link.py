@@ -9,8 +9,10 @@ import pytest
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link
+from nhlink_dbus.core import recovery as rec
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.archive_manager import FetchResult, StartArchiveDownload
+from nhlink_dbus.core.recovery import SaveJournal
 from nhlink_dbus.core.update_manager import (
     Finished,
     Offer,
@@ -26,7 +28,7 @@ from nhlink_dbus.errors import NotPossible, UnknownRequest
 RUNNING = {"nerves_fw_uuid": "running", "nerves_fw_version": "1.0.0"}
 
 
-def core(deciders: int = 1, **settings: object) -> link.LinkCore:
+def link_settings(**settings: object) -> link.LinkSettings:
     values: dict[str, object] = {
         "decision_timeout_ms": 30_000,
         "default_update": "apply",
@@ -36,7 +38,11 @@ def core(deciders: int = 1, **settings: object) -> link.LinkCore:
         "fwup_keys": ("fwkey",),
     }
     values.update(settings)
-    c = link.LinkCore(link.LinkSettings(**values), RUNNING, "tok")  # type: ignore[arg-type]
+    return link.LinkSettings(**values)  # type: ignore[arg-type]
+
+
+def core(deciders: int = 1, **settings: object) -> link.LinkCore:
+    c = link.LinkCore(link_settings(**settings), RUNNING, "tok")
     c.set_deciders(deciders)
     return c
 
@@ -80,6 +86,7 @@ def test_update_from_offer_to_reboot() -> None:
     out = c.update_done("u-tok-1", True, "", now=5.0, applier_error=True)
     assert [type(e) for e in out if not isinstance(e, link.PropertiesChanged)] == [
         link.Downloading,
+        SaveJournal,  # applied: before the outcome and the reboot
         us.HubPush,  # fwup_progress updating 100
         us.HubPush,  # completed
         Finished,
@@ -218,3 +225,129 @@ def test_install_file_is_decided_by_its_caller() -> None:
 def test_every_effect_is_a_dataclass_with_a_distinct_type() -> None:
     types = get_args(link.Effect)
     assert len(types) == len(set(types)) >= 15
+
+
+# -- the update journal (core/recovery.py) ---------------------------------------------------
+
+AB_KV = {"nerves_fw_active": "a", "a.nerves_fw_uuid": "running", "nerves_fw_validated": "1"}
+
+
+def journaled(found: rec.Recovery | None = None) -> link.LinkCore:
+    kv = AB_KV if found is None else found.kv
+    c = link.LinkCore(
+        link_settings(),
+        {"nerves_fw_uuid": kv[f"{kv['nerves_fw_active']}.nerves_fw_uuid"]},
+        "tok",
+        kv=kv,
+        recovery=found,
+        boot_id="boot-1",
+    )
+    c.set_deciders(0)  # applied at once
+    return c
+
+
+def saved(effects: list[link.Effect]) -> list[rec.JournalRecord | None]:
+    return [e.record for e in effects if isinstance(e, rec.SaveJournal)]
+
+
+def test_the_journal_is_written_before_the_update_starts_and_at_its_outcome() -> None:
+    c = journaled()
+    c.hub_event(hs.Joined({}), now=0.0)
+    out = c.hub_event(update(), now=0.0)
+    (start,) = saved(out)
+    assert start == rec.updating(
+        "u-tok-1", "new", "2.0.0", "hub", "boot-1", rec.RunningFirmware("a", "running", True)
+    )
+    assert out.index(rec.SaveJournal(start)) < next(
+        i for i, e in enumerate(out) if isinstance(e, StartUpdate)
+    )
+    out = c.update_done("u-tok-1", True, "", now=1.0, applier_error=True)
+    (done,) = saved(out)
+    assert done == rec.applied(start, told=True)  # joined: completed went out now
+    first_signal = next(i for i, e in enumerate(out) if isinstance(e, Finished))
+    assert out.index(rec.SaveJournal(done)) < first_signal
+    # Applied: validation describes the running firmware until the reboot.
+    assert c.device_api.validation.frozen
+    with pytest.raises(NotPossible):
+        c.device_api.validation.check_markable()
+
+
+def test_an_outcome_the_hub_missed_is_told_after_the_next_join() -> None:
+    c = journaled()
+    c.hub_event(update(), now=0.0)  # never joined
+    out = c.update_done("u-tok-1", False, "http_error 503", now=1.0, applier_error=False)
+    (failed,) = saved(out)
+    assert failed is not None and failed.report == "failed"
+    out = c.hub_event(hs.Joined({}), now=2.0)
+    assert us.failed("download failed: http_error 503") in out
+    assert saved(out) == [None]
+    assert saved(c.hub_event(hs.Joined({}), now=3.0)) == []  # once
+    # Success while away: completed after the join, the record kept for the reboot.
+    c = journaled()
+    c.hub_event(update(), now=0.0)
+    (applied,) = saved(c.update_done("u-tok-1", True, "", now=1.0, applier_error=True))
+    assert applied is not None and applied.report == "completed"
+    out = c.hub_event(hs.Joined({}), now=2.0)
+    assert [e for e in out if isinstance(e, us.HubPush)][:2] == [
+        us.progress("updating", 100),
+        us.completed(),
+    ]
+    assert saved(out) == [rec.told(applied)]
+
+
+def test_a_failure_told_at_once_leaves_no_journal() -> None:
+    c = journaled()
+    c.hub_event(hs.Joined({}), now=0.0)
+    c.hub_event(update(), now=0.0)
+    out = c.update_done("u-tok-1", False, "ER text", now=1.0, applier_error=True)
+    assert saved(out) == [None] and us.failed("ER text") in out
+
+
+def test_a_restart_after_an_interrupted_update() -> None:
+    interrupted = rec.updating("u-old-3", "new", "2.0.0", "hub", "boot-1",
+                               rec.RunningFirmware("a", "running", True))  # fmt: skip
+    c = journaled(rec.recover(interrupted, "boot-1", AB_KV))
+    out = c.start(now=0.0)
+    assert Finished("u-old-3", False, rec.INTERRUPTED) in out
+    assert c.state == "failed" and c.last_error.endswith(rec.INTERRUPTED)
+    assert not [e for e in out if isinstance(e, us.HubPush)]  # not joined yet
+    out = c.hub_event(hs.Joined({}), now=1.0)
+    assert us.failed(rec.INTERRUPTED) in out and saved(out) == [None]
+    assert of(StartUpdate, c.hub_event(update(), now=2.0))  # offered again: applied again
+
+
+def test_a_restart_with_a_reboot_pending() -> None:
+    running = rec.RunningFirmware("a", "running", True)
+    applied = rec.applied(rec.updating("u-old-3", "new", "2.0.0", "hub", "boot-1", running),
+                          told=True)  # fmt: skip
+    switched = AB_KV | {"nerves_fw_active": "b", "b.nerves_fw_uuid": "new",
+                        "nerves_fw_validated": "0"}  # fmt: skip
+    found = rec.recover(applied, "boot-1", switched)
+    c = journaled(found)
+    assert c.slot == {"nerves_fw_uuid": "running"}  # not the new one
+    assert c.device_api.validation.validated and c.device_api.validation.frozen
+    out = c.start(now=10.0)
+    assert saved(out) == [applied]
+    assert RebootScheduled(2000) in out and not of(Finished, out)
+    assert c.state == "rebooting" and c.next_deadline() == 12.0
+    assert c.hub_event(update("newer"), now=11.0) == []  # nothing is written before it
+    assert not [e for e in c.hub_event(hs.Joined({}), 11.0) if isinstance(e, us.HubPush)
+                and e.event == "status_update"]  # fmt: skip
+    assert c.tick(12.0) == [RebootNow()]
+
+
+def test_a_restart_after_the_reboot_clears_the_journal() -> None:
+    running = rec.RunningFirmware("a", "running", True)
+    applied = rec.applied(rec.updating("u-old-3", "new", "2.0.0", "hub", "boot-1", running),
+                          told=True)  # fmt: skip
+    booted = AB_KV | {"nerves_fw_active": "b", "b.nerves_fw_uuid": "new"}
+    c = journaled(rec.recover(applied, "boot-2", booted))
+    assert c.slot == {"nerves_fw_uuid": "new"}
+    out = c.start(now=0.0)
+    assert saved(out) == [None] and c.state == "idle" and not of(Finished, out)
+
+
+def test_an_unreadable_journal_is_an_error_and_nothing_else() -> None:
+    c = journaled(rec.unreadable(AB_KV, "bad JSON"))
+    out = c.start(now=0.0)
+    assert saved(out) == [None] and c.state == "idle" and "bad JSON" in c.last_error

@@ -126,3 +126,17 @@ def test_hub_reboot() -> None:
 def test_offer_key_tells_sources_apart() -> None:
     assert offer(source="hub").key == "hub:fw1"
     assert Offer(offer().info, ("k",), "file").key == "file:fw1"
+
+
+def test_after_a_restart() -> None:
+    m = UpdateManager(reboot_delay_ms=5000)
+    assert m.resume_reboot(100.0) == [RebootScheduled(5000)]
+    assert m.state is UpdateState.REBOOTING and m.next_deadline() == 105.0
+    assert m.tick(105.0) == [RebootNow()]
+    with pytest.raises(StateError):
+        m.resume_reboot(106.0)  # only from idle
+    with pytest.raises(StateError):
+        m.recovered_failure("x")
+    m = UpdateManager(reboot_delay_ms=5000)
+    m.recovered_failure("interrupted")
+    assert (m.state, m.last_error, m.accepts_offers) == (UpdateState.FAILED, "interrupted", True)

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nhlink_dbus.core import validation as val
+from nhlink_dbus.errors import NotPossible
 
 AB = {"nerves_fw_active": "a", "a.nerves_fw_uuid": "A", "b.nerves_fw_uuid": "B"}
 
@@ -126,3 +127,18 @@ def test_policy_on_connect_marks_valid_after_the_delay_once() -> None:
     assert immediate.joined(0.0) == [val.MarkValidNow("policy")]
     with pytest.raises(ValueError, match="manual, on-connect"):
         val.FirmwareValidation({}, policy="sometimes")
+
+
+def test_frozen_while_an_applied_update_waits_for_its_reboot() -> None:
+    # The upgrade switched the active slot and cleared nerves_fw_validated: read now, the
+    # store would describe the firmware that boots next, as not validated.
+    switched = AB | {"nerves_fw_active": "b", "nerves_fw_validated": "0"}
+    v = val.FirmwareValidation(switched, policy="on-connect")
+    assert not v.validated
+    v.freeze(True)  # what the journal recorded of the running firmware
+    assert v.meta() == {"firmware_validated": True, "firmware_auto_revert_detected": False}
+    assert v.joined(0.0) == [] and v.next_deadline() is None  # no mark, no re-read
+    assert v.tick(100.0) == [] and v.observed(False, 100.0) == []
+    with pytest.raises(NotPossible, match="waits for the reboot"):
+        v.check_markable()
+    val.FirmwareValidation(AB).check_markable()  # otherwise fine

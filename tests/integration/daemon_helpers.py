@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ PRODUCT_SECRET = "integrationProductSecretForTheSimulator01234"
 DEVICE = "kiosk-0042"
 NHLINK_FWUP = str(Path(sys.executable).parent / "nhlink-fwup")
 LAYOUT = AbLayout()
+# The bytes of slot A's root file system in an AbLayout image: the firmware that runs.
+RUNNING_SLOT = slice(4096 * 512, LAYOUT.rootfs_b * 512)
 
 
 @dataclass
@@ -77,13 +80,18 @@ def write_config(
     layout: AbLayout = LAYOUT,
     media: str = "enabled = false",
     reboot_delay_ms: int = 300,
+    idle_timeout_ms: int = 2000,
+    fwup_path: str = NHLINK_FWUP,
 ) -> Path:
     """The daemon's configuration; ``media`` is the [media] table's body (by default
     media are not watched: the host's udev is never touched)."""
     secret = folder / "hub-secret"
     secret.write_text(PRODUCT_SECRET + "\n")
+    boot_id = folder / "boot_id"
+    if not boot_id.exists():
+        boot_id.write_text(f"{uuid.uuid4()}\n")
     secret.chmod(0o600)
-    fwup_path = f'fwup_path = "{NHLINK_FWUP}"\n' if applier == "fwup" else ""
+    fwup_line = f'fwup_path = "{fwup_path}"\n' if applier == "fwup" else ""
     text = f"""
 [hub]
 url = "{ws_url}"
@@ -100,7 +108,7 @@ kv = "{layout.kv_spec(image)}"
 devpath = "{image}"
 task = "upgrade"
 applier = "{applier}"
-{fwup_path}public_keys = ["{PUBLIC_KEY}"]
+{fwup_line}public_keys = ["{PUBLIC_KEY}"]
 
 [reboot]
 delay_ms = {reboot_delay_ms}
@@ -108,7 +116,7 @@ retries = 1
 
 [download]
 max_disconnects = 5
-idle_timeout_ms = 2000
+idle_timeout_ms = {idle_timeout_ms}
 time_between_retries_ms = 100
 
 [archives]
@@ -116,11 +124,20 @@ dir = "{folder / "archives"}"
 
 [media]
 {media}
+
+[service]
+state_dir = "{folder / "state"}"
+boot_id_file = "{boot_id}"
 {extra}
 """
     path = folder / "nhlink.toml"
     path.write_text(text)
     return path
+
+
+def reboot_happened(folder: Path) -> None:
+    """The device rebooted (a new kernel boot id), as a daemon started next sees it."""
+    (folder / "boot_id").write_text(f"{uuid.uuid4()}\n")
 
 
 class Daemon:
@@ -159,8 +176,12 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._fh.close()
+        self.close()
         return self.proc.returncode
+
+    def close(self) -> None:
+        """The log file (the process has ended)."""
+        self._fh.close()
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

@@ -41,11 +41,16 @@ class Kiosk:
             self.signals.append((str(msg.member), [unwrap(v) for v in msg.body]))
             self._changed.set()
 
+    async def watch_owner(self) -> None:
+        """Record ``NameOwnerChanged`` of ``org.nerveshub.Link`` from now on."""
+        rule = f"type='signal',member='NameOwnerChanged',arg0='{names.BUS_NAME}'"
+        await self.call("AddMatch", "s", [rule], destination=names.DBUS_NAME,
+                        path=names.DBUS_PATH, interface=names.DBUS_INTERFACE)  # fmt: skip
+
     async def wait_for_service(self, timeout: float = 30.0) -> None:
         """Until ``org.nerveshub.Link`` has an owner (NameOwnerChanged, no polling)."""
-        rule = f"type='signal',member='NameOwnerChanged',arg0='{names.BUS_NAME}'"
+        await self.watch_owner()
         dbus = {"destination": names.DBUS_NAME, "path": names.DBUS_PATH}
-        await self.call("AddMatch", "s", [rule], interface=names.DBUS_INTERFACE, **dbus)
         (has,) = await self.call("NameHasOwner", "s", [names.BUS_NAME], **dbus,
                                  interface=names.DBUS_INTERFACE)  # fmt: skip
         if not has:
@@ -94,8 +99,9 @@ class Kiosk:
         )
         return value
 
-    def named(self, member: str) -> list[list[Any]]:
-        return [args for name, args in self.signals if name == member]
+    def named(self, member: str, since: int = 0) -> list[list[Any]]:
+        """The arguments of every ``member`` signal from ``self.signals[since]`` on."""
+        return [args for name, args in self.signals[since:] if name == member]
 
     async def wait_signal(
         self,
@@ -103,10 +109,11 @@ class Kiosk:
         count: int = 1,
         timeout: float = 30.0,
         where: Callable[..., bool] = lambda *_: True,
+        since: int = 0,
     ) -> list[list[Any]]:
         async with asyncio.timeout(timeout):
             while True:
-                found = [a for a in self.named(member) if where(*a)]
+                found = [a for a in self.named(member, since) if where(*a)]
                 if len(found) >= count:
                     return found
                 self._changed.clear()

@@ -35,6 +35,7 @@ from tests.integration.daemon_helpers import (
     Daemon,
     device_with_update,
     install_complete,
+    reboot_happened,
     sim_config,
     until,
     write_config,
@@ -253,6 +254,7 @@ async def test_status_sequence_partials_and_validation_after_the_update(
         assert active_slot_metadata(kv)["nerves_fw_uuid"] == v2.uuid
 
         # After the reboot: v2 runs, not validated yet; the kiosk app confirms it.
+        reboot_happened(tmp_path)
         joins = len(record.joins)
         daemon = Daemon(cfg, tmp_path / "daemon2.log", system_bus.address, export_bus=True)
         try:

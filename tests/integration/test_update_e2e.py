@@ -20,6 +20,7 @@ from tests.integration.daemon_helpers import (
     DEVICE,
     Daemon,
     device_with_update,
+    reboot_happened,
     sim_config,
     until,
     write_config,
@@ -79,6 +80,7 @@ async def test_hub_update_applied_inhibited_rebooted_and_reported(
         assert after[a0:a1] == before[a0:a1]
 
         # "After the reboot": the restarted daemon reports the new firmware.
+        reboot_happened(tmp_path)
         joins_before = len(record.joins)
         daemon = Daemon(cfg, tmp_path / "daemon2.log", system_bus.address)
         try:

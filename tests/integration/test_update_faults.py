@@ -17,6 +17,7 @@ from tests.harness import LogindMock, PrivateSystemBus
 from tests.integration.daemon_helpers import (
     DEVICE,
     LAYOUT,
+    RUNNING_SLOT,
     Daemon,
     Firmware,
     device_with_update,
@@ -26,8 +27,6 @@ from tests.integration.daemon_helpers import (
     until,
     write_config,
 )
-
-A_START, B_START = 4096 * 512, LAYOUT.rootfs_b * 512
 
 
 def _resigned_with_wrong_key(fw: Firmware, out: Path) -> Path:
@@ -64,7 +63,7 @@ async def test_failures_are_reported_and_never_reboot(
     tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
 ) -> None:
     v1, v2, image = device_with_update(tmp_path)
-    running_slot = image.read_bytes()[A_START:B_START]
+    running_slot = image.read_bytes()[RUNNING_SLOT]
     cases = [
         (
             _resigned_with_wrong_key(v2, tmp_path / "wrong.fw"),
@@ -113,7 +112,7 @@ async def test_failures_are_reported_and_never_reboot(
     kv = read_kv(LAYOUT.kv_spec(image))
     assert kv["nerves_fw_active"] == "a"
     assert active_slot_metadata(kv)["nerves_fw_uuid"] == v1.uuid
-    assert image.read_bytes()[A_START:B_START] == running_slot
+    assert image.read_bytes()[RUNNING_SLOT] == running_slot
 
 
 async def test_interrupted_downloads_resume_to_the_same_image(
@@ -155,7 +154,11 @@ async def test_interrupted_downloads_resume_to_the_same_image(
             else:
                 sim.set_fault(kind="cut", after=200_000, attempts=frozenset({0}))
                 sim.set_fault(kind="200", attempts=frozenset({1}))
-            cfg = write_config(tmp_path, ws_url=sim.ws_url, image=image)
+            # A device of its own (its own state folder: the first one's journal says
+            # "applied, awaiting the reboot").
+            folder = tmp_path / scenario
+            folder.mkdir()
+            cfg = write_config(folder, ws_url=sim.ws_url, image=image)
             daemon = Daemon(cfg, tmp_path / f"daemon-{scenario}.log", system_bus.address)
             try:
                 await sim.wait_for_join(DEVICE, timeout=20)

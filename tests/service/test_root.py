@@ -18,12 +18,14 @@ from typing import Any, get_args
 import pytest
 
 from nhlink_dbus.aio.appliers import OnMessage, OnProgress
+from nhlink_dbus.aio.journal_store import JournalStore
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.aio.update_runner import UpdateJob, UpdateOutcome
 from nhlink_dbus.config import Config, load_config
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
-from nhlink_dbus.core import link
+from nhlink_dbus.core import link, recovery
+from nhlink_dbus.core import update_status as us
 from nhlink_dbus.errors import UnknownRequest
 from nhlink_dbus.service import NhlinkService
 from nhlink_dbus.service_api import Caller, Info
@@ -159,6 +161,7 @@ def make_config(tmp_path: Path, extra: str = "") -> Config:
     (tmp_path / "secret").write_text("s" * 32 + "\n")
     (tmp_path / "secret").chmod(0o600)
     (tmp_path / "kv.env").write_text("".join(f"{k}={v}\n" for k, v in KV.items()))
+    (tmp_path / "boot_id").write_text("boot-1\n")
     path = tmp_path / "nhlink.toml"
     path.write_text(
         f"""
@@ -177,6 +180,9 @@ delay_ms = 0
 retries = 2
 retry_delay_ms = 250
 command = ["/sbin/reboot", "-f"]
+[service]
+state_dir = "{tmp_path / "state"}"
+boot_id_file = "{tmp_path / "boot_id"}"
 [archives]
 dir = "{tmp_path / "archives"}"
 {extra}
@@ -305,21 +311,27 @@ async def test_a_failing_runner_is_never_lost(tmp_path: Path) -> None:
     assert service.state == "failed"
 
 
+class Hanging(Runner):
+    """An update that never ends; ``gate`` is set once it runs."""
+
+    def __init__(self) -> None:
+        super().__init__(UpdateOutcome(True, "", True))
+        self.gate = asyncio.Event()
+
+    async def __call__(self, *args: Any) -> UpdateOutcome:
+        self.gate.set()
+        await asyncio.Event().wait()
+        raise AssertionError("not reached")
+
+
 async def test_service_stop_ends_a_running_update_with_one_outcome(tmp_path: Path) -> None:
-    gate = asyncio.Event()
-
-    class Hanging(Runner):
-        async def __call__(self, *args: Any) -> UpdateOutcome:
-            gate.set()
-            await asyncio.Event().wait()
-            raise AssertionError("not reached")
-
-    service, rec = await started(make_config(tmp_path), Hanging(UpdateOutcome(True, "", True)))
+    hanging = Hanging()
+    service, rec = await started(make_config(tmp_path), hanging)
     hub = FakeHub.instances[0]
     task = asyncio.create_task(service.run())
     service.core.set_deciders(0)
     hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
-    await asyncio.wait_for(gate.wait(), 30)
+    await asyncio.wait_for(hanging.gate.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -353,3 +365,92 @@ def test_no_shipped_module_names_the_dev_tools() -> None:
         p for p in package.rglob("*.py") if "nhlink_devtools" in p.read_text(encoding="utf-8")
     ]
     assert offenders == []
+
+
+# -- the update journal across restarts (core/recovery.py) ---------------------------------
+
+
+def journal_of(tmp_path: Path) -> recovery.JournalRecord | None:
+    return JournalStore(str(tmp_path / "state" / recovery.JOURNAL_FILE)).load()
+
+
+async def test_a_stop_mid_update_is_told_to_the_hub_after_the_next_start(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    hanging = Hanging()
+    service, recorder = await started(config, hanging)
+    hub = FakeHub.instances[0]
+    task = asyncio.create_task(service.run())
+    service.core.set_deciders(0)
+    hub.deliver(hs.Joined({}))
+    hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
+    await asyncio.wait_for(hanging.gate.wait(), 30)
+    assert journal_of(tmp_path) == service.core.journal  # on disk before the first byte
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The hub client stopped first: the failure the hub did not hear waits in the journal.
+    kept = journal_of(tmp_path)
+    assert kept is not None and (kept.phase, kept.report) == (recovery.FAILED, "failed")
+    assert kept.reason == "the service stopped during the update"
+    service, recorder = await started(config, Runner(UpdateOutcome(True, "", True)))
+    hub = FakeHub.instances[0]
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(service.run())
+        await recorder.wait_for("error")
+        assert service.state == "failed"
+        hub.deliver(hs.Joined({}))
+        assert ("status_update", us.failed(kept.reason).payload) in hub.pushes
+        hub.stopped.set()
+        await task
+    assert journal_of(tmp_path) is None
+
+
+async def test_an_applied_update_whose_reboot_never_came_is_rebooted(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    running = recovery.RunningFirmware("a", "running-uuid", True)
+    applied = recovery.applied(
+        recovery.updating("u-gone-1", "new", "2.0.0", "hub", "boot-1", running), told=True
+    )
+    store = JournalStore(config.service.journal_path)
+    store.want(applied)
+    store.sync_now()
+    # The upgrade switched the KV store to slot b before the daemon died.
+    switched = KV | {"nerves_fw_active": "b", "b.nerves_fw_uuid": "new", "b.nerves_fw_version": "2"}
+    (tmp_path / "kv.env").write_text("".join(f"{k}={v}\n" for k, v in switched.items()))
+    service, recorder = await started(config, Runner(UpdateOutcome(True, "", True)))
+    hub = FakeHub.instances[0]
+    assert hub.device.kv["nerves_fw_uuid"] == "running-uuid"  # type: ignore[attr-defined]
+    assert service.current_firmware["uuid"] == "running-uuid"
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(service.run())
+        logind = service.logind
+        assert isinstance(logind, FakeLogind)
+        await asyncio.wait_for(logind.rebooted.wait(), 30)
+        hub.stopped.set()
+        await task
+    assert recorder.named("reboot_scheduled") == [(0,)]
+    assert recorder.named("update_finished") == []
+    assert journal_of(tmp_path) == applied  # kept until the boot id changes
+    # After the reboot (a new boot id) it is done, and v2 is what runs.
+    (tmp_path / "boot_id").write_text("boot-2\n")
+    service, recorder = await started(config, Runner(UpdateOutcome(True, "", True)))
+    assert FakeHub.instances[0].device.kv["nerves_fw_uuid"] == "new"  # type: ignore[attr-defined]
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(service.run())
+        FakeHub.instances[0].stopped.set()
+        await task
+    assert journal_of(tmp_path) is None and recorder.named("reboot_scheduled") == []
+
+
+async def test_an_unreadable_journal_is_reported_and_removed(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    Path(config.service.state_dir).mkdir()
+    Path(config.service.journal_path).write_text("{ not json")
+    service, recorder = await started(config, Runner(UpdateOutcome(True, "", True)))
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(service.run())
+        ((message,),) = await recorder.wait_for("error")
+        FakeHub.instances[0].stopped.set()
+        await task
+    assert "could not be read" in message and service.state == "idle"
+    assert journal_of(tmp_path) is None
