@@ -8,14 +8,8 @@ Long-running work — an update, an archive fetch, a medium, a reboot — runs u
 next deadline by one :class:`~nhlink_dbus.aio.supervisor.DeadlineTimer`.
 :meth:`NhlinkService.create` does the start-up I/O (the KV store, ``fwup
 --version``, the archives folder, the update journal and the boot id) off the
-event loop. What the journal says of an update in flight before this start
-(``core/recovery.py``) is decided there and performed when the service runs;
-the journal is written by ``aio/journal_store.py`` on a worker thread, and an
-update or a reboot starts only once what the core asked it to say is on disk.
-The newer device API's I/O (health samples, the location, the network
-interface, the KV store's validation state) runs under the same supervisor; its
-adapters come in through the constructor (``device_io``,
-:class:`~nhlink_dbus.service.device_io.DeviceIO`).
+event loop. The halves beside this one: ``device_io`` (the newer device API),
+``media_io`` (archives and media), ``journal_io`` (the update journal), ``faces``.
 """
 
 from __future__ import annotations
@@ -25,15 +19,14 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import nhlink_dbus
 from nhlink_dbus.aio import update_runner
-from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
 from nhlink_dbus.aio.archive_store import ArchiveStore
 from nhlink_dbus.aio.hub_client import HubClient
-from nhlink_dbus.aio.journal_store import JournalStore, read_boot_id
+from nhlink_dbus.aio.journal_store import JournalStore
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.aio.media_files import MediumSession, MountedMedium, ReaderFactory
 from nhlink_dbus.aio.media_mounts import MediaMounts
@@ -46,22 +39,19 @@ from nhlink_dbus.core import recovery as rec
 from nhlink_dbus.core import update_manager as um
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.kv_format import KVError, active_slot_metadata
-from nhlink_dbus.errors import JournalError, LogindError, NhlinkError, NotPossible
+from nhlink_dbus.errors import NhlinkError
 from nhlink_dbus.kv_store import read_kv
 from nhlink_dbus.service.device_io import DeviceIO, DeviceRequests
 from nhlink_dbus.service.faces import FaceRequests
+from nhlink_dbus.service.journal_io import JournalWiring, load_recovery
 from nhlink_dbus.service.listeners import Listeners
 from nhlink_dbus.service.media_io import MediaWiring, MonitorFactory, archive_store_for
+from nhlink_dbus.service.update_io import UpdateRunner, UpdateWiring
 
 logger = logging.getLogger(__name__)
 
-UpdateRunner = Callable[
-    [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
-    Awaitable[update_runner.UpdateOutcome],
-]
 
-
-class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
+class NhlinkService(DeviceRequests, MediaWiring, JournalWiring, UpdateWiring, FaceRequests):
     """The running service; implements ``service_api.LinkService`` (see ``faces``,
     ``device_io``)."""
 
@@ -148,7 +138,7 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
             um.RebootScheduled: self._reboot_scheduled,
             um.RebootNow: lambda e: self.tasks.spawn("reboot", self._reboot()),
             um.ReportError: self._error,
-            rec.SaveJournal: self._save_journal,
+            rec.SaveJournal: self.save_journal,
             **self.device_effects(),
             **self.media_effects(),
         }
@@ -167,17 +157,7 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
         system_bus = adapters.pop("system_bus", None)
         if "device_io" not in adapters:
             adapters["device_io"] = DeviceIO.from_config(config, system_bus)
-        journal = JournalStore(config.service.journal_path)
-        boot_id = await asyncio.to_thread(read_boot_id, config.service.boot_id_file)
-        try:
-            record = await asyncio.to_thread(journal.load)
-        except JournalError as exc:
-            logger.error("%s", exc)
-            recovery = rec.unreadable(kv, str(exc))
-        else:
-            recovery = rec.recover(record, boot_id, kv)
-        if recovery.found is not rec.Found.NOTHING:
-            logger.warning("update journal: %s", recovery.found.value)
+        journal, recovery, boot_id = await load_recovery(config, kv)
         service = cls(
             config,
             kv,
@@ -213,12 +193,7 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
                     self.core.hub_stopped()
                     await self.close_media(monitor)
         finally:
-            # What the last moments asked the journal to say (the tasks are gone).
-            if self.journal is not None:
-                try:
-                    self.journal.sync_now()
-                except JournalError as exc:
-                    logger.error("%s", exc)
+            self.sync_journal_now()
 
     def perform(self, effects: Sequence[link.Effect]) -> None:
         """Carry out the core's effects, then wake it at its next deadline."""
@@ -257,22 +232,6 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
         logger.warning("%s", e.message)
         self.listeners.error(e.message)
 
-    def _save_journal(self, e: rec.SaveJournal) -> None:
-        if self.journal is None:
-            return
-        self.journal.want(e.record)
-        if not self.tasks.closing:
-            self.tasks.spawn("journal", self._sync_journal())
-
-    async def _sync_journal(self) -> None:
-        """What the core asked the journal to say, on disk (a failure is reported)."""
-        if self.journal is None:
-            return
-        try:
-            await self.journal.sync()
-        except JournalError as exc:
-            self.perform(self.core.error(f"update journal: {exc}"))
-
     def _close_local(self, request_id: str) -> None:
         fd = self.local_fds.pop(request_id, None)
         if fd is not None:
@@ -280,70 +239,3 @@ class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
 
     def _task_failed(self, name: str, exc: BaseException) -> None:
         self.perform(self.core.error(f"internal error in the {name} task: {type(exc).__name__}"))
-
-    # -- long-running work (under self.tasks) ------------------------------------------------
-
-    async def _update(self, e: um.StartUpdate) -> None:
-        outcome = update_runner.UpdateOutcome(False, "the service stopped during the update", True)
-        try:
-            await self._sync_journal()  # a restart must know of it before a byte is written
-            outcome = await self._run_update(
-                self._update_job(e),
-                self.logind,
-                lambda percent: self.perform(self.core.apply_progress(percent, self.clock())),
-                self.listeners.fwup_message,
-            )
-        except NhlinkError as exc:
-            outcome = update_runner.UpdateOutcome(False, str(exc), True)
-        except Exception as exc:  # the supervisor logs it; the update still ends here
-            outcome = update_runner.UpdateOutcome(
-                False, f"internal error: {type(exc).__name__}", True
-            )
-            raise
-        finally:
-            done = self.core.update_done(
-                e.request_id,
-                outcome.success,
-                outcome.message,
-                self.clock(),
-                applier_error=outcome.applier_error,
-            )
-            self.perform(done)
-
-    def _update_job(self, e: um.StartUpdate) -> update_runner.UpdateJob:
-        fw = self.config.firmware
-        devpath = fw.devpath or self.kv.get("nerves_fw_devpath")
-        fd = self.local_fds.pop(e.request_id, None)
-        if not devpath:
-            if fd is not None:
-                os.close(fd)
-            raise NotPossible("no destination: set firmware.devpath or KV nerves_fw_devpath")
-        request = ApplyRequest(devpath, fw.task, e.offer.public_keys, fw.fwup_env)
-        url = e.offer.info.firmware_url
-        policy = self.config.retry_policy()
-        return update_runner.UpdateJob(
-            request,
-            fw.applier,
-            policy,
-            url,
-            fd,
-            fw.fwup_path,
-            verifier=self.download_verifier(e.offer),
-            on_connected=lambda: self.download_connected(e.request_id, url),
-            chunks=self.medium_chunks(e.offer),
-        )
-
-    async def _reboot(self) -> None:
-        await self._sync_journal()  # "applied, awaiting the reboot" first
-        if self.logind is None:
-            self.perform(self.core.error("reboot failed: no connection to logind"))
-            return
-        reboot = self.config.reboot
-        try:
-            await self.logind.reboot(
-                retries=reboot.retries,
-                retry_delay=reboot.retry_delay_ms / 1000,
-                fallback_command=reboot.command or None,
-            )
-        except LogindError as exc:
-            self.perform(self.core.error(str(exc)))

@@ -1,0 +1,115 @@
+"""The root's half for the update itself: one update run (download or a local file or a
+medium's file → applier, ``aio/update_runner.py``) and the reboot, each under the
+service's supervisor; the outcome goes back into the core, which says what follows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+
+from nhlink_dbus.aio import update_runner
+from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
+from nhlink_dbus.aio.logind import Logind
+from nhlink_dbus.config import Config
+from nhlink_dbus.core import link
+from nhlink_dbus.core import update_manager as um
+from nhlink_dbus.core.partials import PartVerifier
+from nhlink_dbus.core.update_manager import Offer
+from nhlink_dbus.errors import LogindError, NhlinkError, NotPossible
+from nhlink_dbus.service.listeners import Listeners
+
+logger = logging.getLogger(__name__)
+
+UpdateRunner = Callable[
+    [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
+    Awaitable[update_runner.UpdateOutcome],
+]
+
+
+class UpdateWiring:
+    """The update half of :class:`~nhlink_dbus.service.root.NhlinkService`."""
+
+    config: Config
+    core: link.LinkCore
+    kv: dict[str, str]
+    logind: Logind | None
+    listeners: Listeners
+    clock: Callable[[], float]
+    local_fds: dict[str, int]  # InstallFile request id -> fd (owned)
+    _run_update: UpdateRunner
+
+    def perform(self, effects: Sequence[link.Effect]) -> None:
+        raise NotImplementedError  # the root's
+
+    # the other halves' (declared here for the type checker)
+    sync_journal: Callable[[], Awaitable[None]]
+    download_verifier: Callable[[Offer], PartVerifier | None]
+    download_connected: Callable[[str, str], None]
+    medium_chunks: Callable[[Offer], Callable[[], AsyncGenerator[bytes, None]] | None]
+
+    async def _update(self, e: um.StartUpdate) -> None:
+        outcome = update_runner.UpdateOutcome(False, "the service stopped during the update", True)
+        try:
+            await self.sync_journal()  # a restart must know of it before a byte is written
+            outcome = await self._run_update(
+                self._update_job(e),
+                self.logind,
+                lambda percent: self.perform(self.core.apply_progress(percent, self.clock())),
+                self.listeners.fwup_message,
+            )
+        except NhlinkError as exc:
+            outcome = update_runner.UpdateOutcome(False, str(exc), True)
+        except Exception as exc:  # the supervisor logs it; the update still ends here
+            outcome = update_runner.UpdateOutcome(
+                False, f"internal error: {type(exc).__name__}", True
+            )
+            raise
+        finally:
+            done = self.core.update_done(
+                e.request_id,
+                outcome.success,
+                outcome.message,
+                self.clock(),
+                applier_error=outcome.applier_error,
+            )
+            self.perform(done)
+
+    def _update_job(self, e: um.StartUpdate) -> update_runner.UpdateJob:
+        fw = self.config.firmware
+        devpath = fw.devpath or self.kv.get("nerves_fw_devpath")
+        fd = self.local_fds.pop(e.request_id, None)
+        if not devpath:
+            if fd is not None:
+                os.close(fd)
+            raise NotPossible("no destination: set firmware.devpath or KV nerves_fw_devpath")
+        request = ApplyRequest(devpath, fw.task, e.offer.public_keys, fw.fwup_env)
+        url = e.offer.info.firmware_url
+        policy = self.config.retry_policy()
+        return update_runner.UpdateJob(
+            request,
+            fw.applier,
+            policy,
+            url,
+            fd,
+            fw.fwup_path,
+            verifier=self.download_verifier(e.offer),
+            on_connected=lambda: self.download_connected(e.request_id, url),
+            chunks=self.medium_chunks(e.offer),
+        )
+
+    async def _reboot(self) -> None:
+        await self.sync_journal()  # "applied, awaiting the reboot" first
+        if self.logind is None:
+            self.perform(self.core.error("reboot failed: no connection to logind"))
+            return
+        reboot = self.config.reboot
+        try:
+            await self.logind.reboot(
+                retries=reboot.retries,
+                retry_delay=reboot.retry_delay_ms / 1000,
+                fallback_command=reboot.command or None,
+            )
+        except LogindError as exc:
+            self.perform(self.core.error(str(exc)))
