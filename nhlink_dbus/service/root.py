@@ -24,7 +24,7 @@ import nhlink_dbus
 from nhlink_dbus.aio import update_runner
 from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
 from nhlink_dbus.aio.archive_store import fetch_archive
-from nhlink_dbus.aio.hub_client import HubClient
+from nhlink_dbus.aio.hub_client import HubClient, NoHub
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.aio.supervisor import DeadlineTimer, Supervisor
 from nhlink_dbus.config import Config
@@ -75,7 +75,7 @@ class NhlinkService(FaceRequests):
         slot = active_slot_metadata(self.kv)
         # Request ids carry a token of this start: none names a request of another one.
         self.core = link.LinkCore(config.link_settings(), slot, boot_token or secrets.token_hex(4))
-        self.settings = config.hub_settings(self.kv.get("nerves_serial_number"))
+        serial = self.kv.get("nerves_serial_number")
         device = hs.DeviceInfo(
             kv=slot,
             fwup_version=fwup_version,
@@ -83,12 +83,20 @@ class NhlinkService(FaceRequests):
             archive_keys_configured=bool(config.archives.public_keys),
         )
         self.backoff_override: list[int] | None = None
-        self.hub = hub_factory(
-            self.settings,
-            device,
-            on_event=lambda event: self.perform(self.core.hub_event(event, self.clock())),
-            reconnect_backoff=lambda: list(self.backoff_override or []) or None,
-        )
+        self.hub: HubClient | NoHub
+        not_configured = config.not_configured()
+        if not_configured is not None:  # no [hub] table: run, answer, connect nowhere
+            self.identifier = serial or ""
+            self.hub = NoHub(not_configured)
+        else:
+            settings = config.hub_settings(serial)
+            self.identifier = settings.identifier
+            self.hub = hub_factory(
+                settings,
+                device,
+                on_event=lambda event: self.perform(self.core.hub_event(event, self.clock())),
+                reconnect_backoff=lambda: list(self.backoff_override or []) or None,
+            )
         self.local_fds: dict[str, int] = {}  # InstallFile request id -> fd (owned)
         self.tasks = Supervisor(on_failure=self._task_failed)
         self._timer = DeadlineTimer(lambda now: self.perform(self.core.tick(now)), clock)
@@ -129,9 +137,12 @@ class NhlinkService(FaceRequests):
         logger.info(
             "nhlink-dbus %s starting; hub %s, running firmware %s",
             nhlink_dbus.__version__,
-            self.server_url,
+            self.server_url or "none",
             self.core.slot.get("nerves_fw_uuid", "?"),
         )
+        not_configured = self.config.not_configured()
+        if not_configured is not None:  # logged, LastError, Error signal
+            self.perform(self.core.error(not_configured))
         async with self.tasks:
             try:
                 await self.hub.run()
