@@ -49,7 +49,7 @@ $(VENV_DEB)/.installed: pyproject.toml
 
 venv-deb12: $(VENV_DEB)/.installed
 
-LINTED := nhlink_dbus nhlink_devtools tests bench demo examples debian/tests
+LINTED := nhlink_dbus nhlink_devtools tests bench demo examples debian/tests packaging
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINTED)
