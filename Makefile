@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-$(VENV_DEB)/.installed: pyproject.toml
+$(VENV_DEB)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV_DEB)
 	$(VENV_DEB)/bin/python -m pip install -q --upgrade pip
 	$(VENV_DEB)/bin/python -m pip install -q -e . $(DEB12_TEST_TOOLS) $(DEB12_PINS)
