@@ -34,6 +34,7 @@ import base64
 import binascii
 import difflib
 import errno
+import math
 import os
 import re
 import stat
@@ -52,11 +53,14 @@ from nhlink_dbus.core.bounds import (
     int_text,
     same_as,
 )
+from nhlink_dbus.core.device_api import DeviceApiSettings
 from nhlink_dbus.core.download_policy import RetryPolicy
+from nhlink_dbus.core.extensions import IMPLEMENTED
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth, hub_url_problem
 from nhlink_dbus.core.kv_format import parse_kv_spec
 from nhlink_dbus.core.link import LinkSettings
 from nhlink_dbus.core.nh1 import NH1Params
+from nhlink_dbus.core.validation import POLICIES as VALIDATION_POLICIES
 from nhlink_dbus.errors import ConfigError
 
 DEFAULT_PATH: Final = "/etc/nhlink/nhlink.toml"
@@ -65,6 +69,8 @@ DEFAULT_ARCHIVES_DIR: Final = "/var/lib/nhlink/archives"
 NOT_CONFIGURED: Final = "not configured: {source} has no [hub] table, so no hub is contacted"
 
 ApplierKind = Literal["auto", "fwup", "builtin"]
+VALIDATE_POLICIES: Final = VALIDATION_POLICIES
+IMPLEMENTED_EXTENSIONS: Final = tuple(IMPLEMENTED)
 UpdateDefault = Literal["apply", "ignore"]
 ArchiveDefault = Literal["download", "ignore"]
 
@@ -83,6 +89,7 @@ _NH1_BOUNDS: Final = MappingProxyType(
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GROUP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+_DESKTOP_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +119,35 @@ class FirmwareConfig:
     fwup_path: str | None = None
     public_keys: tuple[str, ...] = ()
     fwup_env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # Firmware validation (core/validation.py); defaults are DeviceApiSettings's.
+    validate: str = default_of(DeviceApiSettings, "validate")
+    validate_after_ms: int = same_as(DeviceApiSettings, "validate_after_ms")
+
+
+@dataclass(frozen=True, slots=True)
+class ExtensionsConfig:
+    """``[extensions]``: which NervesHub extensions the device offers."""
+
+    offer: tuple[str, ...] = default_of(DeviceApiSettings, "extensions")
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """``[health]``: what the health report measures."""
+
+    disk_path: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class GeoConfig:
+    """``[geo]``: where the geo extension's answer comes from."""
+
+    geoclue: bool = True
+    geoclue_timeout_ms: int = bounded(10_000, 100, 600_000)
+    desktop_id: str = "nhlink-dbus"
+    latitude: float | None = None  # a fixed location, used without GeoClue2
+    longitude: float | None = None
+    accuracy_m: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +198,9 @@ class Config:
     reboot: RebootConfig = RebootConfig()
     download: RetryPolicy = field(default_factory=RetryPolicy)  # [download]: protocol.md §6.4
     logging: LoggingConfig = LoggingConfig()
+    extensions: ExtensionsConfig = ExtensionsConfig()
+    health: HealthConfig = HealthConfig()
+    geo: GeoConfig = GeoConfig()
 
     def hub_settings(self, identifier: str | None = None) -> HubSettings:
         """The hub client's settings.
@@ -207,6 +246,14 @@ class Config:
             archive_keys=tuple(self.archives.public_keys),
         )
 
+    def device_api_settings(self) -> DeviceApiSettings:
+        """Validation policy and offered extensions (core/device_api.py)."""
+        return DeviceApiSettings(
+            validate=self.firmware.validate,
+            validate_after_ms=self.firmware.validate_after_ms,
+            extensions=self.extensions.offer,
+        )
+
 
 # --- loading ------------------------------------------------------------------------------
 
@@ -244,8 +291,23 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     reboot = _reboot(root.table("reboot"))
     download = _download(root.table("download"))
     logging_ = _logging(root.table("logging"))
+    extensions = _extensions(root.table("extensions"))
+    health = _health(root.table("health"))
+    geo = _geo(root.table("geo"))
     root.finish()
-    return Config(source, hub, firmware, archives, decisions, reboot, download, logging_)
+    return Config(
+        source,
+        hub,
+        firmware,
+        archives,
+        decisions,
+        reboot,
+        download,
+        logging_,
+        extensions=extensions,
+        health=health,
+        geo=geo,
+    )
 
 
 def _hub(t: _Table) -> HubConfig:
@@ -341,8 +403,20 @@ def _firmware(t: _Table) -> FirmwareConfig:
     fwup_path = t.path("fwup_path")
     public_keys = t.public_keys("public_keys")
     fwup_env = t.environment("fwup_env")
+    validate = t.choice("validate", default_of(FirmwareConfig, "validate"), VALIDATE_POLICIES)
+    validate_after_ms = t.bounded(FirmwareConfig, "validate_after_ms")
     t.finish()
-    return FirmwareConfig(kv, devpath, task, applier, fwup_path, public_keys, fwup_env)
+    return FirmwareConfig(
+        kv,
+        devpath,
+        task,
+        applier,
+        fwup_path,
+        public_keys,
+        fwup_env,
+        validate,
+        validate_after_ms,
+    )
 
 
 def _archives(t: _Table) -> ArchivesConfig:
@@ -391,6 +465,43 @@ def _download(t: _Table) -> RetryPolicy:
     )
     t.finish()
     return config
+
+
+def _extensions(t: _Table) -> ExtensionsConfig:
+    offer = t.strings("offer")
+    if offer is None:
+        offer = default_of(ExtensionsConfig, "offer")
+    for name in offer:
+        if name not in IMPLEMENTED_EXTENSIONS:
+            known = ", ".join(IMPLEMENTED_EXTENSIONS)
+            raise t.error("offer", f"unknown extension {name!r} (this device offers {known})")
+    if len(set(offer)) != len(offer):
+        raise t.error("offer", "names an extension twice")
+    t.finish()
+    return ExtensionsConfig(tuple(offer))
+
+
+def _health(t: _Table) -> HealthConfig:
+    config = HealthConfig(disk_path=t.path("disk_path") or default_of(HealthConfig, "disk_path"))
+    t.finish()
+    return config
+
+
+def _geo(t: _Table) -> GeoConfig:
+    geoclue = t.boolean("geoclue", default_of(GeoConfig, "geoclue"))
+    timeout = t.bounded(GeoConfig, "geoclue_timeout_ms")
+    desktop_id = t.string("desktop_id", default_of(GeoConfig, "desktop_id"))
+    if not _DESKTOP_ID.fullmatch(desktop_id):
+        raise t.error("desktop_id", f"not a valid desktop id ({desktop_id!r})")
+    latitude = t.number("latitude", -90.0, 90.0)
+    longitude = t.number("longitude", -180.0, 180.0)
+    accuracy = t.number("accuracy_m", 0.0, 40_075_000.0)
+    if (latitude is None) != (longitude is None):
+        raise t.error("latitude" if latitude is None else "longitude", "set both or neither")
+    if accuracy is not None and latitude is None:
+        raise t.error("accuracy_m", "only with latitude and longitude")
+    t.finish()
+    return GeoConfig(geoclue, timeout, desktop_id, latitude, longitude, accuracy)
 
 
 def _logging(t: _Table) -> LoggingConfig:
@@ -509,6 +620,18 @@ class _Table:
     def bounded(self, cls: type, key: str) -> int:
         """Integer ``key``, default and range from the bounded field ``key`` of ``cls``."""
         return self.integer(key, default_of(cls, key), bounds_of(cls, key))
+
+    def number(self, key: str, minimum: float, maximum: float) -> float | None:
+        """An optional integer or float in ``minimum..maximum``."""
+        value = self._get(key)
+        if value is _MISSING:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(key, f"must be a number (got {_describe(value)})")
+        number = float(value)
+        if not math.isfinite(number) or not minimum <= number <= maximum:
+            raise self.error(key, f"must be between {minimum:g} and {maximum:g} (got {value!r})")
+        return number
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self._typed(key, bool, "true or false")

@@ -8,6 +8,8 @@
     nhlinkctl [--json] install FILE          the file is opened here and passed as an fd
     nhlinkctl [--json] reconnect
     nhlinkctl [--json] backoff [MS ...] [--reset]
+    nhlinkctl [--json] health | mark-valid | mode [MODE] | metric NAME VALUE | alarm …
+                                             (see ctl_device.py)
 
 Reading (status, watch, pending) is open to everyone; the other commands need
 root or membership of the service's group (``nhlink`` by default). Exit status:
@@ -31,7 +33,7 @@ from dbus_next.constants import BusType, MessageType
 from dbus_next.errors import DBusError
 from dbus_next.message import Message
 
-from nhlink_dbus import names
+from nhlink_dbus import ctl_device, names
 from nhlink_dbus.bus.info import unwrap
 from nhlink_dbus.bus.server import close_connection
 
@@ -55,6 +57,7 @@ SIGNAL_ARGS: Mapping[str, tuple[str, ...]] = {
     "Identify": (),
     "Disconnected": ("reason",),
     "RebootScheduled": ("delay_ms",),
+    "AutoReverted": ("firmware",),
 }
 
 
@@ -138,6 +141,7 @@ def _describe_status(props: Mapping[str, Any]) -> list[str]:
             f"{props.get('DefaultDecision', '?')} after {props.get('DecisionTimeout', '?')} ms",
         ),
         ("version", props.get("Version", "?")),
+        *ctl_device.status_rows(props),
     ]
     return [f"{key + ':':<12}{value}" for key, value in rows]
 
@@ -158,6 +162,13 @@ class Output:
 
     def data(self, value: Any) -> None:
         self.line(json.dumps(value, sort_keys=True))
+
+    def result(self, value: Any, text: str) -> None:
+        """A command's result: ``value`` as JSON with ``--json``, else ``text``."""
+        if self.json:
+            self.data(value)
+        else:
+            self.line(text)
 
     def line(self, text: str) -> None:
         if self._inline:
@@ -394,6 +405,8 @@ class Watcher:
             out.line(f"disconnected from the hub: {a['reason']}")
         elif member == "RebootScheduled":
             out.line(f"reboot scheduled in {int(a['delay_ms']) / 1000:g} s")
+        elif member == "AutoReverted":
+            out.line(f"the bootloader fell back from {_describe_info(a['firmware'])}")
 
     def _start_countdown(self, delay_ms: int) -> None:
         if self._countdown is not None:
@@ -443,6 +456,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("delays", type=int, nargs="*", metavar="MS")
     b.add_argument("--reset", action="store_true", help="back to the default back-off")
     b.set_defaults(run=cmd_backoff)
+    ctl_device.add_commands(sub)
     return p
 
 

@@ -69,7 +69,8 @@ async def _amain(config_path: str, export_bus: bool) -> int:
     config = load_config(config_path)
     bus = await _connect_system_bus()
     logind = Logind(bus) if bus is not None else None  # type: ignore[arg-type]
-    service = await NhlinkService.create(config, logind=logind)
+    # GeoClue2 and NetworkManager are asked on the same connection (device_io.py).
+    service = await NhlinkService.create(config, logind=logind, system_bus=bus)
     face = None
     if export_bus and bus is not None:
         from nhlink_dbus.bus.server import serve  # noqa: PLC0415

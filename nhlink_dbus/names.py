@@ -1,7 +1,8 @@
 """Every D-Bus name the project uses, in one place (STYLE habit 5).
 
 Our own service's names are DESIGN §2's contract; the logind names are
-systemd-logind's ``org.freedesktop.login1(5)`` API.
+systemd-logind's ``org.freedesktop.login1(5)`` API; GeoClue2's and
+NetworkManager's are their D-Bus APIs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,17 @@ DBUS_INTROSPECTABLE: Final = "org.freedesktop.DBus.Introspectable"
 DBUS_ERROR_ACCESS_DENIED: Final = "org.freedesktop.DBus.Error.AccessDenied"
 DBUS_ERROR_SERVICE_UNKNOWN: Final = "org.freedesktop.DBus.Error.ServiceUnknown"
 DBUS_ERROR_NAME_HAS_NO_OWNER: Final = "org.freedesktop.DBus.Error.NameHasNoOwner"
+
+# --- GeoClue2 (its org.freedesktop.GeoClue2.*.xml API) and NetworkManager ------
+GEOCLUE_BUS_NAME: Final = "org.freedesktop.GeoClue2"
+GEOCLUE_MANAGER_PATH: Final = "/org/freedesktop/GeoClue2/Manager"
+GEOCLUE_MANAGER_INTERFACE: Final = "org.freedesktop.GeoClue2.Manager"  # GetClient, DeleteClient
+GEOCLUE_CLIENT_INTERFACE: Final = "org.freedesktop.GeoClue2.Client"  # Start, Stop, LocationUpdated
+GEOCLUE_LOCATION_INTERFACE: Final = "org.freedesktop.GeoClue2.Location"  # Latitude, Longitude, …
+NM_BUS_NAME: Final = "org.freedesktop.NetworkManager"
+NM_PATH: Final = "/org/freedesktop/NetworkManager"
+NM_INTERFACE: Final = "org.freedesktop.NetworkManager"  # GetDeviceByIpIface
+NM_DEVICE_INTERFACE: Final = "org.freedesktop.NetworkManager.Device"  # DeviceType
 
 # --- systemd-logind -----------------------------------------------------------
 LOGIND_BUS_NAME: Final = "org.freedesktop.login1"

@@ -9,6 +9,8 @@ that is not running and switches to it last. Offsets are 512-byte blocks.
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +52,9 @@ def _meta_block(slot: str, meta: dict[str, str]) -> str:
     return ",".join(items)
 
 
-def _body(layout: AbLayout, meta: dict[str, str], devpath: str) -> str:
+def _body(
+    layout: AbLayout, meta: dict[str, str], devpath: str, delta_blocks: int | None = None
+) -> str:
     la = layout
     mbr = []
     for name, boot in (("mbr-a", 0), ("mbr-b", 1)):
@@ -77,13 +81,20 @@ def _body(layout: AbLayout, meta: dict[str, str], devpath: str) -> str:
     )
     upgrades = []
     for slot, other, offset in (("a", "b", ROOTFS_A), ("b", "a", la.rootfs_b)):
+        # A delta's source is the running slot (the other one).
+        source = la.rootfs_b if slot == "a" else ROOTFS_A
+        delta = (
+            ""
+            if delta_blocks is None
+            else f"delta-source-raw-offset={source}\ndelta-source-raw-count={delta_blocks}\n"
+        )
         upgrades.append(
             f'task "upgrade.{slot}" {{\n'
             f'reqlist={{4,"require-uboot-variable","uboot-env",nerves_fw_active,{other}}}\n'
             f'on-init {{\nfunlist={{2,info,"Upgrading partition {slot.upper()}",'
             f'3,uboot_unsetenv,"uboot-env",{slot}.nerves_fw_version,'
             f'3,uboot_unsetenv,"uboot-env",{slot}.nerves_fw_uuid}}\n}}\n'
-            f'on-resource "rootfs.img" {{\nfunlist={{2,raw_write,{offset}}}\n}}\n'
+            f'on-resource "rootfs.img" {{\n{delta}funlist={{2,raw_write,{offset}}}\n}}\n'
             f"on-finish {{\nfunlist={{{_meta_block(slot, meta)},"
             f'4,uboot_setenv,"uboot-env",nerves_fw_validated,0,'
             f'4,uboot_setenv,"uboot-env",nerves_fw_active,{slot},'
@@ -107,8 +118,19 @@ def build_ab_firmware(
     product: str = "nhlink-demo",
     devpath: str = "/dev/sda",
     compresslevel: int = 6,
+    delta_source_blocks: int | None = None,
+    delta_from: bytes | None = None,
 ) -> bytes:
-    """Write a signed A/B ``.fw``; returns its ``meta.conf``."""
+    """Write a signed A/B ``.fw``; returns its ``meta.conf``.
+
+    ``delta_source_blocks`` names the running slot's first blocks as the delta
+    source of the upgrade tasks (``delta-source-raw-offset``/``-count``): the
+    firmware can then be delivered as a delta. ``delta_from`` (the running
+    firmware's rootfs bytes) makes that *delta* ``.fw``, as NervesHub makes one
+    (nerves_hub_web ``update_tool/fwup.ex``: the same ``meta.conf`` and signature,
+    the data files replaced by xdelta3 patches): ``rootfs.img`` is stored as a
+    patch made with the ``xdelta3`` program (``-A -S``, as fwup's tests make them).
+    """
     meta = {
         "product": product,
         "description": f"{product} A/B firmware",
@@ -118,6 +140,27 @@ def build_ab_firmware(
         "author": "nhlink-dbus",
     }
     top = {f"meta-{k}": v for k, v in meta.items()}
+    stored: dict[str, bytes] = {}
+    blocks = delta_source_blocks
+    if delta_from is not None:
+        target = rootfs if isinstance(rootfs, bytes) else rootfs.read_bytes()
+        stored["rootfs.img"] = xdelta3_patch(delta_from, target)
+        blocks = blocks or -(-len(delta_from) // 512)
+    body = _body(layout, meta, devpath, blocks)
     return create_fw(
-        out, top, {"rootfs.img": rootfs}, _body(layout, meta, devpath), private_key, compresslevel
+        out, top, {"rootfs.img": rootfs}, body, private_key, compresslevel, stored=stored
     )
+
+
+def xdelta3_patch(source: bytes, target: bytes) -> bytes:
+    """A VCDIFF patch from ``source`` to ``target`` made by the xdelta3 program."""
+    with tempfile.TemporaryDirectory(prefix="nhlink-delta-") as folder:
+        src, tgt, out = (Path(folder) / n for n in ("source", "target", "patch"))
+        src.write_bytes(source)
+        tgt.write_bytes(target)
+        subprocess.run(
+            ["xdelta3", "-A", "-S", "-f", "-e", "-s", str(src), str(tgt), str(out)],
+            check=True,
+            capture_output=True,
+        )
+        return out.read_bytes()

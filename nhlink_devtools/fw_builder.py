@@ -75,9 +75,17 @@ def create_fw(
     body: str,
     private_key: Ed25519PrivateKey | None = None,
     compresslevel: int = 6,
+    stored: Mapping[str, bytes] | None = None,
 ) -> bytes:
-    """Write the archive to ``out``; returns the ``meta.conf`` bytes."""
+    """Write the archive to ``out``; returns the ``meta.conf`` bytes.
+
+    ``stored`` replaces what goes into the archive for some resources while
+    ``meta.conf`` still describes the resource itself: a delta ``.fw`` stores an
+    xdelta3 patch for a resource whose ``length`` and ``blake2b-256`` are those
+    of the patched result (fwup's delta updates).
+    """
     conf = meta_conf_text(meta, resources, body).encode()
+    stored = stored or {}
     with zipfile.ZipFile(out, "w") as zf:
         if private_key is not None:
             zf.writestr(
@@ -91,7 +99,8 @@ def create_fw(
             zipfile.ZIP_DEFLATED,
             compresslevel,
         )
-        for name, source in resources.items():
+        for name, resource in resources.items():
+            source = stored.get(name, resource)
             info = zipfile.ZipInfo(f"data/{name}", (1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
             # ZipFile.open() takes the level from the ZipInfo (renamed in 3.13).

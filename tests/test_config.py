@@ -40,7 +40,17 @@ SCHEMA: dict[str, set[str]] = {
         "key_length",
     },
     "hub.tls": {"certfile", "keyfile", "cafile", "sni"},
-    "firmware": {"kv", "devpath", "task", "applier", "fwup_path", "public_keys", "fwup_env"},
+    "firmware": {
+        "kv",
+        "devpath",
+        "task",
+        "applier",
+        "fwup_path",
+        "public_keys",
+        "fwup_env",
+        "validate",
+        "validate_after_ms",
+    },
     "archives": {"dir", "public_keys"},
     "decisions": {
         "timeout_ms",
@@ -59,6 +69,9 @@ SCHEMA: dict[str, set[str]] = {
         "max_redirects",
     },
     "logging": {"level"},
+    "extensions": {"offer"},
+    "health": {"disk_path"},
+    "geo": {"geoclue", "geoclue_timeout_ms", "desktop_id", "latitude", "longitude", "accuracy_m"},
 }
 
 MINIMAL = """
@@ -126,6 +139,8 @@ applier = "builtin"
 fwup_path = "/opt/fwup/bin/fwup"
 public_keys = ["{KEY_A}", " {KEY_B} "]
 fwup_env = {{ A_B = "1", PATH = "/bin" }}
+validate = "on-connect"
+validate_after_ms = 60000
 
 [archives]
 dir = "/data/archives"
@@ -154,6 +169,20 @@ max_redirects = 0
 
 [logging]
 level = "DEBUG"
+
+[extensions]
+offer = ["health"]
+
+[health]
+disk_path = "/data"
+
+[geo]
+geoclue = false
+geoclue_timeout_ms = 500
+desktop_id = "kiosk.nhlink"
+latitude = 52.52
+longitude = -13
+accuracy_m = 25
 """
 
 

@@ -67,10 +67,21 @@ BAD_URL: Final = "bad_url"
 class ChunkSink(Protocol):
     """What the downloader writes into (docs/architecture.md, streaming contracts)."""
 
-    async def write(self, chunk: bytes) -> None: ...
+    async def write(self, chunk: bytes) -> None:
+        """Take the next bytes; raise :class:`Refetch` to have them sent again from an
+        earlier offset (a part that failed its checksum)."""
 
     async def restart(self) -> None:
         """The server ignored our Range (200): everything written so far is void."""
+
+
+class Refetch(Exception):
+    """Raised by a sink: drop what came from ``offset`` on and ask for it again."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.offset = offset
+        self.reason = reason
 
 
 ClientFactory = Callable[[], httpx.AsyncClient]
@@ -189,11 +200,13 @@ class _Attempt:
         sink: ChunkSink,
         clock: Callable[[], float],
         idle_s: float,
+        on_connected: Callable[[], object] | None = None,
     ) -> None:
         self.state = state
         self.sink = sink
         self.clock = clock
         self.idle_s = idle_s
+        self._on_connected = on_connected
 
     def _step_timeout(self) -> float:
         """Idle timeout for the next read, cut short by the download's deadline."""
@@ -222,6 +235,9 @@ class _Attempt:
             )
             if isinstance(verdict, GiveUp | Redirect):
                 return verdict
+            if self._on_connected is not None:
+                on_connected, self._on_connected = self._on_connected, None
+                on_connected()
             if verdict.restart:
                 logger.info("download: the server ignored Range (200); restarting from byte 0")
                 await _sink_call(self.sink.restart())
@@ -250,6 +266,12 @@ class _Attempt:
         return state.body_end(self.clock())
 
 
+class _SinkRefetch(Exception):
+    def __init__(self, refetch: Refetch) -> None:
+        super().__init__(str(refetch))
+        self.refetch = refetch
+
+
 class _SinkFailed(Exception):
     """Carries the sink's own exception past the transport-error handlers."""
 
@@ -261,6 +283,8 @@ class _SinkFailed(Exception):
 async def _sink_call(call: Awaitable[None]) -> None:
     try:
         await call
+    except Refetch as refetch:
+        raise _SinkRefetch(refetch) from refetch
     except Exception as exc:
         raise _SinkFailed(exc) from exc
 
@@ -277,6 +301,7 @@ async def download(
     clock: Callable[[], float] = time.monotonic,
     verify: Verify = True,
     cert: tuple[str, str] | None = None,
+    on_connected: Callable[[], object] | None = None,
 ) -> DownloadStats:
     """Download ``url`` into ``sink`` under ``policy``; return the counters.
 
@@ -288,6 +313,8 @@ async def download(
     (``idle_timeout``, ``connect_error``, ``protocol_error``, ``transport_error``,
     ``incomplete_body``). ``verify``/``cert`` configure the default client;
     ``client_factory`` replaces it (one client per attempt; it is closed after).
+    ``on_connected()`` is called once, when the first response is accepted. A
+    sink's :class:`Refetch` makes the next request start at its offset.
     """
     policy = policy if policy is not None else RetryPolicy()
     idle_s = policy.idle_timeout_ms / 1000
@@ -296,7 +323,7 @@ async def download(
     )
     _install_log_filter()
     state = DownloadState(url, policy, clock(), user_agent=user_agent)
-    attempt = _Attempt(state, sink, clock, idle_s)
+    attempt = _Attempt(state, sink, clock, idle_s, on_connected)
     logger.info("download: start %s", redact_url(url))
 
     def fail(reason: str, cause: BaseException | None = None) -> DownloadError:
@@ -326,6 +353,13 @@ async def download(
         try:
             async with factory() as client:
                 outcome = await attempt.run(client)
+        except _SinkRefetch as wrapped:
+            refetch = wrapped.refetch
+            logger.warning(
+                "download: %s; fetching again from byte %d", refetch.reason, refetch.offset
+            )
+            state.refetch(clock(), refetch.offset)
+            continue
         except _SinkFailed as failed:
             raise failed.error from None
         except (TimeoutError, httpx.TransportError, httpx.InvalidURL) as exc:

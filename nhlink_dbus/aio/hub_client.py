@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from nhlink_dbus.aio import ws_compat
 from nhlink_dbus.aio.hub_tls import server_hostname, tls_context
 from nhlink_dbus.core import hub_messages as hm
+from nhlink_dbus.core import update_mode as um
 from nhlink_dbus.core.backoff import BackoffHook, ReconnectBackoff
 from nhlink_dbus.core.hub_session import (
     DeviceInfo,
@@ -94,6 +96,9 @@ class HubClient:
         self._wake = asyncio.Event()
         self._reconnect = False
         self._checks: dict[str, asyncio.Future[hm.UpdateInfo | None]] = {}
+        # Answers that come as pushes, not replies (device-managed updates): the
+        # next one of its type answers every caller waiting for it.
+        self._awaited: dict[type, list[asyncio.Future[Any]]] = {}
         self._ws: ws_compat.WsClient | None = None
 
     # -- public API -------------------------------------------------------------------
@@ -123,6 +128,47 @@ class HubClient:
     def push_rebooting(self) -> str | None:
         """``rebooting {}``: push it before a reboot the hub asked for."""
         return self.push("rebooting", {})
+
+    def push_extension(self, name: str, event: str, payload: dict[str, Any]) -> str | None:
+        """Push ``<name>:<event>`` on ``extensions`` (dropped unless ``name`` is attached)."""
+        ref = self.session.push_extension(name, event, payload)
+        self._wake.set()
+        return ref
+
+    def set_meta(self, meta: dict[str, bool]) -> None:
+        """The firmware validation state for the next join's ``meta``."""
+        self.session.set_device(dataclasses.replace(self.session.device, meta=meta))
+
+    async def check_update(self, timeout: float = 15.0) -> um.UpdateAvailability:
+        """Device-managed ``check_update``: the hub's ``update_available`` (metadata, no URL)."""
+        answer = await self._push_and_wait("check_update", {}, um.UpdateAvailability, timeout)
+        assert isinstance(answer, um.UpdateAvailability)
+        return answer
+
+    async def set_update_mode(self, mode: str, timeout: float = 15.0) -> um.UpdateMode:
+        """``set_update_mode``; the hub answers ``update_mode`` with the mode it now holds."""
+        payload = um.set_update_mode_payload(mode)
+        answer = await self._push_and_wait("set_update_mode", payload, um.UpdateMode, timeout)
+        assert isinstance(answer, um.UpdateMode)
+        return answer
+
+    async def _push_and_wait(
+        self, event: str, payload: dict[str, Any], answer: type, timeout: float
+    ) -> Any:
+        if not self.session.joined:
+            raise StateError("not joined to the hub")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        waiting = self._awaited.setdefault(answer, [])
+        waiting.append(future)
+        try:
+            if self.push(event, payload) is None:
+                raise StateError("not joined to the hub")
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise HubConnectionError(f"no answer to {event}") from exc
+        finally:
+            if future in waiting:
+                waiting.remove(future)
 
     def set_downloading(self, uuid: str | None) -> None:
         """The UUID of the firmware being applied, sent as currently_downloading_uuid."""
@@ -264,6 +310,11 @@ class HubClient:
 
     def _dispatch(self) -> None:
         for event in self.session.events():
+            for waiting in self._awaited.pop(type(event), []):
+                if not waiting.done():
+                    waiting.set_result(event)
+            if isinstance(event, um.UpdateAvailability):
+                continue  # only ever an answer (check_update)
             if isinstance(event, UpdateCheckResult):
                 future = self._checks.get(event.ref)
                 if future is not None and not future.done():
@@ -278,7 +329,8 @@ class HubClient:
                 self.events.put_nowait(event)
 
     def _fail_checks(self, reason: str) -> None:
-        for future in self._checks.values():
+        waiting = [f for futures in self._awaited.values() for f in futures]
+        for future in [*self._checks.values(), *waiting]:
             if not future.done():
                 future.set_exception(HubConnectionError(f"connection lost: {reason}"))
 
@@ -309,6 +361,18 @@ class NoHub:
 
     def push_rebooting(self) -> str | None:
         return None
+
+    def push_extension(self, name: str, event: str, payload: dict[str, Any]) -> str | None:
+        return None
+
+    def set_meta(self, meta: dict[str, bool]) -> None:
+        pass
+
+    async def check_update(self, timeout: float = 15.0) -> um.UpdateAvailability:
+        raise NotPossible(self.reason)
+
+    async def set_update_mode(self, mode: str, timeout: float = 15.0) -> um.UpdateMode:
+        raise NotPossible(self.reason)
 
     def set_downloading(self, uuid: str | None) -> None:
         pass

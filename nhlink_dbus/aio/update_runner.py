@@ -4,7 +4,10 @@
 from the download (or from an fd, for ``InstallFile``) into the applier, and
 always returns exactly one :class:`UpdateOutcome` — for a download failure, a
 refusal of the applier, or a fault of our own alike. Cancellation (the service
-stops) aborts the applier and propagates.
+stops) aborts the applier and propagates. A download the hub described (size,
+checksum, part checksums) goes through :class:`VerifiedSink`
+(``core/partials.py``): a part that fails its checksum never reaches the
+applier and is fetched again from its offset.
 
 :func:`fwup_version` asks the fwup program for its version without blocking the
 loop; the hub chooses firmware by it (protocol.md §3.1).
@@ -17,14 +20,21 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress, make_applier
-from nhlink_dbus.aio.downloader import download
+from nhlink_dbus.aio.appliers import (
+    ApplyRequest,
+    BaseApplier,
+    OnMessage,
+    OnProgress,
+    make_applier,
+)
+from nhlink_dbus.aio.downloader import Refetch, download
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.config import ApplierKind
 from nhlink_dbus.core.download_policy import RetryPolicy
+from nhlink_dbus.core.partials import PartMismatch, PartVerifier
 from nhlink_dbus.errors import DownloadError, LogindError, NhlinkError
 from nhlink_dbus.fwup.local_firmware import read_fd_chunks
 
@@ -44,6 +54,33 @@ class UpdateJob:
     url: str = field(default="", repr=False)  # pre-signed: never logged
     local_fd: int | None = None  # InstallFile: owned by the job, closed at its end
     fwup_path: str | None = None
+    verifier: PartVerifier | None = None  # what the hub said the download is
+    on_connected: Callable[[], object] | None = None  # the download's first answer
+
+
+class VerifiedSink:
+    """The applier behind a :class:`PartVerifier`: only verified bytes reach it."""
+
+    def __init__(self, applier: BaseApplier, verifier: PartVerifier) -> None:
+        self.applier = applier
+        self.verifier = verifier
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            pieces = self.verifier.feed(chunk)
+        except PartMismatch as exc:
+            raise Refetch(exc.offset, str(exc)) from None
+        for piece in pieces:
+            await self.applier.write(piece)
+
+    async def restart(self) -> None:
+        self.verifier.restart()
+        await self.applier.restart()
+
+    async def finish(self) -> None:
+        """The download completed: the last part and the whole-file checks."""
+        for piece in self.verifier.finish():
+            await self.applier.write(piece)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +106,16 @@ async def run_update(
                     async for chunk in read_fd_chunks(fd):
                         await applier.write(chunk)
                 else:
+                    verified = None if job.verifier is None else VerifiedSink(applier, job.verifier)
                     await download(
                         job.url,
-                        applier,
+                        applier if verified is None else verified,
                         job.policy,
                         on_error=lambda reason: logger.warning("download: %s", reason),
+                        on_connected=job.on_connected,
                     )
+                    if verified is not None:
+                        await verified.finish()
             except DownloadError as exc:
                 await applier.abort(str(exc))
                 return UpdateOutcome(False, str(exc), applier_error=False)

@@ -43,6 +43,7 @@ from dbus_next.service import ServiceInterface, dbus_property, method, signal
 from nhlink_dbus import names
 from nhlink_dbus.aio.dbus_compat import MethodInfo, body_to_args, exported_methods, result_to_body
 from nhlink_dbus.aio.supervisor import Supervisor
+from nhlink_dbus.bus import device_members
 from nhlink_dbus.bus.access import AccessPolicy
 from nhlink_dbus.bus.info import UINT32_MAX, UINT64_MAX, info_to_variants, unwrap
 from nhlink_dbus.core.redact import redact_text, redact_url
@@ -63,6 +64,7 @@ _OUT_ARG_NAMES: Mapping[str, Sequence[str]] = {
     "GetPendingRequests": ("requests",),
     "CheckForUpdate": ("update",),
     "InstallFile": ("request_id",),
+    **device_members.OUT_ARG_NAMES,
 }
 
 
@@ -104,10 +106,11 @@ _PROPERTIES: Mapping[str, tuple[str, Callable[[Any], object]]] = {
     "DecisionTimeout": ("decision_timeout_ms", lambda v: _clamp(v, 0, UINT64_MAX)),
     "DefaultDecision": ("default_decision", str),
     "Version": ("version", str),
+    **device_members.PROPERTIES,
 }
 
 
-class LinkInterface(ServiceInterface):
+class LinkInterface(device_members.DeviceApiMembers, ServiceInterface):
     """NervesHub device client: firmware update and archive decisions, progress and reboot.
     Methods are open to root and one configured group (default nhlink); properties,
     signals and introspection to everyone. Errors are org.nerveshub.Link1.Error.*:
@@ -261,7 +264,8 @@ class LinkInterface(ServiceInterface):
     @no_type_check
     def DecisionMade(self, request_id, decision, delay_ms, decided_by) -> "ssts":
         """A request was decided. decided_by names the caller (uid and unique name),
-        or is timeout or policy."""
+        or is timeout or policy, or hub (a device-managed update the hub refused for
+        now: rescheduled by its delay)."""
         return [request_id, decision, delay_ms, decided_by]
 
     @signal()

@@ -190,6 +190,16 @@ class DecisionEngine:
             raise InvalidArgument("delay_ms must be 0 unless the decision is reschedule")
         return [self._decide(question, decision, delay_ms, decided_by, now)]
 
+    def reopen(
+        self, question: Question, delay_ms: int, decided_by: str, now: float
+    ) -> list[DecisionEffect]:
+        """A question decided ``apply`` whose apply was refused for now (the hub's
+        ``update_rejected``): rescheduled by ``decided_by``, same id, asked again
+        after ``delay_ms``. Nothing happens if its id is in use again."""
+        if question.request_id in self._questions:
+            return []
+        return [self._decide(question, RESCHEDULE, max(1, delay_ms), decided_by, now)]
+
     def withdraw(self, request_id: str) -> list[DecisionEffect]:
         """The owner drops a question (e.g. its subject went away)."""
         question = self._questions.pop(request_id, None)

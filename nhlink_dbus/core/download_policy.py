@@ -18,6 +18,8 @@ Rules (nerves_hub_link 2.5.2 ``NervesHubLink.Downloader`` plus the §14 fixes)::
                               WAITING    the body ended short (as a failure, below)
     REQUESTING/RECEIVING --failed--> WAITING (Retry at now + time_between_retries)
                                      FAILED  (GiveUp max_disconnects_reached)
+    RECEIVING  --refetch-->   READY      the sink refused bytes from ``offset`` on (a part
+                                         that failed its checksum): ask again from there
     WAITING    --request-->   REQUESTING (once now >= retry_at)
     any live state --check--> FAILED  max_timeout_reached / worst_case_download_speed_reached
 
@@ -242,6 +244,7 @@ _TRANSITIONS: Final[dict[tuple[Phase, str], frozenset[Phase]]] = {
         {Phase.DONE, Phase.READY, Phase.WAITING, Phase.FAILED}
     ),
     (Phase.REQUESTING, "failed"): frozenset({Phase.WAITING, Phase.FAILED}),
+    (Phase.RECEIVING, "refetch"): frozenset({Phase.READY}),
     (Phase.RECEIVING, "failed"): frozenset({Phase.WAITING, Phase.FAILED}),
 }
 
@@ -265,6 +268,7 @@ class DownloadState:
         self.requests = 0
         self.restarts = 0
         self.redirects = 0
+        self.refetches = 0
         self.retry_at = -math.inf
         self.reason: str | None = None
         self._started = now
@@ -441,6 +445,19 @@ class DownloadState:
             self.phase = Phase.READY
             return Continue()
         return self.failed(now, INCOMPLETE_BODY)
+
+    def refetch(self, now: float, offset: int) -> None:
+        """The sink dropped what it got from ``offset`` on (core/partials.py): the next
+        request asks for the bytes from there (Range), at once. It is a new attempt
+        (X-Retry-Number) but not a disconnect; the sink counts its own failures."""
+        self._require("refetch")
+        if not 0 <= offset <= self.received:
+            raise StateError(f"download: cannot fetch again from {offset} (have {self.received})")
+        self._pause_worst_case(now)
+        self.received = offset
+        self.attempt += 1
+        self.refetches += 1
+        self._move("refetch", Phase.READY)
 
     def failed(self, now: float, reason: str) -> Retry | GiveUp:
         """The attempt failed (idle timeout, transport error, short body): retry or stop."""

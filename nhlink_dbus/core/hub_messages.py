@@ -15,7 +15,11 @@ from typing import Any
 from nhlink_dbus.errors import ProtocolError
 
 DEVICE_TOPIC = "device"
-DEVICE_API_VERSION = "2.1.0"
+# 2.2.0 extensions, 2.3.0 firmware validation (nerves_hub_link configurator.ex at
+# 388b391 sends "2.3.0"), 2.4.0 device-managed updates (nerves_hub_web
+# docs/device_managed_updates.md): all implemented here (core/extensions.py,
+# core/validation.py, core/update_mode.py).
+DEVICE_API_VERSION = "2.4.0"
 CONSOLE_VERSION = "2.0.0"
 ON_CONNECT = "on_connect"
 
@@ -60,6 +64,11 @@ class UpdateInfo:
     firmware_url: str = field(repr=False)
     firmware_meta: FirmwareMetadata
     deployment_id: int | None = None
+    # Newer servers (nerves_hub_web UpdatePayload): the file's size, its SHA-256 and
+    # the SHA-256 of every 1 MiB part, upper-case hex (firmwares.ex).
+    size: int | None = None
+    checksum: str | None = None
+    partials_checksums: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +161,29 @@ def parse_update(payload: Any) -> UpdateInfo:
     deployment = payload.get("deployment_id")
     if isinstance(deployment, bool) or not isinstance(deployment, int):
         deployment = None
-    return UpdateInfo(firmware_url=url, firmware_meta=meta, deployment_id=deployment)
+    size = payload.get("size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ProtocolError("update: size must be a non-negative integer")
+    checksum = payload.get("checksum")
+    if checksum is not None and not _is_sha256_hex(checksum):
+        raise ProtocolError("update: checksum must be a hex SHA-256")
+    partials = payload.get("partials_checksums") or []
+    if not isinstance(partials, list) or not all(_is_sha256_hex(p) for p in partials):
+        raise ProtocolError("update: partials_checksums must be a list of hex SHA-256")
+    return UpdateInfo(
+        firmware_url=url,
+        firmware_meta=meta,
+        deployment_id=deployment,
+        size=size,
+        checksum=checksum,
+        partials_checksums=tuple(partials),
+    )
+
+
+def _is_sha256_hex(value: object) -> bool:
+    if not isinstance(value, str) or len(value) != 64:
+        return False
+    return all(c in "0123456789abcdefABCDEF" for c in value)
 
 
 def parse_update_check(response: Any) -> UpdateInfo | None:
@@ -254,6 +285,7 @@ def device_join_params(
     fwup_keys_configured: bool,
     archive_keys_configured: bool,
     currently_downloading_uuid: str | None,
+    meta: Mapping[str, bool] | None = None,
 ) -> dict[str, Any]:
     """The ``"device"`` join payload of §3.1.
 
@@ -269,7 +301,8 @@ def device_join_params(
     ``currently_downloading_uuid`` is sent on every join, re-joins included
     (2.5.2 drops it on re-joins; protocol.md §14 recommends always sending it).
     ``console_version`` is sent as 2.5.2 does; without a ``"console"`` join the
-    server never uses it.
+    server never uses it. ``meta`` is the firmware validation state
+    (``core/validation.join_meta``), sent on every join as 2.8.1+ does.
     """
     params: dict[str, Any] = dict(kv)
     params["fwup_version"] = fwup_version
@@ -280,4 +313,6 @@ def device_join_params(
     if not archive_keys_configured:
         params["archive_public_keys"] = ON_CONNECT
     params["currently_downloading_uuid"] = currently_downloading_uuid
+    if meta is not None:
+        params["meta"] = dict(meta)
     return params

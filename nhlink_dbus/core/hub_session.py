@@ -1,8 +1,9 @@
 """The hub connection lifecycle, sans-I/O (protocol.md §1.5, §3, §4.1, §8).
 
 A :class:`HubSession` lives as long as the client: it decides when to connect,
-owns one :class:`PhoenixConnection` per WebSocket, joins ``"device"``, turns
-pushes into typed values and counts reconnect attempts. The driver (the asyncio
+owns one :class:`PhoenixConnection` per WebSocket, joins ``"device"`` (and
+``"extensions"`` when the hub asks, :mod:`.extensions`), turns pushes into typed
+values and counts reconnect attempts. The driver (the asyncio
 adapter, or a test with a fake clock) performs what it asks for::
 
     WAITING    --begin_attempt-->     CONNECTING   (at connect_at; the first one at once)
@@ -22,12 +23,14 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from nhlink_dbus.core import extensions as ext
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import phoenix
+from nhlink_dbus.core import update_mode as um
 from nhlink_dbus.core.backoff import ReconnectBackoff
 from nhlink_dbus.errors import ProtocolError, StateError
 
@@ -42,6 +45,8 @@ class DeviceInfo:
     fwup_version: str
     fwup_keys_configured: bool = False
     archive_keys_configured: bool = False
+    meta: Mapping[str, bool] | None = None  # firmware validation (core/validation.py)
+    extensions: Mapping[str, str] = field(default_factory=dict)  # offered: name -> version
 
 
 # -- lifecycle events handed to the service, beside the hub_messages values ------------
@@ -88,8 +93,25 @@ class UpdateCheckResult:
 
 
 SessionEvent = (
-    Connected | Joined | ChannelDown | Disconnected | UpdateCheckResult | hm.ServerMessage
+    Connected
+    | Joined
+    | ChannelDown
+    | Disconnected
+    | UpdateCheckResult
+    | hm.ServerMessage
+    | ext.Deliver
+    | ext.AttachedChanged
+    | um.UpdateMode
+    | um.UpdateAvailability
+    | um.UpdateRejected
 )
+
+# Pushes on "device" of the newer API (core/update_mode.py), beside hub_messages'.
+_MORE_PARSERS: dict[str, Callable[[Any], SessionEvent]] = {
+    "update_mode": um.parse_update_mode,
+    "update_available": um.parse_update_available,
+    "update_rejected": um.parse_update_rejected,
+}
 
 
 class SessionState(enum.Enum):
@@ -128,6 +150,7 @@ class HubSession:
         self._downloading: str | None = None
         self._update_checks: set[str] = set()
         self._events: list[SessionEvent] = []
+        self.extensions = ext.Extensions(device.extensions)
 
     # -- queries ----------------------------------------------------------------------
 
@@ -143,6 +166,7 @@ class HubSession:
             fwup_keys_configured=self.device.fwup_keys_configured,
             archive_keys_configured=self.device.archive_keys_configured,
             currently_downloading_uuid=self._downloading,
+            meta=self.device.meta,
         )
 
     def next_deadline(self) -> float | None:
@@ -201,6 +225,7 @@ class HubSession:
             self._conn.close()
         self._conn = None
         self._update_checks.clear()
+        self._extension_actions(self.extensions.reset())
         return self._schedule_reconnect(now, reason)
 
     def stop(self) -> None:
@@ -268,6 +293,13 @@ class HubSession:
         """``rebooting {}``."""
         return self.push("rebooting", {})
 
+    def push_extension(self, name: str, event: str, payload: Mapping[str, Any]) -> str | None:
+        """Push ``<name>:<event>`` on ``extensions``; dropped unless ``name`` is attached."""
+        if self._conn is None or self._conn.closed or not self.extensions.allows(name):
+            logger.debug("= %s:%s dropped: extension not attached", name, event)
+            return None
+        return self._conn.push(ext.TOPIC, f"{name}:{event}", payload)
+
     def check_update_available(self) -> str | None:
         """Ask the hub now (§5.2); the answer comes as :class:`UpdateCheckResult`."""
         ref = self.push("check_update_available", {})
@@ -284,6 +316,18 @@ class HubSession:
         match event:
             case phoenix.Message(topic=hm.DEVICE_TOPIC, event=name, payload=payload):
                 self._handle_push(name, payload)
+            case phoenix.Message(topic=ext.TOPIC, event=name, payload=payload):
+                self._extension_actions(self.extensions.message(name, payload))
+            case phoenix.Joined(topic=ext.TOPIC, response=response):
+                logger.info("joined %s", ext.TOPIC)
+                self._extension_actions(self.extensions.joined(response))
+            case (
+                phoenix.JoinRefused(topic=ext.TOPIC)
+                | phoenix.ChannelErrored(topic=ext.TOPIC)
+                | phoenix.ChannelClosed(topic=ext.TOPIC)
+            ):
+                logger.info("%s channel down; re-joining", ext.TOPIC)
+                self._extension_actions(self.extensions.reset())
             case phoenix.Message(topic=topic, event=name):
                 logger.debug("= %s on %s ignored", name, topic)
             case phoenix.Joined(topic=hm.DEVICE_TOPIC, response=response):
@@ -310,8 +354,13 @@ class HubSession:
                 logger.debug("= %r ignored", event)
 
     def _handle_push(self, name: str, payload: dict[str, Any]) -> None:
+        if name == "extensions:get":
+            self._join_extensions()
+            return
+        parse = _MORE_PARSERS.get(name)
+        message: SessionEvent | None
         try:
-            message = hm.parse_server_message(name, payload)
+            message = parse(payload) if parse else hm.parse_server_message(name, payload)
         except ProtocolError as exc:
             logger.warning("%s: malformed payload ignored: %s", name, exc)
             return
@@ -325,7 +374,28 @@ class HubSession:
         logger.info("hub sent %s", name)
         self._events.append(message)
 
+    def _join_extensions(self) -> None:
+        """``extensions:get``: join ``extensions`` with what we offer (nothing: stay away)."""
+        params = self.extensions.join_params()
+        if not params or self._conn is None:
+            logger.info("extensions:get: no extension offered")
+            return
+        logger.info("extensions offered: %s", ", ".join(sorted(params)))
+        self._conn.join(ext.TOPIC, params)
+
+    def _extension_actions(self, actions: list[ext.Action]) -> None:
+        for action in actions:
+            if isinstance(action, ext.Push):
+                ref = None
+                if self._conn is not None and not self._conn.closed:
+                    ref = self._conn.push(ext.TOPIC, action.event, action.payload)
+                if action.attaching is not None:
+                    self._extension_actions(self.extensions.attach_pushed(action.attaching, ref))
+            else:
+                self._events.append(action)
+
     def _handle_reply(self, ref: str, status: str, response: Any) -> None:
+        self._extension_actions(self.extensions.reply(ref, status, response))
         if ref not in self._update_checks:
             logger.debug("= reply %s (%s) to an untracked push", ref, status)
             return

@@ -8,6 +8,13 @@ the values the faces read (``State``, ``Connected``, ``Progress``,
 sans-I/O: every input that depends on time takes ``now`` (seconds, monotonic);
 the root wakes it at :meth:`LinkCore.next_deadline` with :meth:`LinkCore.tick`.
 
+The newer device API beside updates (validation, extensions, network report,
+update mode) is :class:`~nhlink_dbus.core.device_api.DeviceApi`'s, which LinkCore
+owns and feeds. What the hub is told about an offer of its own (``received``,
+``ignored``, ``rescheduled``, …) is :mod:`~nhlink_dbus.core.update_status`'s;
+device-managed offers (metadata only, from ``check_update``) ask the hub for
+the URL with ``request_update`` once applied (:mod:`~nhlink_dbus.core.update_mode`).
+
 Keys (protocol.md §3.1, §7.6): firmware keys are the configured ones, else those
 the hub pushed; archive keys are the configured archive keys, else the
 configured firmware keys, else those the hub pushed for archives. No key at all
@@ -19,10 +26,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from nhlink_dbus.core import device_api as da
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
+from nhlink_dbus.core import update_mode as um
+from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.archive_manager import ArchiveManager, ArchiveOffer, StartArchiveDownload
-from nhlink_dbus.core.decisions import Asked, Decided, DecisionEngine, KindRules, Withdrawn
+from nhlink_dbus.core.decisions import (
+    Asked,
+    Decided,
+    DecisionEngine,
+    KindRules,
+    Question,
+    Withdrawn,
+)
 from nhlink_dbus.core.update_manager import (
     Offer,
     ReportError,
@@ -134,6 +151,7 @@ Effect = (
     | PropertiesChanged
     | IdentifyRequested
     | ConnectionLost
+    | da.DeviceApiEffect
 )
 
 
@@ -147,6 +165,8 @@ def update_info(offer: Offer) -> Info:
             out[key] = value
     if offer.info.deployment_id is not None:
         out["deployment_id"] = offer.info.deployment_id
+    if offer.info.size is not None:
+        out["size"] = offer.info.size
     return out
 
 
@@ -187,14 +207,31 @@ def _info(subject: object) -> Info:
     return archive_info(subject)
 
 
+def _uuid_of(question: Question) -> str | None:
+    subject = question.subject
+    return subject.info.firmware_meta.uuid if isinstance(subject, Offer) else None
+
+
 class LinkCore:
     """See the module docstring."""
 
     def __init__(
-        self, settings: LinkSettings, running_slot: Mapping[str, str], boot_token: str
+        self,
+        settings: LinkSettings,
+        running_slot: Mapping[str, str],
+        boot_token: str,
+        *,
+        kv: Mapping[str, str] | None = None,
+        device_api: da.DeviceApiSettings | None = None,
     ) -> None:
         self.settings = settings
         self.slot = dict(running_slot)
+        self.device_api = da.DeviceApi(
+            running_slot if kv is None else kv, device_api or da.DeviceApiSettings()
+        )
+        # A device-managed offer decided apply, waiting for the hub's URL:
+        # (its question, when to give up waiting).
+        self._requested: tuple[Question, float] | None = None
         self.updates = UpdateManager(settings.reboot_delay_ms)
         self.archives = ArchiveManager()
         self.engine = DecisionEngine(
@@ -233,7 +270,16 @@ class LinkCore:
         return [(q.request_id, q.kind, _info(q.subject)) for q in self.engine.waiting()]
 
     def next_deadline(self) -> float | None:
-        deadlines = [d for d in (self.engine.next_deadline(), self.updates.next_deadline()) if d]
+        deadlines = [
+            d
+            for d in (
+                self.engine.next_deadline(),
+                self.updates.next_deadline(),
+                self.device_api.next_deadline(),
+                self._requested[1] if self._requested else None,
+            )
+            if d
+        ]
         return min(deadlines, default=None)
 
     # -- inputs -----------------------------------------------------------------------------
@@ -270,6 +316,9 @@ class LinkCore:
             out += self._error(f"hub connection: {event.reason}")
         elif isinstance(event, hs.ChannelDown):
             out += self._error(f"hub channel: {event.reason}")
+        elif isinstance(event, um.UpdateRejected):
+            out += self._update_rejected(event, now)
+        out += self._device_api(self.device_api.hub_event(event, now))
         return self._with_state(out)
 
     def decide(
@@ -298,10 +347,32 @@ class LinkCore:
     def tick(self, now: float) -> list[Effect]:
         out = self._route(self.engine.tick(now), now)
         out += self._update_effects(self.updates.tick(now))
+        out += self._device_api(self.device_api.tick(now))
+        if self._requested is not None and now >= self._requested[1]:
+            question = self._requested[0]
+            self._requested = None
+            out += self._error(
+                f"update {question.request_id}: the hub did not answer request_update "
+                "(does it support device-managed updates?)"
+            )
         return self._with_state(out)
 
-    def apply_progress(self, percent: int) -> list[Effect]:
-        return self._update_effects(self.updates.progress_report(percent))
+    def apply_progress(self, percent: int, now: float) -> list[Effect]:
+        return self._update_effects(self.updates.progress_report(percent, now))
+
+    def download_started(self, request_id: str, interface: str | None) -> list[Effect]:
+        """The download of a running update connected (``started`` for the hub)."""
+        return self._update_effects(self.updates.download_started(request_id, interface))
+
+    def managed_offer(self, meta: hm.FirmwareMetadata, now: float) -> list[Effect]:
+        """``check_update`` found firmware (device-managed): ask about it. No URL yet:
+        applying it asks the hub for one (``request_update``)."""
+        offer = Offer(hm.UpdateInfo("", meta), self.fwup_keys)
+        return self._with_state(self._offer_update(offer, now))
+
+    def device_api_effects(self, effects: Sequence[da.DeviceApiEffect]) -> list[Effect]:
+        """Effects of ``self.device_api``'s answers (health, location, validation, …)."""
+        return self._with_state(self._device_api(effects))
 
     def update_done(
         self, request_id: str, success: bool, message: str, now: float, *, applier_error: bool
@@ -331,12 +402,33 @@ class LinkCore:
         if not self.updates.accepts_offers:
             return []  # ignored entirely, as nerves_hub_link 2.5.2 does
         if not offer.public_keys:
-            return self._error(
+            refused = self._error(
                 "firmware update refused: no firmware signing keys are "
                 "configured or were received from the hub"
             )
+            if offer.source == "hub" and offer.info.firmware_url:
+                refused.append(us.failed("refusing unverified firmware: no public keys available"))
+            return refused
         uuid = offer.info.firmware_meta.uuid
-        return self._route(self.engine.ask(UPDATE, offer.key, offer, now, uuid=uuid), now)
+        requested = self._requested
+        if requested is not None and offer.info.firmware_url and uuid == _uuid_of(requested[0]):
+            # The hub's answer to request_update: applied as decided, under the same id.
+            self._requested = None
+            return [us.received(), *self._start_update(requested[0].request_id, offer)]
+        out: list[Effect] = []
+        if offer.source == "hub" and offer.info.firmware_url:
+            out.append(us.received())
+        out += self._route(self.engine.ask(UPDATE, offer.key, offer, now, uuid=uuid), now)
+        return out
+
+    def _update_rejected(self, rejected: um.UpdateRejected, now: float) -> list[Effect]:
+        """``update_rejected``: not now; the question comes back after ``delay_for``."""
+        if self._requested is None:
+            return []
+        question, _ = self._requested
+        self._requested = None
+        effects = self.engine.reopen(question, rejected.delay_ms, "hub", now)
+        return self._route(effects, now)
 
     def _offer_archive(self, offer: ArchiveOffer, now: float) -> list[Effect]:
         if not offer.public_keys:
@@ -368,23 +460,47 @@ class LinkCore:
                         effect.decided_by,
                     )
                 )
-                out += self._perform_decision(effect)
+                out += self._perform_decision(effect, now)
         return out
 
-    def _perform_decision(self, decided: Decided) -> list[Effect]:
+    def _start_update(self, request_id: str, offer: Offer) -> list[Effect]:
+        effects = self.updates.start(request_id, offer)
+        self.progress = 0
+        return [
+            Downloading(offer.info.firmware_meta.uuid),
+            PropertiesChanged({"Progress": 0}),
+            *self._update_effects(effects),
+        ]
+
+    def _device_api(self, effects: Sequence[da.DeviceApiEffect]) -> list[Effect]:
+        out: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, da.Changed):
+                out.append(PropertiesChanged({effect.name: effect.value}))
+            else:
+                out.append(effect)
+        return out
+
+    def _perform_decision(self, decided: Decided, now: float) -> list[Effect]:
         question, subject = decided.question, decided.question.subject
         if isinstance(subject, Offer):
+            if decided.decision == "apply" and not subject.info.firmware_url:
+                # Device-managed: the URL is minted now (request_update).
+                self._requested = (question, now + um.REQUEST_TIMEOUT_S)
+                return [us.HubPush("request_update", {})]
             if decided.decision == "apply":
-                effects = self.updates.start(question.request_id, subject)
-                self.progress = 0
-                return [
-                    Downloading(subject.info.firmware_meta.uuid),
-                    PropertiesChanged({"Progress": 0}),
-                    *effects,
-                ]
+                return self._start_update(question.request_id, subject)
+            out: list[Effect] = []
+            if subject.source == "hub" and subject.info.firmware_url:
+                same = subject.info.firmware_meta.uuid == self.slot.get("nerves_fw_uuid")
+                reason = us.decision_reason(decided.decision, decided.decided_by, same_uuid=same)
+                if decided.decision == "reschedule":
+                    out.append(us.rescheduled(decided.delay_ms, reason))
+                elif decided.decided_by != "hub":
+                    out.append(us.ignored(reason))
             if decided.final and self.updates.accepts_offers:
                 self.updates.settle()
-            return []
+            return out
         if isinstance(subject, ArchiveOffer) and decided.decision == "download":
             return list(self.archives.start(question.request_id, subject))
         return []

@@ -11,11 +11,13 @@ the one outcome, the reboot. Questions and answers are the decision engine's
   stays ``rebooting`` until it restarts: applying a second update before the
   reboot would write the slot that is running now.
 * ``start`` → ``updating``; progress is reported strictly increasing, without
-  duplicates.
+  duplicates (to the hub also at most every 500 ms, :mod:`.update_status`).
 * Exactly one outcome per applied request: the first ``finished`` for the
   running request counts, any other is dropped. Success → ``rebooting``,
   ``RebootScheduled`` and, after the configured delay, ``RebootNow``; failure →
-  ``failed`` with the reason, pushed to the hub as ``fwup error <reason>``.
+  ``failed`` with the reason. For an offer of the hub, the outcome is pushed
+  too: ``fwup_progress 100`` and ``completed``, or ``failed`` + reason; so is
+  ``started`` when the download connects.
 * The hub's ``reboot``: ``rebooting`` is pushed first, then the reboot at once;
   refused while an update is being written.
 
@@ -28,7 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.hub_messages import UpdateInfo
+from nhlink_dbus.core.update_status import HubPush
 from nhlink_dbus.errors import StateError
 
 
@@ -72,11 +76,6 @@ class ReportProgress:
 
 
 @dataclass(frozen=True, slots=True)
-class PushStatus:
-    status: str
-
-
-@dataclass(frozen=True, slots=True)
 class PushRebooting:
     """Tell the hub (``rebooting {}``) before a reboot it asked for."""
 
@@ -106,7 +105,7 @@ class ReportError:
 UpdateEffect = (
     StartUpdate
     | ReportProgress
-    | PushStatus
+    | HubPush
     | PushRebooting
     | Finished
     | RebootScheduled
@@ -131,6 +130,7 @@ class UpdateManager:
         self.reboot_at: float | None = None
         self.progress = -1
         self.last_error = ""
+        self._hub_progress: us.ProgressLimiter | None = None
 
     @property
     def accepts_offers(self) -> bool:
@@ -147,6 +147,7 @@ class UpdateManager:
         self._check("start")
         self.current = (request_id, offer)
         self.progress = -1
+        self._hub_progress = us.ProgressLimiter() if offer.source == "hub" else None
         self.state = UpdateState.UPDATING
         return [StartUpdate(request_id, offer)]
 
@@ -155,13 +156,23 @@ class UpdateManager:
         self._check("settle")
         self.state = UpdateState.IDLE
 
-    def progress_report(self, percent: int) -> list[UpdateEffect]:
+    def progress_report(self, percent: int, now: float) -> list[UpdateEffect]:
         if self.state is not UpdateState.UPDATING:
             return []
         if not 0 <= percent <= 100 or percent <= self.progress:
             return []
         self.progress = percent
-        return [ReportProgress(percent)]
+        out: list[UpdateEffect] = [ReportProgress(percent)]
+        push = None if self._hub_progress is None else self._hub_progress.offer(percent, now)
+        if push is not None:
+            out.append(push)
+        return out
+
+    def download_started(self, request_id: str, interface: str | None) -> list[UpdateEffect]:
+        """The download of ``request_id`` connected (``interface``: the route's)."""
+        if self.current is None or self.current[0] != request_id or self._hub_progress is None:
+            return []
+        return [us.started(interface)]
 
     def finished(
         self, request_id: str, success: bool, message: str, now: float, *, applier_error: bool
@@ -170,16 +181,23 @@ class UpdateManager:
         if self.current is None or self.current[0] != request_id:
             return []
         self.current = None
-        out: list[UpdateEffect] = [Finished(request_id, success, message)]
+        hub, self._hub_progress = self._hub_progress, None
+        out: list[UpdateEffect] = []
         if success:
+            if hub is not None:
+                final = hub.finish()
+                out += [final, us.completed()] if final is not None else [us.completed()]
+            out.append(Finished(request_id, success, message))
             self.state = UpdateState.REBOOTING
             self.reboot_at = now + self.reboot_delay_ms / 1000
             out.append(RebootScheduled(self.reboot_delay_ms))
         else:
             self.last_error = message
-            # §14: report failures deterministically; the hub matches "fwup error".
+            # §14: report failures deterministically (2.9+: status "failed" + reason).
             status = message if applier_error else f"download failed: {message}"
-            out.append(PushStatus(f"fwup error {status}"))
+            if hub is not None:
+                out.append(us.failed(status))
+            out.append(Finished(request_id, success, message))
             out.append(ReportError(f"firmware update failed: {status}"))
             self.state = UpdateState.FAILED
         return out

@@ -58,5 +58,8 @@ class Listeners(LinkListener):
     def reboot_scheduled(self, delay_ms: int) -> None:
         self._each("reboot_scheduled", lambda x: x.reboot_scheduled(delay_ms))
 
+    def auto_reverted(self, firmware: Mapping[str, str]) -> None:
+        self._each("auto_reverted", lambda x: x.auto_reverted(firmware))
+
     def properties_changed(self, changed: Mapping[str, object]) -> None:
         self._each("properties_changed", lambda x: x.properties_changed(changed))

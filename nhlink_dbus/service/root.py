@@ -7,7 +7,10 @@ work — an update, an archive fetch, a reboot — runs under one
 :class:`~nhlink_dbus.aio.supervisor.Supervisor`, and the core is woken at its
 next deadline by one :class:`~nhlink_dbus.aio.supervisor.DeadlineTimer`.
 :meth:`NhlinkService.create` does the start-up I/O (the KV store, ``fwup
---version``) off the event loop.
+--version``) off the event loop. The newer device API's I/O (health samples,
+the location, the network interface, the KV store's validation state) runs
+under the same supervisor; its adapters come in through the constructor
+(``device_io``, :class:`~nhlink_dbus.service.device_io.DeviceIO`).
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from nhlink_dbus.core import archive_manager as am
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link
 from nhlink_dbus.core import update_manager as um
+from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.core.hub_messages import ArchiveInfo
 from nhlink_dbus.core.kv_format import KVError, active_slot_metadata
 from nhlink_dbus.errors import LogindError, NhlinkError, NotPossible
 from nhlink_dbus.kv_store import read_kv
+from nhlink_dbus.service.device_io import DeviceIO, DeviceRequests
 from nhlink_dbus.service.faces import FaceRequests
 from nhlink_dbus.service.listeners import Listeners
 
@@ -49,8 +54,9 @@ UpdateRunner = Callable[
 ArchiveFetcher = Callable[[ArchiveInfo, Sequence[str], str, RetryPolicy], Awaitable[str]]
 
 
-class NhlinkService(FaceRequests):
-    """The running service; implements ``service_api.LinkService`` (see ``faces``)."""
+class NhlinkService(DeviceRequests, FaceRequests):
+    """The running service; implements ``service_api.LinkService`` (see ``faces``,
+    ``device_io``)."""
 
     def __init__(
         self,
@@ -64,6 +70,7 @@ class NhlinkService(FaceRequests):
         boot_token: str | None = None,
         run_update: UpdateRunner = update_runner.run_update,
         fetch_archive: ArchiveFetcher = fetch_archive,
+        device_io: DeviceIO | None = None,
     ) -> None:
         self.config = config
         self.kv = dict(kv)
@@ -74,13 +81,22 @@ class NhlinkService(FaceRequests):
         self.listeners = Listeners()
         slot = active_slot_metadata(self.kv)
         # Request ids carry a token of this start: none names a request of another one.
-        self.core = link.LinkCore(config.link_settings(), slot, boot_token or secrets.token_hex(4))
+        self.core = link.LinkCore(
+            config.link_settings(),
+            slot,
+            boot_token or secrets.token_hex(4),
+            kv=self.kv,
+            device_api=config.device_api_settings(),
+        )
         serial = self.kv.get("nerves_serial_number")
+        self.device_io = device_io or DeviceIO.from_config(config)
         device = hs.DeviceInfo(
             kv=slot,
             fwup_version=fwup_version,
             fwup_keys_configured=bool(config.firmware.public_keys),
             archive_keys_configured=bool(config.archives.public_keys),
+            meta=self.core.device_api.validation.meta(),
+            extensions=self.core.device_api.offered_extensions,
         )
         self.backoff_override: list[int] | None = None
         self.hub: HubClient | NoHub
@@ -110,14 +126,15 @@ class NhlinkService(FaceRequests):
             link.IdentifyRequested: lambda e: self.listeners.identify(),
             link.ConnectionLost: lambda e: self.listeners.disconnected(e.reason),
             um.StartUpdate: lambda e: self.tasks.spawn("update", self._update(e)),
-            um.ReportProgress: self._progress,
-            um.PushStatus: lambda e: self.hub.push_status_update(e.status),
+            um.ReportProgress: lambda e: self.listeners.fwup_progress(e.percent),
+            us.HubPush: lambda e: self.hub.push(e.event, dict(e.payload)),
             um.PushRebooting: lambda e: self.hub.push_rebooting(),
             um.Finished: self._finished,
             um.RebootScheduled: self._reboot_scheduled,
             um.RebootNow: lambda e: self.tasks.spawn("reboot", self._reboot()),
             um.ReportError: self._error,
             am.StartArchiveDownload: lambda e: self.tasks.spawn("archive", self._archive(e)),
+            **self.device_effects(),
         }
 
     @classmethod
@@ -130,6 +147,9 @@ class NhlinkService(FaceRequests):
             kv = {}
         fw = config.firmware
         version = await update_runner.fwup_version(fw.applier, fw.fwup_path)
+        system_bus = adapters.pop("system_bus", None)
+        if "device_io" not in adapters:
+            adapters["device_io"] = DeviceIO.from_config(config, system_bus)
         return cls(config, kv, fwup_version=version, **adapters)
 
     async def run(self) -> None:
@@ -144,6 +164,7 @@ class NhlinkService(FaceRequests):
         if not_configured is not None:  # logged, LastError, Error signal
             self.perform(self.core.error(not_configured))
         async with self.tasks:
+            self.announce_start()
             try:
                 await self.hub.run()
             finally:
@@ -168,10 +189,6 @@ class NhlinkService(FaceRequests):
         self.listeners.decision_made(e.request_id, e.decision, e.delay_ms, e.decided_by)
         if e.decision != "apply":
             self._close_local(e.request_id)
-
-    def _progress(self, e: um.ReportProgress) -> None:
-        self.hub.push_fwup_progress(e.percent)
-        self.listeners.fwup_progress(e.percent)
 
     def _finished(self, e: um.Finished) -> None:
         result = "success" if e.success else "failure"
@@ -206,7 +223,7 @@ class NhlinkService(FaceRequests):
             outcome = await self._run_update(
                 self._update_job(e),
                 self.logind,
-                lambda percent: self.perform(self.core.apply_progress(percent)),
+                lambda percent: self.perform(self.core.apply_progress(percent, self.clock())),
                 self.listeners.fwup_message,
             )
         except NhlinkError as exc:
@@ -237,7 +254,16 @@ class NhlinkService(FaceRequests):
         request = ApplyRequest(devpath, fw.task, e.offer.public_keys, fw.fwup_env)
         url = e.offer.info.firmware_url
         policy = self.config.retry_policy()
-        return update_runner.UpdateJob(request, fw.applier, policy, url, fd, fw.fwup_path)
+        return update_runner.UpdateJob(
+            request,
+            fw.applier,
+            policy,
+            url,
+            fd,
+            fw.fwup_path,
+            verifier=self.download_verifier(e.offer),
+            on_connected=lambda: self.download_connected(e.request_id, url),
+        )
 
     async def _archive(self, e: am.StartArchiveDownload) -> None:
         folder, policy = self.config.archives.dir, self.config.retry_policy()

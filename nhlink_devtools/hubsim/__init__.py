@@ -42,7 +42,12 @@ changed on ``sim.config`` while running)
     ``reply_heartbeats``, ``fastlane`` (pushes as ``[null,null,…]``),
     ``health_check`` (push ``check_health`` after join), ``fwup_public_keys``
     and ``archive_public_keys`` (answers to ``"on_connect"``),
-    ``push_update_on_join``, ``require_url_token``, ``fw_dir``, ``topics``.
+    ``push_update_on_join``, ``require_url_token``, ``fw_dir``, ``topics``;
+    the newer device API (:mod:`nhlink_devtools.hubsim.device_api`):
+    ``extensions`` (enabled names, ``("health", "geo")``), ``health_interval_s``
+    (3600), ``geo_interval_s`` (None), ``update_modes`` (True),
+    ``penalty_box_s`` (3600), ``request_update_busy`` (0),
+    ``busy_delay_for_min`` (5).
 
 Observation
     ``sim.devices[id]`` → :class:`DeviceRecord`: ``connected``, ``joined``,
@@ -59,7 +64,12 @@ Observation
     ``await sim.wait_for(predicate, timeout=5.0)`` re-evaluates
     ``predicate()`` on every change and returns its truthy value, else raises
     ``TimeoutError``; shortcuts ``wait_for_join(id)``,
-    ``wait_for_event(id, event, count=1)``.
+    ``wait_for_event(id, event, count=1)``. ``device.events(name, "extensions")``
+    gives what the device sent on ``extensions``; ``device.api``
+    (:class:`~nhlink_devtools.hubsim.device_api.DeviceApiState`): ``update_mode``,
+    ``managed_updates_allowed``, ``blocked_until`` (the penalty box),
+    ``extensions_offered``/``extensions_attached``, ``health_checks_sent``,
+    ``update_types`` ("delta"/"full" per offer).
 
 Commands (all raise :class:`~nhlink_dbus.errors.StateError` when the device is
 not connected / has not joined)
@@ -67,7 +77,11 @@ not connected / has not joined)
     ``await sim.offer_update(id, path, firmware_meta=None, deployment_id=None,
     push=True)`` (serves the file at ``/firmware/<name>``, metadata from its
     meta.conf, uuid = fwup's meta-uuid; also answers ``check_update_available``;
-    never raises when the device is away); ``sim.clear_update(id)``;
+    never raises when the device is away; each offer carries ``size``,
+    ``checksum``, ``partials_checksums``; ``delta=path`` serves a delta when the
+    server's rule allows it for the device's ``fwup_version``);
+    ``await sim.set_update_mode(id, mode, allowed=...)`` (the operator);
+    ``sim.clear_update(id)``;
     ``await sim.offer_archive(id, path, info=None)`` (served at
     ``/archives/<uuid>.fw``, re-pushed after every join);
     ``await sim.channel_error(id, "phx_error"|"phx_close")``;
@@ -77,7 +91,8 @@ not connected / has not joined)
 Files and faults
     ``sim.add_file(path_or_bytes, url_path=None)`` → pre-signed URL;
     ``sim.set_fault(kind="cut", path="/firmware/x.fw", after=4096, times=1)``
-    (kinds ``cut``, ``stall``, ``status``, ``416``, ``redirect``, ``200``;
+    (kinds ``cut``, ``stall``, ``status``, ``416``, ``redirect``, ``200``,
+    ``corrupt`` with ``length``;
     see :mod:`nhlink_devtools.hubsim.files`), ``sim.clear_faults()``.
 
 Certificates

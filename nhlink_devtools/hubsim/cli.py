@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     update.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE")
     update.add_argument("--deployment-id", type=int)
     update.add_argument("--no-push", action="store_true", help="only answer check_update")
+    update.add_argument("--delta", help="a delta .fw, served if the device's fwup allows")
+    update.add_argument("--delta-fwup-version", help="the fwup the delta needs (1.13.0)")
     archive = kinds.add_parser("archive", help="serve an archive and offer it")
     archive.add_argument("--device", required=True)
     archive.add_argument("--file", required=True)
@@ -131,6 +133,11 @@ def _parser() -> argparse.ArgumentParser:
     channel.add_argument("--event", choices=("phx_error", "phx_close"), default="phx_error")
     drain = commands.add_parser("drain", help="close every connection (1012)")
     drain.add_argument("--code", type=int, default=1012)
+    mode = commands.add_parser("mode", help="set a device's update mode / grant (operator)")
+    mode.add_argument("--device", required=True)
+    mode.add_argument("--mode", choices=("automatic", "device_managed", "off"))
+    mode.add_argument("--allowed", action=argparse.BooleanOptionalAction, default=None,
+                      help="may the device choose device_managed itself")  # fmt: skip
     config = commands.add_parser("config", help="change live settings (KEY=JSON value)")
     config.add_argument("settings", nargs="*", metavar="KEY=VALUE")
 
@@ -145,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--location", help="redirect target")
     add.add_argument("--attempt", type=int, action="append", help="only these attempts")
     add.add_argument("--times", type=int, help="use this many times (default: always)")
+    add.add_argument("--length", type=int, default=1, help="corrupt: bytes from --after")
     fault_commands.add_parser("list")
     fault_commands.add_parser("clear")
     log = commands.add_parser("http-log", help="file requests")
@@ -263,8 +271,12 @@ def _command(args: argparse.Namespace) -> Any:
             "location": args.location,
             "attempts": args.attempt,
             "times": args.times,
+            "length": args.length,
         }
         return _control_request(base, "POST", "/faults", body)
+    if command == "mode":
+        body = {"device": args.device, "mode": args.mode, "allowed": args.allowed}
+        return _control_request(base, "POST", "/mode", body)
     if command == "http-log":
         return _control_request(base, "DELETE" if args.clear else "GET", "/http-log")
     raise ConfigError(f"unknown command {command}")
@@ -289,6 +301,8 @@ def _push(base: str, args: argparse.Namespace) -> Any:
             "firmware_meta": meta,
             "deployment_id": args.deployment_id,
             "push": not args.no_push,
+            "delta": _file_argument(args.delta) if args.delta else None,
+            "delta_fwup_version": args.delta_fwup_version,
         }
         return _control_request(base, "POST", "/update", body)
     if kind == "archive":

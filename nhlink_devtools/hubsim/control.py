@@ -13,8 +13,11 @@ GET      /_sim/devices/<id>      → device with ``join_params``, ``frames_recei
 GET      /_sim/handshakes        → every upgrade request: path, status, reason
 POST     /_sim/push              ``{device, event, payload?, topic?, fastlane?}``
 POST     /_sim/update            ``{device, file, firmware_meta?, deployment_id?,
-                                 push?}`` → UpdatePayload (``file``: path; relative
+                                 push?, delta?, delta_fwup_version?}`` →
+                                 UpdatePayload (``file``/``delta``: paths; relative
                                  paths resolve against ``fw_dir``)
+POST     /_sim/mode              ``{device, mode?, allowed?}``: the operator sets the
+                                 update mode / the grant (pushed if joined)
 POST     /_sim/archive           ``{device, file, info?}`` → ArchiveInfo
 POST     /_sim/keys              ``{kind: "fwup"|"archive", keys: [...], device?}``:
                                  sets the keys answered to ``"on_connect"``; with
@@ -25,7 +28,10 @@ POST     /_sim/channel           ``{device, event: "phx_error"|"phx_close", topi
 POST     /_sim/drain             ``{code?=1012}``: close every connection
 POST     /_sim/config            any of ``join_reply``, ``reply_heartbeats``,
                                  ``fastlane``, ``health_check``, ``idle_timeout_s``,
-                                 ``push_update_on_join``, ``require_url_token``
+                                 ``push_update_on_join``, ``require_url_token``,
+                                 ``update_modes``, ``request_update_busy``,
+                                 ``busy_delay_for_min``, ``penalty_box_s``,
+                                 ``health_interval_s``, ``geo_interval_s``
 GET      /_sim/faults            → faults; POST adds one (:class:`Fault` fields);
 DELETE   /_sim/faults            removes all
 GET      /_sim/http-log          → every file request; DELETE clears the log
@@ -60,7 +66,11 @@ _LIVE_SETTINGS = {
     "fastlane": bool,
     "health_check": bool,
     "push_update_on_join": bool,
+    "update_modes": bool,
+    "request_update_busy": int,
+    "busy_delay_for_min": int,
 }
+_LIVE_SECONDS = ("penalty_box_s", "health_interval_s", "geo_interval_s")
 
 
 class _NotFound(Exception):
@@ -102,8 +112,8 @@ class ControlApi:
         logger.debug("control %s %s -> %d", request.method, request.path, status)
         await send_simple(writer, status, _dumps(answer), "application/json")
 
-    def _file(self, body: dict[str, Any]) -> Path:
-        path = Path(_field(body, "file"))
+    def _file(self, body: dict[str, Any], name: str = "file") -> Path:
+        path = Path(_field(body, name))
         fw_dir = self.sim.config.fw_dir
         if not path.is_absolute() and fw_dir is not None:
             path = fw_dir / path
@@ -163,7 +173,17 @@ class ControlApi:
                 firmware_meta=body.get("firmware_meta"),
                 deployment_id=body.get("deployment_id"),
                 push=bool(body.get("push", True)),
+                delta=self._file(body, "delta") if body.get("delta") else None,
+                delta_fwup_version=body.get("delta_fwup_version"),
             )
+        if route == "/mode":
+            allowed = body.get("allowed")
+            if allowed is not None and not isinstance(allowed, bool):
+                raise ConfigError("allowed must be true or false")
+            mode = body.get("mode")
+            if mode is not None and mode not in ("automatic", "device_managed", "off"):
+                raise ConfigError("mode must be automatic, device_managed or off")
+            return await sim.set_update_mode(_field(body, "device"), mode, allowed=allowed)
         if route == "/archive":
             return await sim.offer_archive(
                 _field(body, "device"), self._file(body), info=body.get("info")
@@ -208,6 +228,10 @@ class ControlApi:
                 setattr(sim.config, name, value)
             elif name == "idle_timeout_s":
                 sim.config.idle_timeout_s = None if value is None else float(value)
+            elif name in _LIVE_SECONDS:
+                if name == "penalty_box_s" and value is None:
+                    raise ConfigError("penalty_box_s: a number of seconds")
+                setattr(sim.config, name, None if value is None else float(value))
             elif name == "require_url_token":
                 sim.files.require_token = bool(value)
             else:
@@ -216,4 +240,5 @@ class ControlApi:
             **{name: getattr(sim.config, name) for name in _LIVE_SETTINGS},
             "idle_timeout_s": sim.config.idle_timeout_s,
             "require_url_token": sim.files.require_token,
+            **{name: getattr(sim.config, name) for name in _LIVE_SECONDS},
         }

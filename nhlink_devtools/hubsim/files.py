@@ -29,6 +29,8 @@ What the download side of nerves_hub_link meets in the field (protocol.md
              (a relative location is made absolute; the request's query string
              is appended when the location has none, as S3 keeps signatures)
   ``200``    ignore the Range header: 200 with the full body
+  ``corrupt`` serve ``length`` bytes (default 1) from file offset ``after``
+             inverted, the rest as stored (what a flaky proxy or disk does)
   ========== ===========================================================
 """
 
@@ -54,7 +56,8 @@ from nhlink_devtools.hubsim._http import HttpRequest, response_head, send_simple
 logger = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
-FAULT_KINDS: Final = ("cut", "stall", "status", "416", "redirect", "200")
+FAULT_KINDS: Final = ("cut", "stall", "status", "416", "redirect", "200", "corrupt")
+PART_SIZE: Final = 1024 * 1024  # nerves_hub_web @firmware_partial_chunk_size
 TOKEN_PARAM: Final = "X-Amz-Signature"
 
 
@@ -122,6 +125,7 @@ class Fault:
     location: str | None = None
     attempts: frozenset[int] | None = None
     times: int | None = None
+    length: int = 1  # corrupt: how many bytes
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -130,6 +134,8 @@ class Fault:
             raise ConfigError("a redirect fault needs a location")
         if self.after < 0:
             raise ConfigError("fault 'after' must be >= 0")
+        if self.length < 1:
+            raise ConfigError("fault 'length' must be >= 1")
 
     def matches(self, path: str, attempt: int) -> bool:
         return (
@@ -148,6 +154,7 @@ class Fault:
             "location": self.location,
             "attempts": sorted(self.attempts) if self.attempts is not None else None,
             "times": self.times,
+            "length": self.length,
         }
 
     @classmethod
@@ -164,6 +171,7 @@ class Fault:
                 location=data.get("location"),
                 attempts=None if attempts is None else frozenset(int(a) for a in attempts),
                 times=None if data.get("times") is None else int(data["times"]),
+                length=int(data.get("length") or 1),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"bad fault description: {exc}") from exc
@@ -203,6 +211,20 @@ class HttpLogEntry:
             "bytes_sent": self.bytes_sent,
             "completed": self.completed,
         }
+
+
+def file_checksums(path: Path) -> tuple[int, str, list[str]]:
+    """``size``, ``checksum`` and ``partials_checksums`` as nerves_hub_web computes them
+    (``firmwares.ex``: SHA-256 of the file and of every 1 MiB part, upper-case hex)."""
+    whole = hashlib.sha256()
+    parts: list[str] = []
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(PART_SIZE):
+            whole.update(chunk)
+            parts.append(hashlib.sha256(chunk).hexdigest().upper())
+            size += len(chunk)
+    return size, whole.hexdigest().upper(), parts
 
 
 def firmware_meta(path: Path) -> dict[str, str | None]:
@@ -416,6 +438,8 @@ class FileServer:
                         if isinstance(source, bytes)
                         else handle.read(size)  # type: ignore[union-attr]
                     )
+                    if fault is not None and fault.kind == "corrupt":
+                        chunk = _corrupt(chunk, position, fault)
                     writer.write(chunk)
                     await writer.drain()
                     position += len(chunk)
@@ -437,3 +461,16 @@ class FileServer:
         finally:
             if handle is not None:
                 handle.close()
+
+
+def _corrupt(chunk: bytes, position: int, fault: Fault) -> bytes:
+    """``chunk`` (file bytes from ``position``) with the fault's bytes inverted."""
+    start = max(fault.after, position)
+    end = min(fault.after + fault.length, position + len(chunk))
+    if start >= end:
+        return chunk
+    data = bytearray(chunk)
+    for i in range(start - position, end - position):
+        data[i] ^= 0xFF
+    logger.info("fault: corrupted bytes %d-%d", start, end - 1)
+    return bytes(data)

@@ -22,7 +22,8 @@ from nhlink_devtools.hubsim._http import HttpServer
 from nhlink_devtools.hubsim.auth import Accepted, HttpAnswer, SharedSecret, decide
 from nhlink_devtools.hubsim.certs import CertPair, SimPKI, issue_device_cert, load_or_generate_pki
 from nhlink_devtools.hubsim.certs import server_context as _server_context
-from nhlink_devtools.hubsim.files import Fault, FileServer, HttpLogEntry
+from nhlink_devtools.hubsim.device_api import DeviceApiSim, DeviceApiState, device_update_type
+from nhlink_devtools.hubsim.files import Fault, FileServer, HttpLogEntry, file_checksums
 from nhlink_devtools.hubsim.files import firmware_meta as read_firmware_meta
 from nhlink_devtools.hubsim.frames import SimFrame, reply
 
@@ -63,7 +64,15 @@ class HubSimConfig:
     reply_heartbeats: bool = True  # live
     fastlane: bool = False  # live: pushes as [null, null, "device", ...]
     push_update_on_join: bool = False  # live: re-push the offered update after each join
-    topics: frozenset[str] = frozenset({"device", "console"})
+    topics: frozenset[str] = frozenset({"device", "console", "extensions"})
+    # The newer device API (hubsim/device_api.py); all live.
+    extensions: tuple[str, ...] = ("health", "geo")  # enabled: extensions:get to >= 2.2.0
+    health_interval_s: float | None = 3600.0  # health:check on attach, then this often
+    geo_interval_s: float | None = None  # geo:location:request on attach (and this often)
+    update_modes: bool = True  # update_mode on join to >= 2.4.0
+    penalty_box_s: float = 3600.0  # ignored/failed block updates this long
+    request_update_busy: int = 0  # answer this many request_update with update_rejected
+    busy_delay_for_min: int = 5  # update_rejected's delay_for (minutes)
     clock: Callable[[], float] = time.time  # seconds; NH1 expiry is checked against it
 
 
@@ -81,6 +90,7 @@ class DeviceRecord:
     joined_topics: dict[str, str] = field(default_factory=dict)  # topic -> join_ref (live)
     connections: int = 0  # accepted WebSocket connections so far
     disconnects: list[str] = field(default_factory=list)  # why each connection ended
+    api: DeviceApiState = field(default_factory=DeviceApiState)  # update mode, penalty, …
 
     def events(self, event: str, topic: str = "device") -> list[Any]:
         """Payloads of the frames the device sent with this event on ``topic``."""
@@ -174,6 +184,7 @@ class HubSim:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._changed_event = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.device_api = DeviceApiSim(self)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -404,6 +415,8 @@ class HubSim:
         firmware_meta: dict[str, Any] | None = None,
         deployment_id: int | None = None,
         push: bool = True,
+        delta: Path | str | None = None,
+        delta_fwup_version: str | None = None,
     ) -> dict[str, Any]:
         """Serve ``firmware`` and offer it to ``device_id`` (UpdatePayload, §4.1).
 
@@ -411,21 +424,46 @@ class HubSim:
         meta.conf (uuid = fwup's meta-uuid). The offer is pushed now if the
         device has joined (and ``push``), answers ``check_update_available``,
         goes into a legacy join reply and, with ``push_update_on_join``, is
-        pushed after every join. Returns the payload."""
+        pushed after every join. As newer servers, it carries the served file's
+        ``size``, ``checksum`` and ``partials_checksums``. With ``delta`` (a delta
+        ``.fw`` from the running firmware to ``firmware``, needing fwup
+        ``delta_fwup_version``, default 1.13.0) the delta is served instead when
+        the server's rule allows it for the fwup_version the device joined with
+        (hubsim/device_api.py ``device_update_type``; the choice is appended to
+        ``sim.devices[id].api.update_types``). Returns the payload."""
         path = Path(firmware)
-        url = self.add_file(path)
         meta: dict[str, Any] = read_firmware_meta(path) | (firmware_meta or {})
+        device = self.devices.get(device_id)
+        if delta is not None:
+            joined = (device.join_params or {}) if device is not None else {}
+            kind = device_update_type(joined.get("fwup_version"), delta_fwup_version)
+            if device is not None:
+                device.api.update_types.append(kind)
+            if kind == "delta":
+                path = Path(delta)
+        url = self.add_file(path)
+        size, checksum, partials = file_checksums(path)
         payload = {
             "update_available": True,
             "firmware_url": url,
             "firmware_meta": meta,
             "deployment_id": deployment_id,
+            "size": size,
+            "checksum": checksum,
+            "partials_checksums": partials,
         }
         self.updates[device_id] = payload
-        device = self.devices.get(device_id)
         if push and device is not None and device.joined:
             await self.push(device_id, "update", payload)
         return payload
+
+    async def set_update_mode(
+        self, device_id: str, mode: str | None = None, *, allowed: bool | None = None
+    ) -> dict[str, Any]:
+        """The operator sets a device's update mode and/or grant (pushed if joined)."""
+        if device_id not in self.devices:
+            self.devices[device_id] = DeviceRecord(device_id)
+        return await self.device_api.set_mode(device_id, mode, allowed)
 
     def clear_update(self, device_id: str) -> None:
         """Forget the offered update (check_update_available then answers "nothing")."""
@@ -539,6 +577,7 @@ class HubSim:
             await self._receive_loop(session)
         finally:
             reason = session.closing_reason or f"closed by device ({conn.close_code})"
+            self.device_api.session_ended(session)
             device.disconnects.append(reason)
             if self._sessions.get(identifier) is session:
                 del self._sessions[identifier]
@@ -596,6 +635,11 @@ class HubSim:
         if join_ref is None:
             await self._send(session, reply(frame, None, "error", {"reason": "unmatched topic"}))
             return
+        if topic == "extensions" and event != "phx_leave":
+            await self.device_api.extension_message(session, frame, join_ref)
+            return
+        if topic == "device" and await self.device_api.device_message(session, frame, join_ref):
+            return
         if event == "phx_leave":
             del device.joined_topics[topic]
             await self._send(session, reply(frame, join_ref, "ok", {}))
@@ -603,6 +647,8 @@ class HubSim:
             self._changed()
         elif topic == "device" and event == "check_update_available":
             payload = self.updates.get(device.identifier, NOTHING_AVAILABLE)
+            if self.device_api.in_penalty_box(device):
+                payload = NOTHING_AVAILABLE
             await self._send(session, reply(frame, join_ref, "ok", payload))
         elif topic == "device" and event == "location:update":
             await self._send(session, reply(frame, join_ref, "ok", {}))
@@ -619,6 +665,9 @@ class HubSim:
             await self._send(session, SimFrame(old_ref, old_ref, topic, "phx_close", {}))
         device.joins.append(frame)
         params = frame.payload if isinstance(frame.payload, dict) else {}
+        if topic == "extensions":
+            await self.device_api.extensions_join(session, frame)
+            return
         if topic != "device":
             device.joined_topics[topic] = frame.join_ref or ""
             await self._send(session, reply(frame, frame.join_ref, "ok", {}))
@@ -657,14 +706,18 @@ class HubSim:
             pushes.append(("archive", archive))
         if self.config.health_check:
             pushes.append(("check_health", {}))
+        pushes += self.device_api.after_join_pushes(session.device, params)
         update = self.updates.get(device_id)
-        if update is not None and self.config.push_update_on_join:
+        blocked = self.device_api.in_penalty_box(session.device)
+        if update is not None and self.config.push_update_on_join and not blocked:
             pushes.append(("update", update))
         for event, payload in pushes:
             await self._push_on(session, event, payload)
 
     def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._spawn_task(asyncio.ensure_future(coro))
+
+    def _spawn_task(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -117,7 +117,7 @@ async def test_nh1_connect_join_params_heartbeats_and_every_event(sim: HubSim) -
         assert device.auth.path == "/device-socket/websocket"
         assert device.join_params == KV | {
             "fwup_version": "1.10.2",
-            "device_api_version": "2.1.0",
+            "device_api_version": "2.4.0",
             "console_version": "2.0.0",
             "fwup_public_keys": "on_connect",
             "archive_public_keys": "on_connect",

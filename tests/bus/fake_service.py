@@ -7,10 +7,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from nhlink_dbus.core.decisions import DecisionEngine
+from nhlink_dbus.core.health import HealthRegistry
 from nhlink_dbus.core.link import LinkSettings, decision_kinds
-from nhlink_dbus.errors import UnknownRequest
+from nhlink_dbus.core.update_mode import set_update_mode_payload
+from nhlink_dbus.errors import NotPossible, UnknownRequest
 from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
 
 UPDATE_INFO: dict[str, str | int] = {
@@ -52,6 +55,13 @@ class FakeLinkService:
     decision_timeout_ms: int = 30000
     default_decision: str = "apply"
     version: str = "0.1.0"
+    firmware_validated: bool = False
+    auto_revert_detected: bool = False
+    update_mode: str = "automatic"
+    managed_updates_allowed: bool = True
+    extensions: list[str] = field(default_factory=lambda: ["health"])
+    network_interface: str = "eth0"
+    health: HealthRegistry = field(default_factory=HealthRegistry)
 
     def __post_init__(self) -> None:
         self.pending["u-1"] = PendingRequest("u-1", "update", UPDATE_INFO)
@@ -128,3 +138,42 @@ class FakeLinkService:
         self.calls.append(("backoff", list(delays_ms)))
         for listener in self.listeners:
             listener.properties_changed({"ReconnectBackoff": list(delays_ms)})
+
+    # -- the newer device API (real rules: core/health.py, core/update_mode.py) -----------
+
+    async def mark_valid(self, caller: Caller) -> None:
+        self._maybe_fail()
+        self.calls.append(("mark_valid", caller))
+        self.firmware_validated = True
+        for listener in self.listeners:
+            listener.properties_changed({"FirmwareValidated": True})
+
+    def set_health_metric(self, name: str, value: float) -> None:
+        self.health.set_metric(name, value)
+        self.calls.append(("metric", name, value))
+
+    def set_health_check(self, name: str, passed: bool, note: str) -> None:
+        self.health.set_check(name, passed, note)
+        self.calls.append(("check_health", name, passed, note))
+
+    def raise_alarm(self, alarm_id: str, description: str) -> None:
+        self.health.raise_alarm(alarm_id, description)
+
+    def clear_alarm(self, alarm_id: str) -> None:
+        if not self.health.clear_alarm(alarm_id):
+            raise NotPossible(f"no alarm {alarm_id!r} is raised")
+
+    async def health_report(self) -> Mapping[str, Any]:
+        return {
+            "metrics": {"load_1min": 0.5, **self.health.metrics},
+            "checks": {
+                n: {"pass": c.passed, "note": c.note} for n, c in self.health.checks.items()
+            },
+            "alarms": dict(self.health.alarms),
+        }
+
+    async def set_update_mode(self, mode: str) -> str:
+        set_update_mode_payload(mode)
+        self.update_mode = mode
+        self.calls.append(("mode", mode))
+        return mode

@@ -264,6 +264,12 @@ async def test_get_all_properties(client: MessageBus, service: FakeLinkService) 
         "DecisionTimeout": Variant("t", 30000),
         "DefaultDecision": Variant("s", "apply"),
         "Version": Variant("s", "0.1.0"),
+        "FirmwareValidated": Variant("b", False),
+        "AutoRevertDetected": Variant("b", False),
+        "UpdateMode": Variant("s", "automatic"),
+        "ManagedUpdatesAllowed": Variant("b", True),
+        "Extensions": Variant("as", ["health"]),
+        "NetworkInterface": Variant("s", "eth0"),
     }
 
 

@@ -14,6 +14,11 @@ from nhlink_dbus import names
 from nhlink_dbus.bus.interface import contract_xml
 from nhlink_dbus.bus.server import BusFace
 from tests.bus.conftest import NOBODY, as_user_argv
+from tests.bus.device_api_contract import (
+    DEVICE_API_METHODS,
+    DEVICE_API_PROPERTIES,
+    DEVICE_API_SIGNALS,
+)
 from tests.harness import PrivateSystemBus, busctl
 
 CONTRACT = Path(__file__).resolve().parents[2] / "introspection" / "org.nerveshub.Link1.xml"
@@ -83,7 +88,7 @@ def test_contract_is_design_section_2() -> None:
         + "".join(t for _, t, d in a if d == "out")
         for name, (a, _) in contract["methods"].items()
     }
-    assert signatures == {
+    assert signatures == DEVICE_API_METHODS | {
         "Decide": "sst->",
         "GetPendingRequests": "->a(ssa{sv})",
         "CheckForUpdate": "->a{sv}",
@@ -91,7 +96,8 @@ def test_contract_is_design_section_2() -> None:
         "Reconnect": "->",
         "SetReconnectBackoff": "at->",
     }
-    assert {n: "".join(t for _, t, _ in a) for n, (a, _) in contract["signals"].items()} == {
+    signals = contract["signals"].items()
+    assert {n: "".join(t for _, t, _ in a) for n, (a, _) in signals} == DEVICE_API_SIGNALS | {
         "UpdateAvailable": "sa{sv}",
         "ArchiveAvailable": "sa{sv}",
         "ArchiveReady": "sa{sv}s",
@@ -104,7 +110,8 @@ def test_contract_is_design_section_2() -> None:
         "Disconnected": "s",
         "RebootScheduled": "t",
     }
-    assert {n: (t, a) for n, (t, a, _) in contract["properties"].items()} == {
+    properties = contract["properties"].items()
+    assert {n: (t, a) for n, (t, a, _) in properties} == DEVICE_API_PROPERTIES | {
         "State": ("s", "read"),
         "Connected": ("b", "read"),
         "Progress": ("u", "read"),

@@ -125,7 +125,7 @@ def test_join_params() -> None:
         "nerves_fw_uuid": "u1",
         "nerves_fw_version": "0.1.0",
         "fwup_version": "1.10.2",
-        "device_api_version": "2.1.0",
+        "device_api_version": "2.4.0",
         "console_version": "2.0.0",
         "fwup_public_keys": "on_connect",
         "archive_public_keys": "on_connect",

@@ -63,7 +63,7 @@ def test_first_connect_is_immediate_and_join_carries_section_3_1_params() -> Non
     assert join[:4] == ["1", "1", "device", "phx_join"]
     assert join[4] == KV | {
         "fwup_version": "1.10.2",
-        "device_api_version": "2.1.0",
+        "device_api_version": "2.4.0",
         "console_version": "2.0.0",
         "fwup_public_keys": "on_connect",
         "archive_public_keys": "on_connect",

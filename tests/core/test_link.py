@@ -9,12 +9,12 @@ import pytest
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link
+from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.archive_manager import StartArchiveDownload
 from nhlink_dbus.core.update_manager import (
     Finished,
     Offer,
     PushRebooting,
-    PushStatus,
     RebootNow,
     RebootScheduled,
     ReportError,
@@ -75,11 +75,13 @@ def test_update_from_offer_to_reboot() -> None:
     assert start.request_id == "u-tok-1"  # type: ignore[attr-defined]
     assert link.Downloading("new") in out
     assert link.PropertiesChanged({"State": "updating"}) in out
-    assert of(ReportProgress, c.apply_progress(40)) == [ReportProgress(40)]
+    assert of(ReportProgress, c.apply_progress(40, 2.0)) == [ReportProgress(40)]
     assert c.progress == 40
     out = c.update_done("u-tok-1", True, "", now=5.0, applier_error=True)
     assert [type(e) for e in out if not isinstance(e, link.PropertiesChanged)] == [
         link.Downloading,
+        us.HubPush,  # fwup_progress updating 100
+        us.HubPush,  # completed
         Finished,
         RebootScheduled,
     ]
@@ -134,7 +136,7 @@ def test_failure_then_ignore_returns_to_idle() -> None:
     c.hub_event(update(), now=0.0)
     c.decide("u-tok-1", "apply", 0, "me", now=0.0)
     out = c.update_done("u-tok-1", False, "bad", now=1.0, applier_error=True)
-    assert PushStatus("fwup error bad") in out and c.state == "failed"
+    assert us.failed("bad") in out and c.state == "failed"
     assert c.last_error == "firmware update failed: bad"
     c.hub_event(update("other"), now=2.0)
     c.decide("u-tok-2", "ignore", 0, "me", now=3.0)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.hub_messages import FirmwareMetadata, UpdateInfo
 from nhlink_dbus.core.update_manager import (
     Finished,
     Offer,
     PushRebooting,
-    PushStatus,
     RebootNow,
     RebootScheduled,
     ReportError,
@@ -21,9 +21,11 @@ from nhlink_dbus.core.update_manager import (
 from nhlink_dbus.errors import StateError
 
 
-def offer(uuid: str = "fw1") -> Offer:
+def offer(uuid: str = "fw1", source: str = "file") -> Offer:
     return Offer(
-        UpdateInfo("https://hub/fw?X-Amz-Signature=s", FirmwareMetadata(uuid=uuid)), ("k",)
+        UpdateInfo("https://hub/fw?X-Amz-Signature=s", FirmwareMetadata(uuid=uuid)),
+        ("k",),
+        source,
     )
 
 
@@ -31,7 +33,7 @@ def test_apply_path_reports_and_reboots_once_after_the_delay() -> None:
     m = UpdateManager(reboot_delay_ms=3000)
     assert m.start("u-1", offer()) == [StartUpdate("u-1", offer())]
     assert m.state is UpdateState.UPDATING and not m.accepts_offers
-    seen = [e for p in (0, 0, 5, 3, 50, 100, 100, 101) for e in m.progress_report(p)]
+    seen = [e for p in (0, 0, 5, 3, 50, 100, 100, 101) for e in m.progress_report(p, 0.0)]
     assert seen == [ReportProgress(p) for p in (0, 5, 50, 100)]
     assert m.finished("u-1", True, "", now=10.0, applier_error=True) == [
         Finished("u-1", True, ""),
@@ -54,13 +56,12 @@ def test_outcome_of_another_request_is_dropped() -> None:
     assert m.state is UpdateState.UPDATING
 
 
-def test_failure_is_pushed_to_the_hub_and_new_offers_are_accepted() -> None:
+def test_failure_is_reported_and_new_offers_are_accepted() -> None:
     m = UpdateManager(reboot_delay_ms=5000)
     m.start("u-1", offer())
     out = m.finished("u-1", False, "bad signature", now=0.0, applier_error=True)
     assert out == [
         Finished("u-1", False, "bad signature"),
-        PushStatus("fwup error bad signature"),
         ReportError("firmware update failed: bad signature"),
     ]
     assert m.state is UpdateState.FAILED and m.accepts_offers
@@ -70,13 +71,36 @@ def test_failure_is_pushed_to_the_hub_and_new_offers_are_accepted() -> None:
 
 def test_download_failure_status_names_the_download() -> None:
     m = UpdateManager(reboot_delay_ms=5000)
-    m.start("u-1", offer())
+    m.start("u-1", offer(source="hub"))
     out = m.finished("u-1", False, "HTTP 503", now=0.0, applier_error=False)
-    assert PushStatus("fwup error download failed: HTTP 503") in out
+    assert out[0] == us.failed("download failed: HTTP 503")
+
+
+def test_hub_offers_tell_the_hub_started_progress_and_completed() -> None:
+    """2.9+ statuses (core/update_status.py): only for the hub's own offers; progress
+    increasing, 500 ms apart, a final 100 before completed."""
+    m = UpdateManager(reboot_delay_ms=5000)
+    m.start("u-1", offer(source="hub"))
+    assert m.download_started("u-9", "eth0") == []  # another request
+    assert m.download_started("u-1", "eth0") == [us.started("eth0")]
+    pushes = [
+        e
+        for now, p in ((0.0, 0), (0.1, 10), (0.6, 20), (0.7, 30), (1.2, 40), (1.3, 99))
+        for e in m.progress_report(p, now)
+        if isinstance(e, us.HubPush)
+    ]
+    assert [e.payload["value"] for e in pushes] == [0, 20, 40]
+    out = m.finished("u-1", True, "", now=2.0, applier_error=True)
+    assert out[:3] == [us.progress("updating", 100), us.completed(), Finished("u-1", True, "")]
+    m = UpdateManager(reboot_delay_ms=5000)
+    m.start("u-2", offer(source="file"))
+    assert m.download_started("u-2", "eth0") == []
+    assert [type(e) for e in m.progress_report(5, 0.0)] == [ReportProgress]
+    assert m.finished("u-2", True, "", now=1.0, applier_error=True)[0] == Finished("u-2", True, "")
 
 
 def test_progress_outside_an_update_is_dropped() -> None:
-    assert UpdateManager(reboot_delay_ms=5000).progress_report(5) == []
+    assert UpdateManager(reboot_delay_ms=5000).progress_report(5, 0.0) == []
 
 
 def test_illegal_transitions_raise_and_change_nothing() -> None:
@@ -100,5 +124,5 @@ def test_hub_reboot() -> None:
 
 
 def test_offer_key_tells_sources_apart() -> None:
-    assert offer().key == "hub:fw1"
+    assert offer(source="hub").key == "hub:fw1"
     assert Offer(offer().info, ("k",), "file").key == "file:fw1"

@@ -102,6 +102,17 @@ def bus_config(socket_path: Path, include_dir: Path) -> str:
     )
 
 
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Terminate ``process`` (kill it if it does not go within 5 s) and reap it."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 @dataclass
 class PrivateSystemBus:
     """A running private bus; ``address`` is what DBUS_SYSTEM_BUS_ADDRESS must say."""
@@ -136,13 +147,7 @@ class PrivateSystemBus:
         return (self.directory / "dbus-daemon.log").read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
         shutil.rmtree(self.directory, ignore_errors=True)

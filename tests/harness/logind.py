@@ -14,12 +14,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from nhlink_dbus import names
-from tests.harness.bus import START_TIMEOUT_S, PrivateSystemBus, busctl
+from tests.harness.bus import PrivateSystemBus, busctl
+from tests.harness.mock_process import MockProcess
 
 # The interpreter that has python-dbusmock: the Debian-12 test venv has only the
 # runtime libraries, so its runs point this at the main venv's interpreter.
@@ -40,49 +40,18 @@ class InhibitorRecord:
     pid: int
 
 
-class LogindMock:
+class LogindMock(MockProcess):
     """A running dbusmock logind; :meth:`stop` ends it."""
 
     def __init__(self, bus: PrivateSystemBus) -> None:
         self.bus = bus
-        self.log_path = bus.directory / "logind-mock.log"
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [DBUSMOCK_PYTHON, "-m", "dbusmock", "--system", "--template", "logind"],
-                env=bus.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if self._call(names.LOGIND_LIST_INHIBITORS, check=False).returncode == 0:
-                return
-            if self.process.poll() is not None:
-                raise RuntimeError(f"dbusmock logind exited early:\n{self.log()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dbusmock logind did not come up:\n{self.log()}")
-            time.sleep(0.02)
-
-    def log(self) -> str:
-        """The mock's own log: one line per method call it handled."""
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        super().__init__(
+            bus,
+            DBUSMOCK_PYTHON,
+            ["--template", "logind"],
+            "logind-mock.log",
+            lambda: self._call(names.LOGIND_LIST_INHIBITORS, check=False).returncode == 0,
+        )
 
     # --- inspection -------------------------------------------------------------
 

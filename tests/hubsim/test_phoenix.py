@@ -58,7 +58,7 @@ async def test_heartbeat_reply_and_unmatched_topic(sim: HubSim) -> None:
         "phx_reply",
         {"status": "error", "response": {"reason": "unmatched topic"}},
     ]
-    await send(ws, "4", "4", "extensions", "phx_join", {})
+    await send(ws, "4", "4", "nosuch", "phx_join", {})
     assert (await recv(ws))[4]["response"] == {"reason": "unmatched topic"}
     await ws.close()
 

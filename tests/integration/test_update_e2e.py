@@ -63,7 +63,10 @@ async def test_hub_update_applied_inhibited_rebooted_and_reported(
             await asyncio.sleep(0.5)
             assert logind_mock.reboot_calls() == [False]  # exactly one Reboot(false)
             assert not [i for i in logind_mock.inhibitors() if i.what == INHIBIT_WHAT]
-            assert record.events("status_update") == []
+            statuses = [s["status"] for s in record.events("status_update")]
+            assert statuses == ["received", "started", "completed"]
+            (started,) = [s for s in record.events("status_update") if s["status"] == "started"]
+            assert started["downloader_network_interface"] == "lo"
         finally:
             assert daemon.stop() == 0, daemon.text()
 

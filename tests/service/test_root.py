@@ -59,11 +59,14 @@ class FakeHub:
     async def run(self) -> None:
         await self.stopped.wait()
 
-    def push_fwup_progress(self, value: int) -> None:
-        self.pushes.append(("fwup_progress", value))
+    def push(self, event: str, payload: dict[str, Any]) -> None:
+        self.pushes.append((event, payload))
 
-    def push_status_update(self, status: str) -> None:
-        self.pushes.append(("status_update", status))
+    def push_extension(self, name: str, event: str, payload: dict[str, Any]) -> None:
+        self.pushes.append((f"{name}:{event}", payload))
+
+    def set_meta(self, meta: dict[str, bool]) -> None:
+        self.pushes.append(("meta", meta))
 
     def push_rebooting(self) -> None:
         self.pushes.append(("rebooting", None))
@@ -231,12 +234,15 @@ async def test_update_from_hub_offer_to_logind_reboot(tmp_path: Path) -> None:
     assert rec.named("reboot_scheduled") == [(0,)]
     # [reboot] reaches logind as configured: retries, their delay, the fallback.
     assert logind.reboots == [(2, 0.25, ("/sbin/reboot", "-f"))]
-    assert hub.pushes == [
+    # 2.9+ statuses; progress to the hub at most every 500 ms, a final 100 always.
+    updating = [p for e, p in hub.pushes if e == "fwup_progress"]
+    assert updating[0] == {"stage": "updating", "value": 0}
+    assert updating[-1] == {"stage": "updating", "value": 100}
+    assert [p for p in hub.pushes if p[0] != "fwup_progress"] == [
+        ("status_update", {"status": "received"}),
         ("downloading", "new"),
-        ("fwup_progress", 0),
-        ("fwup_progress", 50),
-        ("fwup_progress", 100),
         ("downloading", None),
+        ("status_update", {"status": "completed"}),
     ]
     (job,) = runner.jobs
     assert job.url == SIGNED_URL and job.request.devpath == str(tmp_path / "disk.img")
@@ -271,7 +277,8 @@ async def test_a_failing_runner_is_never_lost(tmp_path: Path) -> None:
         hub.stopped.set()
         await task
     assert (ok, message) == (False, "internal error: RuntimeError")
-    assert ("status_update", "fwup error internal error: RuntimeError") in hub.pushes
+    failed = {"status": "failed", "reason": "internal error: RuntimeError"}
+    assert ("status_update", failed) in hub.pushes
     assert any("update task" in e[0] for e in errors), errors
     assert service.state == "failed"
 
