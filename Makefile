@@ -92,9 +92,9 @@ deb:
 	      && command -v lintian >/dev/null; }; then \
 	  echo "apt: installing the build dependencies of debian/control, lintian"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends dpkg-dev lintian >/dev/null && \
-	  DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq --no-install-recommends ./ \
-	    >/dev/null; \
+	    -o DPkg::Lock::Timeout=600 --no-install-recommends dpkg-dev lintian >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq -o DPkg::Lock::Timeout=600 \
+	    --no-install-recommends ./ >/dev/null; \
 	fi
 	rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)/src
 	git ls-files -co --exclude-standard -z \
