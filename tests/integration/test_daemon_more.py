@@ -21,6 +21,7 @@ from tests.integration.daemon_helpers import (
     PUBLIC_KEY,
     ROOT,
     Daemon,
+    device_with_update,
     install_complete,
     make_firmware,
     sim_config,
@@ -64,10 +65,7 @@ async def test_shipped_example_runs_not_configured_and_installs_a_local_file(
     # examples/nhlink.toml is /etc/nhlink/nhlink.toml of the Debian package: no [hub].
     # Its KV location and device are pointed at a test image (the host's disks stay
     # untouched: the firmware's own KV names /dev/sda as its device).
-    v1 = make_firmware(tmp_path, "1.0.0", rootfs_size=1 << 20)
-    v2 = make_firmware(tmp_path, "2.0.0", rootfs_size=1 << 20)
-    image = tmp_path / "disk.img"
-    install_complete(image, v1)
+    v1, v2, image = device_with_update(tmp_path, rootfs_size=1 << 20)
     shipped = (ROOT / "examples" / "nhlink.toml").read_text()
     edits = {
         'kv = "uboot-env:/dev/mmcblk0:0x100000:0x2000"': f'kv = "{LAYOUT.kv_spec(image)}"',
