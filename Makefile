@@ -8,12 +8,14 @@ VPY         := $(VENV)/bin/python
 # Debian 12's library versions (the .deb runs on them): the hub client tests
 # run a second time against these in .venv-deb12.
 VENV_DEB    := .venv-deb12
-DEB12_PINS  := websockets==10.4 httpx==0.23.3 dbus-next==0.2.3 cryptography==38.0.4
+DEB12_PINS  := websockets==10.4 httpx==0.23.3 dbus-next==0.2.3 pyudev==0.24.0 cryptography==38.0.4
 DEB12_TEST_TOOLS := pytest pytest-timeout pytest-asyncio hypothesis
 
 APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
-                libglib2.0-bin fdisk gdisk xdelta3
+                libglib2.0-bin fdisk gdisk xdelta3 umockdev gir1.2-umockdev-1.0 e2fsprogs \
+                xvfb xdotool imagemagick gir1.2-gtk-3.0 python3-gi python3-gbulb \
+                python3-pyqt5 python3-dbus-next
 
 .PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean \
         deb deb-test
@@ -49,7 +51,8 @@ $(VENV_DEB)/.installed: pyproject.toml Makefile
 
 venv-deb12: $(VENV_DEB)/.installed
 
-LINTED := nhlink_dbus nhlink_devtools tests bench demo examples debian/tests packaging
+LINTED := nhlink_dbus nhlink_devtools nhlink_kiosk tests bench demo examples debian/tests \
+          packaging
 
 lint: venv
 	$(VENV)/bin/ruff check $(LINTED)
@@ -61,15 +64,15 @@ typecheck: venv
 pytest: venv
 	$(VPY) -m pytest -q
 
-# The hub client, simulator, downloader and daemon tests again on Debian 12's
-# websockets 10.4 / httpx 0.23.3 / dbus-next 0.2.3 (dbusmock runs from .venv).
+# The hub client, simulator, downloader, daemon and media tests again on Debian 12's
+# websockets 10.4 / httpx 0.23.3 / dbus-next 0.2.3 / pyudev 0.24.0 (dbusmock runs from .venv).
 HUB_CLIENT_TESTS := tests/core/test_phoenix.py tests/core/test_backoff.py \
                     tests/core/test_hub_messages.py tests/core/test_hub_settings.py \
                     tests/core/test_hub_session.py tests/aio/test_ws_compat.py \
                     tests/aio/test_dbus_compat.py \
                     tests/aio/test_hub_client_sim.py \
                     tests/core/test_download_policy.py tests/aio/test_downloader_sim.py \
-                    tests/hubsim tests/integration
+                    tests/hubsim tests/integration tests/media
 
 pytest-deb12: venv venv-deb12
 	NHLINK_DBUSMOCK_PYTHON=$(CURDIR)/$(VPY) $(VENV_DEB)/bin/python -m pytest -q $(HUB_CLIENT_TESTS)

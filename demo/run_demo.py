@@ -188,6 +188,10 @@ timeout_ms = 30000
 group = "{GROUP}"
 [reboot]
 delay_ms = 3000
+[archives]
+dir = "{work / "archives"}"
+[media]
+enabled = false
 """)
         print("    " + config.read_text().replace("\n", "\n    ").rstrip())
         daemon_log = work / "daemon.log"

@@ -59,12 +59,16 @@ from nhlink_dbus.core.extensions import IMPLEMENTED
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, TlsAuth, hub_url_problem
 from nhlink_dbus.core.kv_format import parse_kv_spec
 from nhlink_dbus.core.link import LinkSettings
+from nhlink_dbus.core.media import folder_problem
 from nhlink_dbus.core.nh1 import NH1Params
 from nhlink_dbus.core.validation import POLICIES as VALIDATION_POLICIES
 from nhlink_dbus.errors import ConfigError
 
 DEFAULT_PATH: Final = "/etc/nhlink/nhlink.toml"
 DEFAULT_ARCHIVES_DIR: Final = "/var/lib/nhlink/archives"
+DEFAULT_MEDIA_MOUNT_DIR: Final = "/run/nhlink/media"
+# Byte counts (archive folder, files on media): up to 2**62, far beyond any disk.
+MAX_BYTES: Final = 2**62
 # LastError (and the log) of a daemon whose file has no [hub] table.
 NOT_CONFIGURED: Final = "not configured: {source} has no [hub] table, so no hub is contacted"
 
@@ -152,10 +156,24 @@ class GeoConfig:
 
 @dataclass(frozen=True, slots=True)
 class ArchivesConfig:
-    """``[archives]``: where verified archives go, and their signing keys."""
+    """``[archives]``: where verified archives go, their signing keys, the folder's bounds."""
 
     dir: str = DEFAULT_ARCHIVES_DIR
     public_keys: tuple[str, ...] = ()
+    max_bytes: int = bounded(4 << 30, 1, MAX_BYTES)
+    max_count: int = bounded(16, 1, 100_000)
+    keep_ready_ms: int = bounded(86_400_000, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """``[media]``: removable media watched through udev (core/media.py has the rules)."""
+
+    enabled: bool = True
+    mount: bool = True
+    mount_dir: str = DEFAULT_MEDIA_MOUNT_DIR
+    folders: tuple[str, ...] = ("nerves-hub", ".")
+    max_bytes: int = bounded(4 << 30, 1, MAX_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +219,7 @@ class Config:
     extensions: ExtensionsConfig = ExtensionsConfig()
     health: HealthConfig = HealthConfig()
     geo: GeoConfig = GeoConfig()
+    media: MediaConfig = MediaConfig()
 
     def hub_settings(self, identifier: str | None = None) -> HubSettings:
         """The hub client's settings.
@@ -294,6 +313,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     extensions = _extensions(root.table("extensions"))
     health = _health(root.table("health"))
     geo = _geo(root.table("geo"))
+    media = _media(root.table("media"))
     root.finish()
     return Config(
         source,
@@ -307,6 +327,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         extensions=extensions,
         health=health,
         geo=geo,
+        media=media,
     )
 
 
@@ -423,6 +444,32 @@ def _archives(t: _Table) -> ArchivesConfig:
     config = ArchivesConfig(
         dir=t.path("dir") or default_of(ArchivesConfig, "dir"),
         public_keys=t.public_keys("public_keys"),
+        max_bytes=t.bounded(ArchivesConfig, "max_bytes"),
+        max_count=t.bounded(ArchivesConfig, "max_count"),
+        keep_ready_ms=t.bounded(ArchivesConfig, "keep_ready_ms"),
+    )
+    t.finish()
+    return config
+
+
+def _media(t: _Table) -> MediaConfig:
+    def default(key: str) -> Any:
+        return default_of(MediaConfig, key)
+
+    folders = t.strings("folders")
+    if folders is not None:
+        if not folders:
+            raise t.error("folders", 'must name at least one folder (e.g. ["."])')
+        for index, folder in enumerate(folders):
+            problem = folder_problem(folder)
+            if problem is not None:
+                raise t.error("folders", f"item {index} ({folder!r}) {problem}")
+    config = MediaConfig(
+        enabled=t.boolean("enabled", default("enabled")),
+        mount=t.boolean("mount", default("mount")),
+        mount_dir=t.path("mount_dir") or default("mount_dir"),
+        folders=tuple(folders) if folders is not None else default("folders"),
+        max_bytes=t.bounded(MediaConfig, "max_bytes"),
     )
     t.finish()
     return config

@@ -3,6 +3,7 @@
     nhlinkctl [--json] status
     nhlinkctl [--json] watch                 live state, progress bar, reboot countdown
     nhlinkctl [--json] pending
+    nhlinkctl [--json] archives              archives ready in the archives folder
     nhlinkctl [--json] decide ID apply|ignore|download|reschedule [--delay MS]
     nhlinkctl [--json] check
     nhlinkctl [--json] install FILE          the file is opened here and passed as an fd
@@ -11,8 +12,8 @@
     nhlinkctl [--json] health | mark-valid | mode [MODE] | metric NAME VALUE | alarm …
                                              (see ctl_device.py)
 
-Reading (status, watch, pending) is open to everyone; the other commands need
-root or membership of the service's group (``nhlink`` by default). Exit status:
+Reading the properties (status, watch) is open to everyone; the other commands
+need root or membership of the service's group (``nhlink`` by default). Exit status:
 0 done, 1 refused or failed (one line on stderr), 2 bad usage, 130 interrupted.
 ``DBUS_SYSTEM_BUS_ADDRESS`` is honoured.
 """
@@ -58,6 +59,8 @@ SIGNAL_ARGS: Mapping[str, tuple[str, ...]] = {
     "Disconnected": ("reason",),
     "RebootScheduled": ("delay_ms",),
     "AutoReverted": ("firmware",),
+    "MediaAdded": ("device", "mount_point", "candidates"),
+    "MediaRemoved": ("device",),
 }
 
 
@@ -199,18 +202,30 @@ async def cmd_status(client: Client, args: argparse.Namespace, out: Output) -> N
             out.line(row)
 
 
+def _show_items(out: Output, items: list[dict[str, Any]], none: str, first: str) -> None:
+    """A list as JSON, or one line per item (``first`` fields, then the info), or ``none``."""
+    if out.json:
+        out.data(items)
+        return
+    if not items:
+        out.line(none)
+    for item in items:
+        head = "  ".join(str(item[key]) for key in first.split())
+        out.line(f"{head}  {_describe_info(item['info'])}")
+
+
 async def cmd_pending(client: Client, args: argparse.Namespace, out: Output) -> None:
     [requests] = await client.call("GetPendingRequests")
     items = [
         {"request_id": rid, "kind": kind, "info": unwrap(info)} for rid, kind, info in requests
     ]
-    if out.json:
-        out.data(items)
-    elif not items:
-        out.line("no pending requests")
-    else:
-        for item in items:
-            out.line(f"{item['request_id']}  {item['kind']}  {_describe_info(item['info'])}")
+    _show_items(out, items, "no pending requests", "request_id kind")
+
+
+async def cmd_archives(client: Client, args: argparse.Namespace, out: Output) -> None:
+    [archives] = await client.call("GetArchives")
+    items = [{"path": path, "info": unwrap(info)} for path, info in archives]
+    _show_items(out, items, "no archives ready", "path")
 
 
 async def cmd_decide(client: Client, args: argparse.Namespace, out: Output) -> None:
@@ -407,6 +422,11 @@ class Watcher:
             out.line(f"reboot scheduled in {int(a['delay_ms']) / 1000:g} s")
         elif member == "AutoReverted":
             out.line(f"the bootloader fell back from {_describe_info(a['firmware'])}")
+        elif member == "MediaAdded":
+            where = f" at {a['mount_point']}" if a["mount_point"] else ""
+            out.line(f"medium {a['device']}{where}: {a['candidates']} .fw file(s) to check")
+        elif member == "MediaRemoved":
+            out.line(f"medium {a['device']} removed")
 
     def _start_countdown(self, delay_ms: int) -> None:
         if self._countdown is not None:
@@ -442,6 +462,9 @@ def _parser() -> argparse.ArgumentParser:
         run=cmd_watch
     )
     sub.add_parser("pending", help="requests waiting for a decision").set_defaults(run=cmd_pending)
+    sub.add_parser("archives", help="archives ready in the archives folder").set_defaults(
+        run=cmd_archives
+    )
     d = sub.add_parser("decide", help="answer a pending request")
     d.add_argument("request_id", metavar="ID")
     d.add_argument("decision", choices=DECISIONS)

@@ -24,6 +24,12 @@ class PendingRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadyArchive:
+    path: str  # absolute, inside [archives] dir
+    info: Info
+
+
+@dataclass(frozen=True, slots=True)
 class Caller:
     """Who called (filled in by the bus face from the bus)."""
 
@@ -52,6 +58,8 @@ class LinkListener(Protocol):
     def reboot_scheduled(self, delay_ms: int) -> None: ...
     def auto_reverted(self, firmware: Mapping[str, str]) -> None: ...
     def properties_changed(self, changed: Mapping[str, object]) -> None: ...
+    def media_added(self, device: str, mount_point: str, candidates: int) -> None: ...
+    def media_removed(self, device: str) -> None: ...
 
 
 class LinkService(Protocol):
@@ -68,6 +76,8 @@ class LinkService(Protocol):
     async def install_file(self, fd: int, options: Mapping[str, object], caller: Caller) -> str: ...
     def reconnect(self) -> None: ...
     def set_reconnect_backoff(self, delays_ms: Sequence[int]) -> None: ...
+    def ready_archives(self) -> Sequence[ReadyArchive]:
+        """The archives ready in the archives folder (``GetArchives``)."""
 
     # the newer device API (service/device_io.py)
     async def mark_valid(self, caller: Caller) -> None: ...

@@ -51,7 +51,7 @@ SCHEMA: dict[str, set[str]] = {
         "validate",
         "validate_after_ms",
     },
-    "archives": {"dir", "public_keys"},
+    "archives": {"dir", "public_keys", "max_bytes", "max_count", "keep_ready_ms"},
     "decisions": {
         "timeout_ms",
         "default_update",
@@ -72,6 +72,7 @@ SCHEMA: dict[str, set[str]] = {
     "extensions": {"offer"},
     "health": {"disk_path"},
     "geo": {"geoclue", "geoclue_timeout_ms", "desktop_id", "latitude", "longitude", "accuracy_m"},
+    "media": {"enabled", "mount", "mount_dir", "folders", "max_bytes"},
 }
 
 MINIMAL = """
@@ -145,6 +146,9 @@ validate_after_ms = 60000
 [archives]
 dir = "/data/archives"
 public_keys = ["{KEY_B}"]
+max_bytes = 1000000
+max_count = 3
+keep_ready_ms = 60000
 
 [decisions]
 timeout_ms = 0
@@ -183,6 +187,13 @@ desktop_id = "kiosk.nhlink"
 latitude = 52.52
 longitude = -13
 accuracy_m = 25
+
+[media]
+enabled = false
+mount = false
+mount_dir = "/run/kiosk/media"
+folders = ["updates/nerves", "."]
+max_bytes = 5000000
 """
 
 
@@ -225,6 +236,16 @@ def test_minimal_file_gets_every_default() -> None:
     )
     assert (fw.public_keys, dict(fw.fwup_env)) == ((), {})
     assert (config.archives.dir, config.archives.public_keys) == ("/var/lib/nhlink/archives", ())
+    a = config.archives
+    assert (a.max_bytes, a.max_count, a.keep_ready_ms) == (4 << 30, 16, 86_400_000)
+    m = config.media
+    assert (m.enabled, m.mount, m.mount_dir, m.folders, m.max_bytes) == (
+        True,
+        True,
+        "/run/nhlink/media",
+        ("nerves-hub", "."),
+        4 << 30,
+    )
     d = config.decisions
     assert (d.timeout_ms, d.default_update, d.default_archive, d.ignore_same_uuid, d.group) == (
         30000,
@@ -261,6 +282,16 @@ def test_every_key_set(creds: dict[str, str]) -> None:
     assert fw.public_keys == (KEY_A, KEY_B)
     assert dict(fw.fwup_env) == {"A_B": "1", "PATH": "/bin"}
     assert (config.archives.dir, config.archives.public_keys) == ("/data/archives", (KEY_B,))
+    a = config.archives
+    assert (a.max_bytes, a.max_count, a.keep_ready_ms) == (1_000_000, 3, 60_000)
+    m = config.media
+    assert (m.enabled, m.mount, m.mount_dir, m.folders, m.max_bytes) == (
+        False,
+        False,
+        "/run/kiosk/media",
+        ("updates/nerves", "."),
+        5_000_000,
+    )
     d = config.decisions
     assert (d.timeout_ms, d.default_update, d.default_archive, d.ignore_same_uuid, d.group) == (
         0,
@@ -539,6 +570,16 @@ ERRORS: list[tuple[str, str]] = [
     (add("firmware", 'task = "a\\tb"'), "firmware.task: must not contain control characters"),
     (add("firmware", 'devpath = "/dev/\\u0000"'), "firmware.devpath: must not contain NUL"),
     (add("archives", "dir = 'archives'"), "archives.dir: must be an absolute path"),
+    (add("archives", "max_count = 0"), "archives.max_count: must be between 1 and 100000"),
+    (add("media", "mount_dir = 'media'"), "media.mount_dir: must be an absolute path"),
+    (add("media", "folders = []"), "media.folders: must name at least one folder"),
+    (add("media", "folders = ['../up']"), "media.folders: item 0 ('../up') must not contain '..'"),
+    (add("media", "folders = ['a/../../b']"), "media.folders: item 0 ('a/../../b') must not"),
+    (add("media", "folders = ['/mnt']"), "media.folders: item 0 ('/mnt') must be a relative"),
+    (add("media", "folders = ['a\\b']"), "must not contain control characters or backslashes"),
+    (add("media", "folders = [1]"), "media.folders: item 0 must be a string"),
+    (add("media", "enabled = 'yes'"), "media.enabled: must be true or false"),
+    (add("media", "max_bytes = 0"), "media.max_bytes: must be between 1 and"),
     (add("decisions", "group = 'bad group'"), "decisions.group: not a valid group name"),
     (add("decisions", "group = ''"), "decisions.group: must not be empty"),
     (add("reboot", "command = []"), 'reboot.command: must name a program, e.g. ["systemctl"'),

@@ -13,6 +13,7 @@ import pytest
 from nhlink_dbus import ctl, daemon
 from nhlink_dbus.fwup import cli as fwup_cli
 from nhlink_devtools.hubsim import cli as sim_cli
+from nhlink_kiosk import cli as kiosk_cli
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 PAGES: dict[str, Callable[[], argparse.ArgumentParser]] = {
@@ -20,6 +21,7 @@ PAGES: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "nhlinkctl.1.md": ctl._parser,
     "nhlink-fwup.1.md": fwup_cli.build_parser,
     "nhlink-hub-sim.1.md": sim_cli._parser,
+    "nhlink-kiosk.1.md": lambda: kiosk_cli.parser("nhlink-kiosk-gtk", "the options both share"),
 }
 
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from nhlink_dbus.aio.appliers import (
@@ -56,6 +56,7 @@ class UpdateJob:
     fwup_path: str | None = None
     verifier: PartVerifier | None = None  # what the hub said the download is
     on_connected: Callable[[], object] | None = None  # the download's first answer
+    chunks: Callable[[], AsyncGenerator[bytes, None]] | None = None  # a file on removable media
 
 
 class VerifiedSink:
@@ -103,8 +104,9 @@ async def run_update(
             await applier.start()
             try:
                 if fd is not None:
-                    async for chunk in read_fd_chunks(fd):
-                        await applier.write(chunk)
+                    await _feed(read_fd_chunks(fd), applier)
+                elif job.chunks is not None:
+                    await _feed(job.chunks(), applier)
                 else:
                     verified = None if job.verifier is None else VerifiedSink(applier, job.verifier)
                     await download(
@@ -119,6 +121,9 @@ async def run_update(
             except DownloadError as exc:
                 await applier.abort(str(exc))
                 return UpdateOutcome(False, str(exc), applier_error=False)
+            except _SourceFailed as exc:
+                await applier.abort(str(exc))
+                return UpdateOutcome(False, str(exc), applier_error=True)
             except BaseException:
                 await applier.abort("cancelled")
                 raise
@@ -133,6 +138,25 @@ async def run_update(
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+class _SourceFailed(Exception):
+    """The local file (or the medium holding it) could not be read to its end."""
+
+
+async def _feed(source: AsyncGenerator[bytes, None], applier: BaseApplier) -> None:
+    """Every chunk of a local source into the applier; a read failure is _SourceFailed
+    (the applier's own failures propagate unchanged)."""
+    async with contextlib.aclosing(source):
+        while True:
+            try:
+                chunk = await anext(source)
+            except StopAsyncIteration:
+                return
+            except (NhlinkError, OSError) as exc:
+                text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise _SourceFailed(f"reading the firmware failed: {text}") from exc
+            await applier.write(chunk)
 
 
 @contextlib.asynccontextmanager

@@ -65,6 +65,7 @@ _OUT_ARG_NAMES: Mapping[str, Sequence[str]] = {
     "CheckForUpdate": ("update",),
     "InstallFile": ("request_id",),
     **device_members.OUT_ARG_NAMES,
+    "GetArchives": ("archives",),
 }
 
 
@@ -230,6 +231,16 @@ class LinkInterface(device_members.DeviceApiMembers, ServiceInterface):
 
     @method()
     @no_type_check
+    async def GetArchives(self) -> "a(sa{sv})":
+        """Archives ready in the archives folder: (path, info), as ArchiveReady announced
+        them (after a restart, what each file's metadata says). For a UI that starts late."""
+        return [
+            [archive.path, info_to_variants(archive.info)]
+            for archive in self._service.ready_archives()
+        ]
+
+    @method()
+    @no_type_check
     async def Reconnect(self) -> None:
         """Drop and re-open the hub connection."""
         self._service.reconnect()
@@ -308,6 +319,19 @@ class LinkInterface(device_members.DeviceApiMembers, ServiceInterface):
     def RebootScheduled(self, delay_ms) -> "t":
         """A reboot will be requested from logind after delay_ms."""
         return delay_ms
+
+    @signal()
+    @no_type_check
+    def MediaAdded(self, device, mount_point, candidates) -> "ssu":
+        """A removable medium was found (device node), where it is read (empty when read
+        without mounting it), and how many .fw files on it will be verified."""
+        return [device, mount_point, candidates]
+
+    @signal()
+    @no_type_check
+    def MediaRemoved(self, device) -> "s":
+        """A removable medium went away; work on its files stopped."""
+        return device
 
     # -- properties (read-only; PropertiesChanged on change) -------------------------------
 
@@ -432,6 +456,12 @@ class LinkInterface(device_members.DeviceApiMembers, ServiceInterface):
 
     def reboot_scheduled(self, delay_ms: int) -> None:
         self._emit(lambda: self.RebootScheduled(_clamp(delay_ms, 0, UINT64_MAX)))
+
+    def media_added(self, device: str, mount_point: str, candidates: int) -> None:
+        self._emit(lambda: self.MediaAdded(device, mount_point, _clamp(candidates, 0, UINT32_MAX)))
+
+    def media_removed(self, device: str) -> None:
+        self._emit(lambda: self.MediaRemoved(device))
 
     def properties_changed(self, changed: Mapping[str, object]) -> None:
         values: dict[str, object] = {}

@@ -29,9 +29,16 @@ from dataclasses import dataclass
 from nhlink_dbus.core import device_api as da
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
+from nhlink_dbus.core import media
 from nhlink_dbus.core import update_mode as um
 from nhlink_dbus.core import update_status as us
-from nhlink_dbus.core.archive_manager import ArchiveManager, ArchiveOffer, StartArchiveDownload
+from nhlink_dbus.core.archive_manager import (
+    ArchiveManager,
+    ArchiveOffer,
+    DiscardStaged,
+    FetchResult,
+    StartArchiveDownload,
+)
 from nhlink_dbus.core.decisions import (
     Asked,
     Decided,
@@ -143,6 +150,8 @@ class ConnectionLost:
 Effect = (
     UpdateEffect
     | StartArchiveDownload
+    | DiscardStaged
+    | media.MediaEffect
     | Announce
     | DecisionMade
     | RequestGone
@@ -167,17 +176,29 @@ def update_info(offer: Offer) -> Info:
         out["deployment_id"] = offer.info.deployment_id
     if offer.info.size is not None:
         out["size"] = offer.info.size
+    if offer.medium is not None:
+        out.update(_medium_info(offer.medium))
     return out
+
+
+def _medium_info(file: media.MediaFile) -> Info:
+    """Where a removable offer was found: the device node and the path on the medium."""
+    return {"device": file.device, "file": file.path}
 
 
 def archive_info(offer: ArchiveOffer) -> Info:
     """The a{sv} info of an archive: its metadata, never the URL."""
     info = offer.info
-    out: Info = {"source": "hub", "uuid": info.uuid, "version": info.version, "size": info.size}
+    out: Info = {"source": offer.source, "uuid": info.uuid, "version": info.version}
+    out["size"] = info.size
     for key in ("description", "platform", "architecture", "uploaded_at"):
         value = getattr(info, key)
         if value is not None:
             out[key] = value
+    for key, text in (offer.extra or {}).items():
+        out.setdefault(key, text)
+    if offer.file is not None:
+        out.update(_medium_info(offer.file))
     return out
 
 
@@ -234,6 +255,7 @@ class LinkCore:
         self._requested: tuple[Question, float] | None = None
         self.updates = UpdateManager(settings.reboot_delay_ms)
         self.archives = ArchiveManager()
+        self.media = media.MediaManager()
         self.engine = DecisionEngine(
             kinds=decision_kinds(settings),
             timeout_s=settings.decision_timeout_ms / 1000,
@@ -383,14 +405,66 @@ class LinkCore:
         out: list[Effect] = [Downloading(None)] if effects else []
         return self._with_state(out + self._update_effects(effects))
 
-    def archive_done(self, request_id: str, path: str | None, error: str = "") -> list[Effect]:
-        """An archive fetch ended: ``path`` of the verified file, or ``error``."""
-        offer = self.archives.done(request_id)
-        if offer is None:
+    def archive_done(self, request_id: str, result: FetchResult, now: float) -> list[Effect]:
+        """An archive fetch ended: the verified file, the archives it evicted, or why not."""
+        started = self.archives.done(request_id)
+        self.archives.unshelve(result.evicted)
+        if started is None:
             return []
-        if path is None:
-            return self._error(f"archive {offer.info.uuid}: {error}")
-        return [ArchiveReady(request_id, archive_info(offer), path)]
+        offer = started.offer
+        if result.path is not None:
+            info = archive_info(offer)
+            self.archives.shelve(offer.info.uuid, result.path, info)
+            return [ArchiveReady(request_id, info, result.path)]
+        if started.recheck and result.missing:
+            # The shelf was wrong (the file was deleted or changed): ask afresh.
+            self.archives.unshelve([offer.info.uuid])
+            return self._with_state(
+                self._route(self.engine.ask(ARCHIVE, offer.key, offer, now), now)
+            )
+        return self._error(f"archive {offer.info.uuid}: {result.error}")
+
+    def archives_found(self, found: Sequence[tuple[str, str, Info]]) -> None:
+        """(uuid, path, info) of the archives ready in the folder at start-up."""
+        for uuid, path, info in found:
+            self.archives.shelve(uuid, path, info)
+
+    def ready_archives(self) -> list[tuple[str, Info]]:
+        """(path, info) of every archive on the shelf (``GetArchives``), oldest first."""
+        return [(ready.path, dict(ready.info)) for ready in self.archives.ready.values()]
+
+    def media_event(self, event: media.MediaInput, now: float) -> list[Effect]:
+        """What the media adapters saw: a medium came or went, a candidate was judged."""
+        out: list[Effect] = []
+        if isinstance(event, media.MediumAdded):
+            out += self.media.added(event.device)
+        elif isinstance(event, media.MediumChanged):
+            out += self._medium_effects(self.media.changed(event.device), now)
+        elif isinstance(event, media.MediumRemovedEvent):
+            out += self._medium_effects(self.media.removed(event.sys_path), now)
+        elif isinstance(event, media.MediumAttached):
+            out += self.media.attached(event)
+        elif isinstance(event, media.MediumFailed):
+            if self.media.present(event.sys_path):
+                self.media.failed(event.sys_path)
+                out += self._error(f"removable medium: {event.reason}")
+        elif isinstance(event, media.MediumDone):
+            if self.media.present(event.sys_path):
+                self.media.done(event.sys_path)
+        elif not self.media.present(event.file.sys_path):
+            if isinstance(event, media.ArchiveFound) and event.staged is not None:
+                out.append(DiscardStaged(event.staged))
+        elif isinstance(event, media.FirmwareFound):
+            meta = hm.FirmwareMetadata(**event.meta)
+            offer = Offer(hm.UpdateInfo("", meta), self.fwup_keys, "removable", event.file)
+            out += self._offer_update(offer, now)
+        elif isinstance(event, media.ArchiveFound):
+            out += self._offer_archive(_media_archive_offer(event, self.archive_keys), now)
+        else:
+            out += self._error(
+                f"removable medium {event.file.device}: {event.file.path} refused: {event.reason}"
+            )
+        return self._with_state(out)
 
     def error(self, message: str) -> list[Effect]:
         """A failure an adapter saw (e.g. the reboot could not be requested)."""
@@ -431,13 +505,20 @@ class LinkCore:
         return self._route(effects, now)
 
     def _offer_archive(self, offer: ArchiveOffer, now: float) -> list[Effect]:
+        dropped: list[Effect] = [DiscardStaged(offer.staged)] if offer.staged else []
         if not offer.public_keys:
-            return self._error(
+            return dropped + self._error(
                 f"archive {offer.info.uuid} refused: no archive or firmware signing keys "
                 "are configured or were received from the hub"
             )
         if self.archives.is_downloading(offer.info.uuid):
-            return []  # the same file is on its way
+            return dropped  # the same file is on its way
+        if offer.info.uuid in self.archives.ready:
+            # On the shelf already: ready again after a check of the file, not asked.
+            _rid, effects = self.engine.ask_answered(
+                ARCHIVE, offer.key, offer, "download", "policy"
+            )
+            return self._route(effects, now)
         return self._route(self.engine.ask(ARCHIVE, offer.key, offer, now), now)
 
     def _route(self, effects: Sequence[Asked | Decided | Withdrawn], now: float) -> list[Effect]:
@@ -450,6 +531,8 @@ class LinkCore:
                 out.append(Announce(question.kind, question.request_id, info))
             elif isinstance(effect, Withdrawn):
                 out.append(RequestGone(question.request_id))
+                if isinstance(question.subject, ArchiveOffer) and question.subject.staged:
+                    out.append(DiscardStaged(question.subject.staged))
             else:
                 out.append(
                     DecisionMade(
@@ -484,7 +567,11 @@ class LinkCore:
     def _perform_decision(self, decided: Decided, now: float) -> list[Effect]:
         question, subject = decided.question, decided.question.subject
         if isinstance(subject, Offer):
-            if decided.decision == "apply" and not subject.info.firmware_url:
+            if (
+                decided.decision == "apply"
+                and subject.source == "hub"
+                and not subject.info.firmware_url
+            ):
                 # Device-managed: the URL is minted now (request_update).
                 self._requested = (question, now + um.REQUEST_TIMEOUT_S)
                 return [us.HubPush("request_update", {})]
@@ -501,9 +588,25 @@ class LinkCore:
             if decided.final and self.updates.accepts_offers:
                 self.updates.settle()
             return out
-        if isinstance(subject, ArchiveOffer) and decided.decision == "download":
-            return list(self.archives.start(question.request_id, subject))
+        if isinstance(subject, ArchiveOffer):
+            if decided.decision == "download":
+                recheck = subject.info.uuid in self.archives.ready
+                return list(self.archives.start(question.request_id, subject, recheck=recheck))
+            if decided.final and subject.staged:
+                return [DiscardStaged(subject.staged)]
         return []
+
+    def _medium_effects(self, effects: Sequence[media.MediaEffect], now: float) -> list[Effect]:
+        """The media manager's effects; a medium that is gone takes its firmware offer along."""
+        out: list[Effect] = list(effects)
+        for effect in effects:
+            if not isinstance(effect, media.DetachMedium):
+                continue
+            for question in self.engine.questions(UPDATE):
+                medium = getattr(question.subject, "medium", None)
+                if isinstance(medium, media.MediaFile) and medium.sys_path == effect.sys_path:
+                    out += self._route(self.engine.withdraw(question.request_id), now)
+        return out
 
     def _update_effects(self, effects: Sequence[UpdateEffect]) -> list[Effect]:
         out: list[Effect] = []
@@ -533,3 +636,19 @@ class LinkCore:
             self._state = state
             out.append(PropertiesChanged({"State": state}))
         return out
+
+
+def _media_archive_offer(found: media.ArchiveFound, keys: tuple[str, ...]) -> ArchiveOffer:
+    """An archive found on a medium as an offer (its metadata in the hub's shape)."""
+    meta = found.meta
+    info = hm.ArchiveInfo(
+        size=found.size,
+        uuid=meta["uuid"],
+        version=meta.get("version", ""),
+        url="",
+        description=meta.get("description"),
+        platform=meta.get("platform"),
+        architecture=meta.get("architecture"),
+    )
+    extra = {k: meta[k] for k in ("product", "author") if k in meta}
+    return ArchiveOffer(info, keys, "removable", found.file, found.staged, extra)

@@ -32,6 +32,7 @@ from enum import Enum
 
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.hub_messages import UpdateInfo
+from nhlink_dbus.core.media import MediaFile
 from nhlink_dbus.core.update_status import HubPush
 from nhlink_dbus.errors import StateError
 
@@ -54,6 +55,7 @@ class Offer:
     info: UpdateInfo
     public_keys: tuple[str, ...]
     source: str = "hub"  # hub | removable | file
+    medium: MediaFile | None = None  # removable: where the file is
 
     @property
     def key(self) -> str:

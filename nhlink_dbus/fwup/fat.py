@@ -279,6 +279,26 @@ _MDIR_LINE = re.compile(
 _MTOOLS_PACKAGE = "mtools"
 
 
+def mtools_environment() -> dict[str, str]:
+    """A clean, fixed environment for mtools: no user or system drive settings matter for
+    ``-i``, and SOURCE_DATE_EPOCH pins every timestamp mtools writes to fwup's 1980-01-01."""
+    return {
+        "PATH": os.defpath,
+        "HOME": "/nonexistent",
+        "MTOOLSRC": "/dev/null",
+        "MTOOLS_SKIP_CHECK": "1",
+        "MTOOLS_LOWER_CASE": "0",
+        "MTOOLS_NO_VFAT": "0",
+        "MTOOLS_FAT_COMPATIBILITY": "0",
+        "MTOOLS_NAME_NUMERIC_TAIL": "1",
+        "MTOOLS_TWENTY_FOUR_HOUR_CLOCK": "1",
+        "MTOOLS_DATE_STRING": "yyyy-mm-dd",
+        "SOURCE_DATE_EPOCH": _EPOCH_1980,
+        "TZ": "UTC",
+        "LC_ALL": "C",
+    }
+
+
 class FatFilesystem:
     """The FAT file system starting at ``block_offset`` 512-byte blocks into ``image_path``.
 
@@ -295,23 +315,7 @@ class FatFilesystem:
         self._image = image_path
         self._offset = block_offset * SECTOR
         self._mtools_dir = mtools_dir
-        # A clean, fixed environment: no user or system drive settings matter for `-i`, and
-        # SOURCE_DATE_EPOCH pins every timestamp mtools writes to fwup's 1980-01-01.
-        self._env = {
-            "PATH": os.defpath,
-            "HOME": "/nonexistent",
-            "MTOOLSRC": "/dev/null",
-            "MTOOLS_SKIP_CHECK": "1",
-            "MTOOLS_LOWER_CASE": "0",
-            "MTOOLS_NO_VFAT": "0",
-            "MTOOLS_FAT_COMPATIBILITY": "0",
-            "MTOOLS_NAME_NUMERIC_TAIL": "1",
-            "MTOOLS_TWENTY_FOUR_HOUR_CLOCK": "1",
-            "MTOOLS_DATE_STRING": "yyyy-mm-dd",
-            "SOURCE_DATE_EPOCH": _EPOCH_1980,
-            "TZ": "UTC",
-            "LC_ALL": "C",
-        }
+        self._env = mtools_environment()
 
     # -- fwup actions -------------------------------------------------------------------------
 
@@ -483,6 +487,21 @@ class FatFilesystem:
         except _FatError:
             return False
         return entry is not None and not entry.is_dir
+
+    def entries(self, directory: str) -> list[tuple[str, bool, int]] | None:
+        """(name, is a directory, size) in ``directory`` ("" = the root), matched as FatFs
+        matches names; None when there is no such directory."""
+        if directory:
+            try:
+                entry = self._guard("fatfs_ls", directory, lambda: self._lookup(directory))
+            except FirmwareError:
+                return None  # a missing or bad path on the way
+            if entry is None or not entry.is_dir:
+                return None
+            directory = self._canonical(directory)
+        else:
+            self._guard("fatfs_ls", "/", self._require_fs)
+        return [(e.name, e.is_dir, e.size) for e in self._list(directory)]
 
     def read(self, path: str) -> bytes | None:
         """The bytes of file ``path``; None if it is missing, a directory, or there is no FAT."""

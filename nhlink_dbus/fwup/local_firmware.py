@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from nhlink_dbus.core.fwup_meta import META_FIELDS, ArchiveInspector, meta_uuid
 from nhlink_dbus.errors import NhlinkError
@@ -48,7 +48,7 @@ def inspect_fd(fd: int, public_keys: Sequence[str]) -> dict[str, str]:
     return out
 
 
-async def read_fd_chunks(fd: int, chunk: int = CHUNK) -> AsyncIterator[bytes]:
+async def read_fd_chunks(fd: int, chunk: int = CHUNK) -> AsyncGenerator[bytes, None]:
     """The whole file behind ``fd`` from offset 0, read off the event loop."""
     offset = 0
     while True:

@@ -22,7 +22,7 @@ from nhlink_dbus.core.update_manager import Offer
 from nhlink_dbus.errors import InvalidArgument
 from nhlink_dbus.fwup.local_firmware import LocalFirmwareError, inspect_fd
 from nhlink_dbus.service.listeners import Listeners
-from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
+from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest, ReadyArchive
 
 
 class FaceRequests:
@@ -94,6 +94,14 @@ class FaceRequests:
 
     def reconnect(self) -> None:
         self.hub.reconnect()
+
+    def ready_archives(self) -> Sequence[ReadyArchive]:
+        # An application may delete an archive it has used: list only what is still there.
+        return [
+            ReadyArchive(path, info)
+            for path, info in self.core.ready_archives()
+            if os.path.isfile(path)
+        ]
 
     def set_reconnect_backoff(self, delays_ms: Sequence[int]) -> None:
         if any(d <= 0 for d in delays_ms):

@@ -61,5 +61,11 @@ class Listeners(LinkListener):
     def auto_reverted(self, firmware: Mapping[str, str]) -> None:
         self._each("auto_reverted", lambda x: x.auto_reverted(firmware))
 
+    def media_added(self, device: str, mount_point: str, candidates: int) -> None:
+        self._each("media_added", lambda x: x.media_added(device, mount_point, candidates))
+
+    def media_removed(self, device: str) -> None:
+        self._each("media_removed", lambda x: x.media_removed(device))
+
     def properties_changed(self, changed: Mapping[str, object]) -> None:
         self._each("properties_changed", lambda x: x.properties_changed(changed))

@@ -1,16 +1,16 @@
 """The composition root: builds the adapters, feeds the core, performs its effects.
 
 Decisions are the core's (:class:`~nhlink_dbus.core.link.LinkCore`); this module
-only wires. Hub events and face requests go into the core with the time; what
-comes out is performed through one table (effect type → handler). Long-running
-work — an update, an archive fetch, a reboot — runs under one
+only wires. Hub events, udev events and face requests go into the core with the
+time; what comes out is performed through one table (effect type → handler).
+Long-running work — an update, an archive fetch, a medium, a reboot — runs under one
 :class:`~nhlink_dbus.aio.supervisor.Supervisor`, and the core is woken at its
 next deadline by one :class:`~nhlink_dbus.aio.supervisor.DeadlineTimer`.
 :meth:`NhlinkService.create` does the start-up I/O (the KV store, ``fwup
---version``) off the event loop. The newer device API's I/O (health samples,
-the location, the network interface, the KV store's validation state) runs
-under the same supervisor; its adapters come in through the constructor
-(``device_io``, :class:`~nhlink_dbus.service.device_io.DeviceIO`).
+--version``, the archives folder) off the event loop. The newer device API's
+I/O (health samples, the location, the network interface, the KV store's
+validation state) runs under the same supervisor; its adapters come in through
+the constructor (``device_io``, :class:`~nhlink_dbus.service.device_io.DeviceIO`).
 """
 
 from __future__ import annotations
@@ -26,24 +26,25 @@ from typing import Any
 import nhlink_dbus
 from nhlink_dbus.aio import update_runner
 from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
-from nhlink_dbus.aio.archive_store import fetch_archive
+from nhlink_dbus.aio.archive_store import ArchiveStore
 from nhlink_dbus.aio.hub_client import HubClient, NoHub
 from nhlink_dbus.aio.logind import Logind
+from nhlink_dbus.aio.media_files import MediumSession, MountedMedium, ReaderFactory
+from nhlink_dbus.aio.media_mounts import MediaMounts
 from nhlink_dbus.aio.supervisor import DeadlineTimer, Supervisor
+from nhlink_dbus.aio.udev_monitor import UdevMonitor
 from nhlink_dbus.config import Config
-from nhlink_dbus.core import archive_manager as am
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link
 from nhlink_dbus.core import update_manager as um
 from nhlink_dbus.core import update_status as us
-from nhlink_dbus.core.download_policy import RetryPolicy
-from nhlink_dbus.core.hub_messages import ArchiveInfo
 from nhlink_dbus.core.kv_format import KVError, active_slot_metadata
 from nhlink_dbus.errors import LogindError, NhlinkError, NotPossible
 from nhlink_dbus.kv_store import read_kv
 from nhlink_dbus.service.device_io import DeviceIO, DeviceRequests
 from nhlink_dbus.service.faces import FaceRequests
 from nhlink_dbus.service.listeners import Listeners
+from nhlink_dbus.service.media_io import MediaWiring, MonitorFactory, archive_store_for
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,9 @@ UpdateRunner = Callable[
     [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
     Awaitable[update_runner.UpdateOutcome],
 ]
-ArchiveFetcher = Callable[[ArchiveInfo, Sequence[str], str, RetryPolicy], Awaitable[str]]
 
 
-class NhlinkService(DeviceRequests, FaceRequests):
+class NhlinkService(DeviceRequests, MediaWiring, FaceRequests):
     """The running service; implements ``service_api.LinkService`` (see ``faces``,
     ``device_io``)."""
 
@@ -69,15 +69,22 @@ class NhlinkService(DeviceRequests, FaceRequests):
         clock: Callable[[], float] = time.monotonic,
         boot_token: str | None = None,
         run_update: UpdateRunner = update_runner.run_update,
-        fetch_archive: ArchiveFetcher = fetch_archive,
         device_io: DeviceIO | None = None,
+        archive_store: ArchiveStore | None = None,
+        udev_monitor: MonitorFactory = UdevMonitor,
+        media_mounts: MediaMounts | None = None,
+        media_reader: ReaderFactory = MountedMedium,
     ) -> None:
         self.config = config
         self.kv = dict(kv)
         self.logind = logind
         self.clock = clock
         self._run_update = run_update
-        self._fetch_archive = fetch_archive
+        self.store = archive_store or archive_store_for(config)
+        self._udev_monitor = udev_monitor
+        self.mounts = media_mounts or MediaMounts(config.media.mount_dir)
+        self._media_reader = media_reader
+        self.media_sessions: dict[str, MediumSession] = {}  # by sysfs path
         self.listeners = Listeners()
         slot = active_slot_metadata(self.kv)
         # Request ids carry a token of this start: none names a request of another one.
@@ -133,8 +140,8 @@ class NhlinkService(DeviceRequests, FaceRequests):
             um.RebootScheduled: self._reboot_scheduled,
             um.RebootNow: lambda e: self.tasks.spawn("reboot", self._reboot()),
             um.ReportError: self._error,
-            am.StartArchiveDownload: lambda e: self.tasks.spawn("archive", self._archive(e)),
             **self.device_effects(),
+            **self.media_effects(),
         }
 
     @classmethod
@@ -150,7 +157,12 @@ class NhlinkService(DeviceRequests, FaceRequests):
         system_bus = adapters.pop("system_bus", None)
         if "device_io" not in adapters:
             adapters["device_io"] = DeviceIO.from_config(config, system_bus)
-        return cls(config, kv, fwup_version=version, **adapters)
+        service = cls(config, kv, fwup_version=version, **adapters)
+        try:
+            service.core.archives_found(await asyncio.to_thread(service.store.prepare))
+        except NhlinkError as exc:
+            logger.error("archives folder: %s", exc)
+        return service
 
     async def run(self) -> None:
         """Run until cancelled; every task of the service ends with it."""
@@ -165,10 +177,12 @@ class NhlinkService(DeviceRequests, FaceRequests):
             self.perform(self.core.error(not_configured))
         async with self.tasks:
             self.announce_start()
+            monitor = self.watch_media()
             try:
                 await self.hub.run()
             finally:
                 self._timer.stop()
+                await self.close_media(monitor)
 
     def perform(self, effects: Sequence[link.Effect]) -> None:
         """Carry out the core's effects, then wake it at its next deadline."""
@@ -263,20 +277,8 @@ class NhlinkService(DeviceRequests, FaceRequests):
             fw.fwup_path,
             verifier=self.download_verifier(e.offer),
             on_connected=lambda: self.download_connected(e.request_id, url),
+            chunks=self.medium_chunks(e.offer),
         )
-
-    async def _archive(self, e: am.StartArchiveDownload) -> None:
-        folder, policy = self.config.archives.dir, self.config.retry_policy()
-        path, error = None, "the service stopped"
-        try:
-            path = await self._fetch_archive(e.offer.info, e.offer.public_keys, folder, policy)
-        except NhlinkError as exc:
-            error = str(exc)
-        except Exception as exc:  # the supervisor logs it; the request still ends here
-            error = f"internal error: {type(exc).__name__}"
-            raise
-        finally:
-            self.perform(self.core.archive_done(e.request_id, path, error))
 
     async def _reboot(self) -> None:
         if self.logind is None:

@@ -1,19 +1,16 @@
 """Fixtures for the bus face: the fake service served on the private system bus,
-client connections, and a throw-away member of group ``nhlink``."""
+client connections, and running Debian's python as another uid."""
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import grp
 import logging
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,10 +19,9 @@ from dbus_next.aio.message_bus import MessageBus
 from nhlink_dbus.bus.server import BusFace, serve
 from tests.bus.fake_service import FakeLinkService
 from tests.harness import PrivateSystemBus, system_bus_connection
+from tests.harness.users import NOBODY, SYSTEM_PYTHON, GroupMember, as_user_argv, group_member
 
-# Debian's interpreter (pyenv's cannot be run by other uids).
-SYSTEM_PYTHON = "/usr/bin/python3"
-NOBODY = 65534
+__all__ = ["NOBODY", "SYSTEM_PYTHON", "GroupMember", "as_user_argv"]
 
 
 def _tree_for_other_uids() -> Path:
@@ -92,51 +88,11 @@ async def client(face: BusFace) -> AsyncIterator[MessageBus]:
         yield bus
 
 
-@dataclass(frozen=True)
-class GroupMember:
-    name: str
-    uid: int
-    group: str
-
-
 @pytest.fixture(scope="session")
 def nhlink_member() -> Iterator[GroupMember]:
     """A user whose only supplementary group is ``nhlink`` (created, then removed)."""
-    created_group = False
-    try:
-        grp.getgrnam("nhlink")
-    except KeyError:
-        subprocess.run(["groupadd", "--system", "nhlink"], check=True)
-        created_group = True
-    name = f"nhlt{os.getpid() % 100000}"
-    subprocess.run(
-        [
-            "useradd",
-            "--no-create-home",
-            "--no-user-group",
-            "--gid",
-            "nogroup",
-            "--groups",
-            "nhlink",
-            "--shell",
-            "/usr/sbin/nologin",
-            name,
-        ],
-        check=True,
-    )
-    try:
-        yield GroupMember(name, pwd.getpwnam(name).pw_uid, "nhlink")
-    finally:
-        subprocess.run(["userdel", name], check=False)
-        if created_group:
-            subprocess.run(["groupdel", "nhlink"], check=False)
-
-
-def as_user_argv(uid: int, *, init_groups: bool = False) -> list[str]:
-    """``setpriv`` to ``uid``: nobody's group and no others, or the user's own groups."""
-    if init_groups:
-        return ["setpriv", f"--reuid={uid}", f"--regid={NOBODY}", "--init-groups"]
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    with group_member("nhlink") as member:
+        yield member
 
 
 def system_python_env(bus: PrivateSystemBus) -> dict[str, str]:

@@ -14,7 +14,7 @@ from nhlink_dbus.core.health import HealthRegistry
 from nhlink_dbus.core.link import LinkSettings, decision_kinds
 from nhlink_dbus.core.update_mode import set_update_mode_payload
 from nhlink_dbus.errors import NotPossible, UnknownRequest
-from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
+from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest, ReadyArchive
 
 UPDATE_INFO: dict[str, str | int] = {
     "uuid": "7b3a1f0e-0000-4000-8000-000000000001",
@@ -41,6 +41,7 @@ class FakeLinkService:
     check_result: dict[str, str | int] = field(default_factory=dict)
     fail_with: BaseException | None = None  # raised by the next method call
     installed: list[bytes] = field(default_factory=list)
+    archives: list[ReadyArchive] = field(default_factory=list)
 
     state: str = "awaiting-decision"
     connected: bool = True
@@ -112,6 +113,10 @@ class FakeLinkService:
     def pending_requests(self) -> Sequence[PendingRequest]:
         self._maybe_fail()
         return list(self.pending.values())
+
+    def ready_archives(self) -> Sequence[ReadyArchive]:
+        self._maybe_fail()
+        return list(self.archives)
 
     async def check_for_update(self) -> Info:
         self._maybe_fail()

@@ -95,6 +95,7 @@ def test_contract_is_design_section_2() -> None:
         "InstallFile": "ha{sv}->s",
         "Reconnect": "->",
         "SetReconnectBackoff": "at->",
+        "GetArchives": "->a(sa{sv})",  # issue 10
     }
     signals = contract["signals"].items()
     assert {n: "".join(t for _, t, _ in a) for n, (a, _) in signals} == DEVICE_API_SIGNALS | {
@@ -109,6 +110,8 @@ def test_contract_is_design_section_2() -> None:
         "Identify": "",
         "Disconnected": "s",
         "RebootScheduled": "t",
+        "MediaAdded": "ssu",  # issue 10
+        "MediaRemoved": "s",
     }
     properties = contract["properties"].items()
     assert {n: (t, a) for n, (t, a, _) in properties} == DEVICE_API_PROPERTIES | {

@@ -10,7 +10,7 @@ from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link
 from nhlink_dbus.core import update_status as us
-from nhlink_dbus.core.archive_manager import StartArchiveDownload
+from nhlink_dbus.core.archive_manager import FetchResult, StartArchiveDownload
 from nhlink_dbus.core.update_manager import (
     Finished,
     Offer,
@@ -167,16 +167,17 @@ def test_archive_download_and_ready() -> None:
     out = c.decide(ask.request_id, "download", 0, "me", now=1.0)  # type: ignore[attr-defined]
     (start,) = of(StartArchiveDownload, out)
     assert c.hub_event(archive(), now=2.0) == []  # the same file is on its way
-    out = c.archive_done(start.request_id, "/var/lib/nhlink/archives/arch.fw")  # type: ignore[attr-defined]
+    path = "/var/lib/nhlink/archives/arch.fw"
+    out = c.archive_done(start.request_id, FetchResult(path), now=3.0)  # type: ignore[attr-defined]
     assert [type(e) for e in out] == [link.ArchiveReady]
-    assert c.archive_done(start.request_id, None, "late") == []  # type: ignore[attr-defined]
+    assert c.archive_done(start.request_id, FetchResult(error="late"), now=4.0) == []  # type: ignore[attr-defined]
 
 
 def test_archive_failure_is_reported() -> None:
     c = core()
     rid = of(link.Announce, c.hub_event(archive(), now=0.0))[0].request_id  # type: ignore[attr-defined]
     c.decide(rid, "download", 0, "me", now=0.0)
-    out = c.archive_done(rid, None, "bad signature")
+    out = c.archive_done(rid, FetchResult(error="bad signature"), now=1.0)
     assert of(ReportError, out) == [ReportError("archive arch: bad signature")]
 
 

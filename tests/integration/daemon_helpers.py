@@ -75,7 +75,11 @@ def write_config(
     applier: str = "builtin",
     extra: str = "",
     layout: AbLayout = LAYOUT,
+    media: str = "enabled = false",
+    reboot_delay_ms: int = 300,
 ) -> Path:
+    """The daemon's configuration; ``media`` is the [media] table's body (by default
+    media are not watched: the host's udev is never touched)."""
     secret = folder / "hub-secret"
     secret.write_text(PRODUCT_SECRET + "\n")
     secret.chmod(0o600)
@@ -99,13 +103,19 @@ applier = "{applier}"
 {fwup_path}public_keys = ["{PUBLIC_KEY}"]
 
 [reboot]
-delay_ms = 300
+delay_ms = {reboot_delay_ms}
 retries = 1
 
 [download]
 max_disconnects = 5
 idle_timeout_ms = 2000
 time_between_retries_ms = 100
+
+[archives]
+dir = "{folder / "archives"}"
+
+[media]
+{media}
 {extra}
 """
     path = folder / "nhlink.toml"
@@ -116,8 +126,16 @@ time_between_retries_ms = 100
 class Daemon:
     """``nhlink-dbus --config FILE`` as a child process."""
 
-    def __init__(self, config: Path, log: Path, bus_address: str, export_bus: bool = False) -> None:
-        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus_address, PYTHONUNBUFFERED="1")
+    def __init__(
+        self,
+        config: Path,
+        log: Path,
+        bus_address: str,
+        export_bus: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        env = dict(os.environ, **(env or {}))
+        env.update(DBUS_SYSTEM_BUS_ADDRESS=bus_address, PYTHONUNBUFFERED="1")
         args = [
             sys.executable,
             "-m",

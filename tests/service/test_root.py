@@ -148,6 +148,12 @@ class Recorder:
     def properties_changed(self, changed: Mapping[str, object]) -> None:
         self._record("properties_changed", dict(changed))
 
+    def media_added(self, device: str, mount_point: str, candidates: int) -> None:
+        self._record("media_added", device, mount_point, candidates)
+
+    def media_removed(self, device: str) -> None:
+        self._record("media_removed", device)
+
 
 def make_config(tmp_path: Path, extra: str = "") -> Config:
     (tmp_path / "secret").write_text("s" * 32 + "\n")
@@ -171,6 +177,8 @@ delay_ms = 0
 retries = 2
 retry_delay_ms = 250
 command = ["/sbin/reboot", "-f"]
+[archives]
+dir = "{tmp_path / "archives"}"
 {extra}
 """
     )
@@ -196,8 +204,22 @@ class Runner:
         return self.outcome
 
 
+class NoUdev:
+    """Stands for UdevMonitor: no device is ever seen (the host's udev stays untouched)."""
+
+    def __init__(self, on_device: Callable[..., object]) -> None:
+        self.on_device = on_device
+
+    def start(self) -> list[object]:
+        return []
+
+    def close(self) -> None:
+        pass
+
+
 async def started(config: Config, runner: Runner, **kw: Any) -> tuple[NhlinkService, Recorder]:
     FakeHub.instances.clear()
+    kw.setdefault("udev_monitor", NoUdev)
     service = await NhlinkService.create(
         config, hub_factory=FakeHub, logind=FakeLogind(), run_update=runner, boot_token="boot", **kw
     )

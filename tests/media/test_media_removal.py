@@ -1,0 +1,105 @@
+"""Issue 10: a stick pulled in the middle of a copy or of an apply from it.
+
+The scenario runs in a child process under the umockdev preload (the service, the real
+udev monitor, mount and reads, in one process, with a gate in the reader that makes
+"mid-way" certain): ``removal_scenario.py``. The removal is a umockdev ``remove`` uevent;
+the kernel side (the ext4 image on a loop device) stays, so only the service's own
+reaction can stop the copy or the apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from nhlink_dbus.core.kv_format import active_slot_metadata
+from nhlink_dbus.kv_store import read_kv
+from nhlink_devtools.ab_layout import AbLayout
+from tests.harness.umockdev import PRELOAD, ROOT
+from tests.integration.archive_helpers import make_archive, running_device
+from tests.integration.daemon_helpers import make_firmware, write_config
+from tests.media.media_helpers import attached, ext4_image, mounts_of
+
+
+def run_scenario(case: str, tmp_path: Path, devnode: str, image: Path) -> dict[str, Any]:
+    config = write_config(
+        tmp_path,
+        ws_url="HUB_URL",
+        image=image,
+        media=f'enabled = true\nmount_dir = "{tmp_path / "media"}"\nfolders = ["nerves-hub"]\n',
+        extra="[decisions]\ntimeout_ms = 60000\n",
+    )
+    env = {**os.environ, "LD_PRELOAD": PRELOAD, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    env.pop("UMOCKDEV_DIR", None)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.media.removal_scenario",
+            case,
+            str(tmp_path),
+            devnode,
+            str(config),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def names(result: dict[str, Any]) -> list[str]:
+    return [name for name, _args in result["calls"]]
+
+
+def test_removal_mid_copy_leaves_no_partial_file(tmp_path: Path) -> None:
+    _fw, image = running_device(tmp_path)
+    stick = tmp_path / "stick"
+    (stick / "nerves-hub").mkdir(parents=True)
+    make_archive(stick / "nerves-hub", "content", size=6 << 20)
+    with attached(ext4_image(stick, tmp_path / "stick.img")) as devnode:
+        result = run_scenario("copy", tmp_path, devnode, image)
+        assert mounts_of(devnode) == []
+    # The copy was under way when the stick went: one chunk in, not more.
+    ((name, size),) = result["mid_way"].items()
+    assert name.endswith(".copy") and 0 < size < 6 << 20
+    assert result["left"] == []  # nothing partial stays, nothing staged
+    called = names(result)
+    assert "media_added" in called and "media_removed" in called
+    assert "archive_available" not in called and "archive_ready" not in called
+    assert "error" not in called  # a removal is not a fault of the file
+    assert not (tmp_path / "media").exists() or os.listdir(tmp_path / "media") == []
+
+
+def test_removal_mid_apply_fails_cleanly_and_keeps_the_running_slot(tmp_path: Path) -> None:
+    running, image = running_device(tmp_path)
+    stick = tmp_path / "stick"
+    (stick / "nerves-hub").mkdir(parents=True)
+    update = make_firmware(tmp_path, "2.0.0", 4 << 20)
+    shutil.copy(update.path, stick / "nerves-hub" / "update.fw")
+    layout = AbLayout()
+    before = image.read_bytes()
+    with attached(ext4_image(stick, tmp_path / "stick.img")) as devnode:
+        result = run_scenario("apply", tmp_path, devnode, image)
+        assert mounts_of(devnode) == []
+    called = names(result)
+    assert called.index("media_removed") < called.index("update_finished")
+    (finished,) = [args for name, args in result["calls"] if name == "update_finished"]
+    assert finished[1] is False
+    assert finished[2] == "reading the firmware failed: the medium was removed"
+    assert result["state"] == "failed"
+    assert "reboot_scheduled" not in called
+    kv = read_kv(layout.kv_spec(image))
+    assert kv["nerves_fw_active"] == "a"
+    assert active_slot_metadata(kv)["nerves_fw_uuid"] == running.uuid
+    after = image.read_bytes()
+    a0, a1 = 4096 * 512, layout.rootfs_b * 512
+    assert after[a0:a1] == before[a0:a1]  # the running slot was not touched
