@@ -8,7 +8,7 @@ VPY         := $(VENV)/bin/python
 # Debian 12's library versions (the .deb runs on them): the hub client tests
 # run a second time against these in .venv-deb12.
 VENV_DEB    := .venv-deb12
-DEB12_PINS  := websockets==10.4 httpx==0.23.3 dbus-next==0.2.3 pyudev==0.24.0
+DEB12_PINS  := websockets==10.4 httpx==0.23.3 dbus-next==0.2.3 pyudev==0.24.0 cryptography==38.0.4
 DEB12_TEST_TOOLS := pytest pytest-timeout pytest-asyncio hypothesis
 
 APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
@@ -17,7 +17,8 @@ APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 xvfb xdotool imagemagick gir1.2-gtk-3.0 python3-gi python3-gbulb \
                 python3-pyqt5 python3-dbus-next
 
-.PHONY: setup apt venv venv-deb12 test test-long fuzz lint typecheck pytest pytest-deb12 bench demo clean
+.PHONY: setup apt venv venv-deb12 test test-long fuzz lint typecheck pytest pytest-deb12 bench \
+        demo clean deb deb-test
 
 setup: apt venv
 
@@ -42,7 +43,7 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-$(VENV_DEB)/.installed: pyproject.toml
+$(VENV_DEB)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV_DEB)
 	$(VENV_DEB)/bin/python -m pip install -q --upgrade pip
 	$(VENV_DEB)/bin/python -m pip install -q -e . $(DEB12_TEST_TOOLS) $(DEB12_PINS)
@@ -50,9 +51,12 @@ $(VENV_DEB)/.installed: pyproject.toml
 
 venv-deb12: $(VENV_DEB)/.installed
 
+LINTED := nhlink_dbus nhlink_devtools nhlink_kiosk tests bench demo examples debian/tests \
+          packaging
+
 lint: venv
-	$(VENV)/bin/ruff check nhlink_dbus nhlink_devtools nhlink_kiosk tests bench demo examples
-	$(VENV)/bin/ruff format --check nhlink_dbus nhlink_devtools nhlink_kiosk tests bench demo examples
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -104,6 +108,37 @@ bench: setup
 	$(VPY) bench/bench_fwup_apply.py
 	$(VPY) bench/bench_e2e_update.py
 	$(VPY) bench/bench_decide_flood.py
+
+# The Debian packages (debian/), built from a copy of the checkout (tracked and
+# untracked files, not ignored ones) in $(DEB_OUT), with Debian's tools only
+# (no pyenv, no venv on PATH); then lintian (an error or warning fails).
+# As root, installs the build dependencies of debian/control with apt.
+DEB_OUT := build/deb
+DEB_PATH := /usr/sbin:/usr/bin:/sbin:/bin
+
+deb:
+	@if [ "$$(id -u)" = "0" ] && ! { PATH=$(DEB_PATH) dpkg-checkbuilddeps 2>/dev/null \
+	      && command -v lintian >/dev/null; }; then \
+	  echo "apt: installing the build dependencies of debian/control, lintian"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    -o DPkg::Lock::Timeout=600 --no-install-recommends dpkg-dev lintian >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get build-dep -y -qq -o DPkg::Lock::Timeout=600 \
+	    --no-install-recommends ./ >/dev/null; \
+	fi
+	rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)/src
+	git ls-files -co --exclude-standard -z \
+	  | tar --null --ignore-failed-read -T - -cf - | tar -xf - -C $(DEB_OUT)/src
+	cd $(DEB_OUT)/src && env -i PATH=$(DEB_PATH) HOME="$$HOME" LC_ALL=C.UTF-8 \
+	  dpkg-buildpackage -us -uc -b > ../build.log 2>&1 || { tail -40 ../build.log; exit 1; }
+	rm -rf $(DEB_OUT)/src
+	env -i PATH=$(DEB_PATH) HOME="$$HOME" lintian -I --show-overrides --fail-on error,warning \
+	  $(DEB_OUT)/*.changes
+	@ls -1 $(DEB_OUT)/*.deb
+
+# The .deb in a fresh Debian 12 root (mmdebstrap) in a chroot: install from
+# Debian alone, the autopkgtest, systemd-analyze, purge. Root only.
+deb-test: deb
+	packaging/fresh-root-test $(DEB_OUT)
 
 clean:
 	rm -rf $(VENV) $(VENV_DEB) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

@@ -14,6 +14,9 @@ Rules (documented for users in ``docs/nhlink.toml.5.md``):
   range (:func:`nhlink_dbus.core.bounds.bounded`); the readers below take both
   from there, and ``[download]`` is :class:`RetryPolicy`'s own fields and checks;
 * file paths must be absolute;
+* without a ``[hub]`` table the daemon is *not configured*: it runs, answers
+  on the bus and connects nowhere (``Config.hub`` is None; the file installed
+  by the Debian package is such a file, see :data:`NOT_CONFIGURED`);
 * ``[hub]`` needs exactly one of ``[hub.shared_secret]`` (NH1) and
   ``[hub.tls]`` (mutual TLS); the shared secret comes from exactly one of
   ``secret_file`` (preferred: the file can be 0600 while this one is 0644) and
@@ -74,6 +77,8 @@ DEFAULT_STATE_DIR: Final = "/var/lib/nhlink"
 DEFAULT_MEDIA_MOUNT_DIR: Final = "/run/nhlink/media"
 # Byte counts (archive folder, files on media): up to 2**62, far beyond any disk.
 MAX_BYTES: Final = 2**62
+# LastError (and the log) of a daemon whose file has no [hub] table.
+NOT_CONFIGURED: Final = "not configured: {source} has no [hub] table, so no hub is contacted"
 
 ApplierKind = Literal["auto", "fwup", "builtin"]
 VALIDATE_POLICIES: Final = VALIDATION_POLICIES
@@ -225,7 +230,7 @@ class Config:
     """The whole file. ``source`` is the path it was read from."""
 
     source: str
-    hub: HubConfig
+    hub: HubConfig | None  # None: no [hub] table, not configured (connects nowhere)
     firmware: FirmwareConfig
     archives: ArchivesConfig = ArchivesConfig()
     decisions: DecisionsConfig = DecisionsConfig()
@@ -242,8 +247,11 @@ class Config:
         """The hub client's settings.
 
         ``hub.identifier`` wins; ``identifier`` is the fallback the caller found
-        (the KV store's serial number). Raises :class:`ConfigError` with neither.
+        (the KV store's serial number). Raises :class:`ConfigError` with neither,
+        or when there is no ``[hub]`` table (see :meth:`not_configured`).
         """
+        if self.hub is None:
+            raise ConfigError(self.not_configured() or "")
         chosen = self.hub.identifier or identifier
         if not chosen:
             raise ConfigError(
@@ -258,6 +266,10 @@ class Config:
             cafile=self.hub.cafile,
             sni=self.hub.sni,
         )
+
+    def not_configured(self) -> str | None:
+        """Why no hub is contacted (the file has no ``[hub]`` table), else None."""
+        return NOT_CONFIGURED.format(source=self.source) if self.hub is None else None
 
     def retry_policy(self) -> RetryPolicy:
         """The downloader's retry policy (``[download]``)."""
@@ -312,7 +324,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     except RecursionError:
         raise ConfigError(f"{source}: invalid TOML: nested too deeply") from None
     root = _Table(source, "", document)
-    hub = _hub(root.table("hub"))
+    hub_table = root.optional_table("hub")
+    hub = _hub(hub_table) if hub_table is not None else None
     firmware = _firmware(root.table("firmware"))
     archives = _archives(root.table("archives"))
     decisions = _decisions(root.table("decisions"))
@@ -589,7 +602,9 @@ def exposure_warnings(config: Config) -> list[str]:
     loading the configuration read them already."""
     secret_holders: list[tuple[str, str]] = []
     hub = config.hub
-    if isinstance(hub.auth, SharedSecretAuth):
+    if hub is None:
+        pass  # not configured: no secret of the hub's anywhere
+    elif isinstance(hub.auth, SharedSecretAuth):
         if hub.secret_file is not None:
             secret_holders.append((hub.secret_file, "holds the NH1 shared secret"))
         else:

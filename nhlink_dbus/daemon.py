@@ -61,6 +61,7 @@ async def _connect_system_bus() -> object | None:
 
 
 async def _amain(config_path: str, export_bus: bool) -> int:
+    from nhlink_dbus.aio.dbus_compat import disconnect_and_close  # noqa: PLC0415
     from nhlink_dbus.aio.logind import Logind  # noqa: PLC0415
     from nhlink_dbus.service import NhlinkService  # noqa: PLC0415
 
@@ -90,7 +91,9 @@ async def _amain(config_path: str, export_bus: bool) -> int:
             with contextlib.suppress(Exception):
                 await face.close()
         if bus is not None:
-            bus.disconnect()  # type: ignore[attr-defined]
+            # Also collects a connection that died first (the bus stopping at
+            # shutdown): an unretrieved EOFError would be logged as a traceback.
+            await disconnect_and_close(bus)  # type: ignore[arg-type]
     return 0
 
 

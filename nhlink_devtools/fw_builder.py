@@ -15,6 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from nhlink_dbus.core.fwup_meta import quote_value
 
@@ -32,8 +38,9 @@ def load_private_key(text: str) -> Ed25519PrivateKey:
 def generate_key_pair() -> tuple[str, str]:
     """(private, public) in fwup's base64 key-file format, like ``fwup -g``."""
     key = Ed25519PrivateKey.generate()
-    seed = key.private_bytes_raw()
-    public = key.public_key().public_bytes_raw()
+    # private_bytes_raw()/public_bytes_raw() are cryptography >= 40; Debian 12 has 38.
+    seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return base64.b64encode(seed + public).decode(), base64.b64encode(public).decode()
 
 

@@ -32,12 +32,19 @@ def logind_mock(system_bus: PrivateSystemBus) -> Iterator[LogindMock]:
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _no_journal_on_the_host() -> Iterator[None]:
-    """Tests keep the update journal in their own folders ([service] state_dir), never
-    in the real state directory of the machine running them."""
-    from nhlink_dbus.config import ServiceConfig  # noqa: PLC0415
+def _nothing_of_ours_on_the_host() -> Iterator[None]:
+    """Tests keep the update journal, the archives and media mounts in their own folders
+    ([service] state_dir, [archives] dir, [media] mount_dir), never in the real folders
+    of the machine running them."""
+    from nhlink_dbus.config import ArchivesConfig, MediaConfig, ServiceConfig  # noqa: PLC0415
 
-    journal = Path(ServiceConfig().journal_path)
-    before = journal.exists()
+    paths = [
+        Path(ServiceConfig().journal_path),
+        Path(ServiceConfig().state_dir),
+        Path(ArchivesConfig().dir),
+        Path(MediaConfig().mount_dir),
+    ]
+    before = {path: path.exists() for path in paths}
     yield
-    assert before or not journal.exists(), f"a test wrote {journal}"
+    made = [str(path) for path in paths if path.exists() and not before[path]]
+    assert not made, f"tests wrote {made} on the host"

@@ -507,7 +507,7 @@ ERRORS: list[tuple[str, str]] = [
     # required keys and tables
     (replace('url = "wss://devices.example.com"', ""), "hub.url: missing (required)"),
     (replace('kv = "file:/var/lib/nhlink/kv.env"', ""), "firmware.kv: missing (required)"),
-    ('[firmware]\nkv = "file:/x"\n', "hub.url: missing (required)"),
+    ('[hub]\n[firmware]\nkv = "file:/x"\n', "hub.url: missing (required)"),
     (replace('key = "nhd_key"', ""), "hub.shared_secret.key: missing (required)"),
     (replace('secret = "s3cret"', ""), "hub.shared_secret.secret_file: missing (or give"),
     (replace("[hub.shared_secret]", "[hub.x]"), "hub: needs [hub.shared_secret] (NH1) or"),
@@ -706,12 +706,27 @@ def example_variant(tmp_path: Path, keep: Callable[[str, str, bool], bool]) -> C
     return load_config(path)
 
 
+def test_no_hub_table_is_not_configured() -> None:
+    # Only a file without any [hub] table; an empty or partial one is an error (above).
+    config = parse('[firmware]\nkv = "file:/x"\n')
+    assert config.hub is None
+    assert config.not_configured() == (
+        f"not configured: {SRC} has no [hub] table, so no hub is contacted"
+    )
+    assert parse(MINIMAL).not_configured() is None
+
+
 def test_example_loads_as_shipped(tmp_path: Path) -> None:
+    # As installed (/etc/nhlink/nhlink.toml): no [hub] table, so not configured.
     config = example_variant(tmp_path, lambda table, key, active: active)
+    assert config.hub is None
+    assert config.not_configured() == (
+        f"not configured: {config.source} has no [hub] table, so no hub is contacted"
+    )
+    with pytest.raises(ConfigError, match=r"has no \[hub\] table"):
+        config.hub_settings("kiosk-1")
     assert config.firmware.kv == "uboot-env:/dev/mmcblk0:0x100000:0x2000"
-    assert isinstance(config.hub.auth, SharedSecretAuth)
-    assert config.hub.auth.params == NH1Params()
-    # Shipped values are the defaults (only url, key, secret_file and kv are examples).
+    # Shipped values are the defaults (only kv is an example).
     defaults = parse(MINIMAL)
     assert config.decisions == defaults.decisions
     assert config.reboot == defaults.reboot
@@ -720,8 +735,30 @@ def test_example_loads_as_shipped(tmp_path: Path) -> None:
     assert config.archives == defaults.archives
     assert config.service == defaults.service
     assert (config.firmware.task, config.firmware.applier) == ("upgrade", "auto")
+
+
+def test_example_hub_uncommented_connects_with_defaults(tmp_path: Path) -> None:
+    # What the comment at [hub] tells a user to do: uncomment [hub], its url and
+    # the shared-secret table's active lines. The hub's commented values are defaults.
+    def hub(table: str, key: str, active: bool) -> bool:
+        optional = {("hub", "identifier"), ("hub", "cafile"), ("hub", "sni")}
+        if table == "hub.tls" or (table, key) in optional:
+            return False
+        if (table, key) == ("hub.shared_secret", "secret"):
+            return False
+        return active or table in ("hub", "hub.shared_secret")
+
+    config = example_variant(tmp_path, hub)
+    assert config.not_configured() is None
+    assert config.hub is not None
+    assert config.hub.url == "wss://devices.example.com"
+    assert isinstance(config.hub.auth, SharedSecretAuth)
+    assert config.hub.auth.params == NH1Params()
+    defaults = parse(MINIMAL)
+    assert defaults.hub is not None
     assert config.hub.heartbeat_interval_ms == defaults.hub.heartbeat_interval_ms
     assert config.hub.rejoin_after_ms == defaults.hub.rejoin_after_ms
+    assert config.hub_settings("kiosk-1").identifier == "kiosk-1"
 
 
 def test_example_optional_settings_load(tmp_path: Path) -> None:
@@ -746,7 +783,7 @@ def test_example_tls_alternative_loads(tmp_path: Path) -> None:
             return False
         if table == "hub" and key in ("cafile", "sni"):
             return False
-        return active or table == "hub.tls"
+        return active or table in ("hub", "hub.tls")
 
     config = example_variant(tmp_path, tls)
     assert isinstance(config.hub.auth, TlsAuth)
@@ -757,7 +794,9 @@ def test_example_inline_secret_alternative_loads(tmp_path: Path) -> None:
     def inline(table: str, key: str, active: bool) -> bool:
         if table == "hub.shared_secret" and key in ("secret", "secret_file"):
             return key == "secret"
-        return active
+        if table == "hub" and key in ("identifier", "cafile", "sni"):
+            return False
+        return active or table in ("hub", "hub.shared_secret")
 
     auth = example_variant(tmp_path, inline).hub.auth
     assert isinstance(auth, SharedSecretAuth)

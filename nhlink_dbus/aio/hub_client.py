@@ -39,7 +39,13 @@ from nhlink_dbus.core.hub_session import (
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, websocket_url
 from nhlink_dbus.core.nh1 import SERVER_MAX_AGE_S, ClockHint, signing_time
 from nhlink_dbus.core.redact import redact_url
-from nhlink_dbus.errors import AuthError, HubConnectionError, ProtocolError, StateError
+from nhlink_dbus.errors import (
+    AuthError,
+    HubConnectionError,
+    NotPossible,
+    ProtocolError,
+    StateError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -349,3 +355,58 @@ class HubClient:
         for future in [*self._checks.values(), *waiting]:
             if not future.done():
                 future.set_exception(HubConnectionError(f"connection lost: {reason}"))
+
+
+class NoHub:
+    """The hub client of a daemon that is not configured (no ``[hub]`` table).
+
+    It has :class:`HubClient`'s surface and connects nowhere: pushes are dropped
+    (as HubClient drops them while not joined), ``run`` waits for cancellation,
+    and what needs a hub is refused with :class:`NotPossible` naming the reason.
+    """
+
+    url = ""
+    connected = False
+    joined = False
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def push(self, event: str, payload: dict[str, Any]) -> str | None:
+        return None
+
+    def push_fwup_progress(self, value: int) -> str | None:
+        return None
+
+    def push_status_update(self, status: str) -> str | None:
+        return None
+
+    def push_rebooting(self) -> str | None:
+        return None
+
+    def push_extension(self, name: str, event: str, payload: dict[str, Any]) -> str | None:
+        return None
+
+    def set_meta(self, meta: dict[str, bool]) -> None:
+        pass
+
+    async def check_update(self, timeout: float = 15.0) -> um.UpdateAvailability:
+        raise NotPossible(self.reason)
+
+    async def set_update_mode(self, mode: str, timeout: float = 15.0) -> um.UpdateMode:
+        raise NotPossible(self.reason)
+
+    def set_downloading(self, uuid: str | None) -> None:
+        pass
+
+    def set_backoff(self, delays_ms: Sequence[int] | None) -> None:
+        pass
+
+    def reconnect(self) -> None:
+        raise NotPossible(self.reason)
+
+    async def check_update_available(self, timeout: float = 15.0) -> hm.UpdateInfo | None:
+        raise NotPossible(self.reason)
+
+    async def run(self) -> None:
+        await asyncio.get_running_loop().create_future()

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from nhlink_dbus.aio.geoclue import FixedLocation, GeoClue, Locator
 from nhlink_dbus.aio.health_probe import HealthProbe
-from nhlink_dbus.aio.hub_client import HubClient
+from nhlink_dbus.aio.hub_client import HubClient, NoHub
 from nhlink_dbus.aio.network_info import NetworkProbe
 from nhlink_dbus.aio.supervisor import Supervisor
 from nhlink_dbus.config import Config
@@ -77,7 +77,7 @@ class DeviceRequests:
 
     config: Config
     core: link.LinkCore
-    hub: HubClient
+    hub: HubClient | NoHub
     listeners: Listeners
     tasks: Supervisor
     clock: Callable[[], float]

@@ -12,12 +12,11 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 
 import nhlink_dbus
-from nhlink_dbus.aio.hub_client import HubClient
+from nhlink_dbus.aio.hub_client import HubClient, NoHub
 from nhlink_dbus.config import Config
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import link
 from nhlink_dbus.core.backoff import delay_list
-from nhlink_dbus.core.hub_settings import HubSettings
 from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.core.update_manager import Offer
 from nhlink_dbus.errors import InvalidArgument
@@ -31,8 +30,8 @@ class FaceRequests:
 
     config: Config
     core: link.LinkCore
-    hub: HubClient
-    settings: HubSettings
+    hub: HubClient | NoHub
+    identifier: str
     listeners: Listeners
     local_fds: dict[str, int]
     backoff_override: list[int] | None
@@ -131,7 +130,7 @@ class FaceRequests:
 
     @property
     def device_identifier(self) -> str:
-        return self.settings.identifier
+        return self.identifier
 
     @property
     def server_url(self) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 import nhlink_dbus
 from nhlink_dbus.aio import update_runner
 from nhlink_dbus.aio.archive_store import ArchiveStore
-from nhlink_dbus.aio.hub_client import HubClient
+from nhlink_dbus.aio.hub_client import HubClient, NoHub
 from nhlink_dbus.aio.journal_store import JournalStore
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.aio.media_files import MediumSession, MountedMedium, ReaderFactory
@@ -101,7 +101,7 @@ class NhlinkService(DeviceRequests, MediaWiring, JournalWiring, UpdateWiring, Fa
             recovery=found,
             boot_id=boot_id,
         )
-        self.settings = config.hub_settings(self.kv.get("nerves_serial_number"))
+        serial = self.kv.get("nerves_serial_number")
         self.device_io = device_io or DeviceIO.from_config(config)
         device = hs.DeviceInfo(
             kv=slot,
@@ -112,12 +112,20 @@ class NhlinkService(DeviceRequests, MediaWiring, JournalWiring, UpdateWiring, Fa
             extensions=self.core.device_api.offered_extensions,
         )
         self.backoff_override: list[int] | None = None
-        self.hub = hub_factory(
-            self.settings,
-            device,
-            on_event=lambda event: self.perform(self.core.hub_event(event, self.clock())),
-            reconnect_backoff=lambda: list(self.backoff_override or []) or None,
-        )
+        self.hub: HubClient | NoHub
+        not_configured = config.not_configured()
+        if not_configured is not None:  # no [hub] table: run, answer, connect nowhere
+            self.identifier = serial or ""
+            self.hub = NoHub(not_configured)
+        else:
+            settings = config.hub_settings(serial)
+            self.identifier = settings.identifier
+            self.hub = hub_factory(
+                settings,
+                device,
+                on_event=lambda event: self.perform(self.core.hub_event(event, self.clock())),
+                reconnect_backoff=lambda: list(self.backoff_override or []) or None,
+            )
         self.local_fds: dict[str, int] = {}  # InstallFile request id -> fd (owned)
         self.tasks = Supervisor(on_failure=self._task_failed)
         self._timer = DeadlineTimer(lambda now: self.perform(self.core.tick(now)), clock)
@@ -178,9 +186,12 @@ class NhlinkService(DeviceRequests, MediaWiring, JournalWiring, UpdateWiring, Fa
         logger.info(
             "nhlink-dbus %s starting; hub %s, running firmware %s",
             nhlink_dbus.__version__,
-            self.server_url,
+            self.server_url or "none",
             self.core.slot.get("nerves_fw_uuid", "?"),
         )
+        not_configured = self.config.not_configured()
+        if not_configured is not None:  # logged, LastError, Error signal
+            self.perform(self.core.error(not_configured))
         try:
             async with self.tasks:
                 self.perform(self.core.start(self.clock()))

@@ -18,7 +18,10 @@ from tests.harness import LogindMock, PrivateSystemBus, busctl
 from tests.integration.daemon_helpers import (
     DEVICE,
     LAYOUT,
+    PUBLIC_KEY,
+    ROOT,
     Daemon,
+    device_with_update,
     install_complete,
     make_firmware,
     sim_config,
@@ -54,6 +57,62 @@ def test_bad_config_stops_startup_with_one_line(tmp_path: Path) -> None:
         check=False,
     )
     assert missing.returncode == 2 and "none.toml" in missing.stderr
+
+
+async def test_shipped_example_runs_not_configured_and_installs_a_local_file(
+    tmp_path: Path, system_bus: PrivateSystemBus, logind_mock: LogindMock
+) -> None:
+    # examples/nhlink.toml is /etc/nhlink/nhlink.toml of the Debian package: no [hub].
+    # Its KV location and device are pointed at a test image (the host's disks stay
+    # untouched: the firmware's own KV names /dev/sda as its device).
+    v1, v2, image = device_with_update(tmp_path, rootfs_size=1 << 20)
+    shipped = (ROOT / "examples" / "nhlink.toml").read_text()
+    edits = {
+        'kv = "uboot-env:/dev/mmcblk0:0x100000:0x2000"': f'kv = "{LAYOUT.kv_spec(image)}"',
+        '#: devpath = "/dev/mmcblk0"': f'devpath = "{image}"',
+        "public_keys = []\n#: public_keys": f'public_keys = ["{PUBLIC_KEY}"]\n#: x',
+        # Nothing of the host's: its state and archives folders, its udev.
+        'dir = "/var/lib/nhlink/archives"': f'dir = "{tmp_path / "archives"}"',
+        'state_dir = "/var/lib/nhlink"': f'state_dir = "{tmp_path / "state"}"',
+        "[media]\n": "[media]\nenabled = false\n",
+        "\nenabled = true\n": "\n",
+    }
+    for old, new in edits.items():
+        assert shipped.count(old) == 1, old
+        shipped = shipped.replace(old, new)
+    cfg = tmp_path / "nhlink.toml"
+    cfg.write_text(shipped)
+    daemon = Daemon(cfg, tmp_path / "daemon.log", system_bus.address, export_bus=True)
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [NHLINKCTL, "--json", *args],
+            env=system_bus.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    try:
+        await until(lambda: "not configured" in ctl("status").stdout, 20, "the face", daemon)
+        status = json.loads(ctl("status").stdout)
+        assert status["LastError"] == (
+            f"not configured: {cfg} has no [hub] table, so no hub is contacted"
+        )
+        assert (status["Connected"], status["ServerUrl"], status["State"]) == (False, "", "idle")
+        assert status["CurrentFirmware"]["uuid"] == v1.uuid
+        for command in ("check", "reconnect"):
+            refused = ctl(command)
+            assert refused.returncode == 1 and "not configured" in refused.stderr, refused
+        # Local firmware needs no hub: verified, applied, rebooted.
+        result = await asyncio.to_thread(ctl, "install", str(v2.path))
+        assert result.returncode == 0, result.stderr
+        await until(logind_mock.reboot_calls, 30, "Reboot after InstallFile", daemon)
+    finally:
+        assert daemon.stop() == 0, daemon.text()
+    assert "not configured" in daemon.text()
+    assert active_slot_metadata(read_kv(LAYOUT.kv_spec(image)))["nerves_fw_uuid"] == v2.uuid
 
 
 async def test_hub_reboot_event_pushes_rebooting_then_reboots(

@@ -26,7 +26,7 @@ from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
 from nhlink_dbus.core import link, recovery
 from nhlink_dbus.core import update_status as us
-from nhlink_dbus.errors import UnknownRequest
+from nhlink_dbus.errors import NotPossible, UnknownRequest
 from nhlink_dbus.service import NhlinkService
 from nhlink_dbus.service_api import Caller, Info
 
@@ -338,6 +338,29 @@ async def test_service_stop_ends_a_running_update_with_one_outcome(tmp_path: Pat
     ((_rid, ok, message),) = rec.named("update_finished")
     assert (ok, message) == (False, "the service stopped during the update")
     assert service.tasks.running == 0
+
+
+async def test_not_configured_runs_says_so_and_contacts_no_hub(tmp_path: Path) -> None:
+    # The file the Debian package installs has no [hub] table.
+    (tmp_path / "kv.env").write_text("".join(f"{k}={v}\n" for k, v in KV.items()))
+    path = tmp_path / "nhlink.toml"
+    path.write_text(f'[firmware]\nkv = "file:{tmp_path / "kv.env"}"\n')
+    service, rec = await started(load_config(str(path)), Runner(UpdateOutcome(True, "", True)))
+    assert FakeHub.instances == []  # no hub client was built
+    assert (service.device_identifier, service.server_url) == ("kiosk-7", "")
+    assert service.current_firmware["uuid"] == "running-uuid"
+    message = f"not configured: {path} has no [hub] table, so no hub is contacted"
+    task = asyncio.create_task(service.run())
+    assert await rec.wait_for("error") == [(message,)]
+    assert {"LastError": message} in [args[0] for args in rec.named("properties_changed")]
+    assert (service.last_error, service.connected, service.state) == (message, False, "idle")
+    with pytest.raises(NotPossible, match=r"^not configured: "):
+        await service.check_for_update()
+    with pytest.raises(NotPossible, match=r"^not configured: "):
+        service.reconnect()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_every_core_effect_has_a_handler(tmp_path: Path) -> None:
