@@ -285,13 +285,10 @@ class _WorkerRun:
             self._post(self._exit)
 
     def _feed(self, session: ApplySession, chunk: bytes) -> bool:
-        view = memoryview(chunk)
-        for start in range(0, len(view), READ_SIZE):
-            if self.cancel.is_set():
-                return False
-            if session.feed(view[start : start + READ_SIZE]):
-                return True
-        return False
+        if self.cancel.is_set():
+            return False
+        # In reads of at most 16 KiB, as fwup reads a pipe.
+        return session.feed(chunk, READ_SIZE)
 
     # event loop ------------------------------------------------------------------------
 

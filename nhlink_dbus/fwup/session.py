@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Any, cast
 
 from nhlink_dbus.core.block_cache import BlockCache
-from nhlink_dbus.core.fwup_apply import ApplyEngine, ApplyListener, ApplyOptions
+from nhlink_dbus.core.fwup_apply import (
+    ApplyEngine,
+    ApplyListener,
+    ApplyOptions,
+    FatOps,
+    SectorCipher,
+)
 from nhlink_dbus.errors import NhlinkError
-from nhlink_dbus.fwup.disk_crypto import open_cipher
-from nhlink_dbus.fwup.fat_adapter import MtoolsFat
 from nhlink_dbus.fwup.hash_worker import HashWorker
 from nhlink_dbus.fwup.host import HostActions
 from nhlink_dbus.fwup.signature import check_signature
@@ -24,6 +29,32 @@ from nhlink_dbus.fwup.target import FileTarget
 
 READ_SIZE = 16384  # fwup hands the archive reader at most 16 KiB at a time
 REBOOT_PARAM_PLACES = ("/run/systemd/reboot-param", "/run/reboot-param")
+
+
+def _open_cipher(args: Sequence[str]) -> SectorCipher:
+    # Loaded on first use, as the FAT code below: few archives encrypt, and every
+    # import is paid at the start of every apply.
+    from nhlink_dbus.fwup.disk_crypto import open_cipher  # noqa: PLC0415
+
+    return open_cipher(args)
+
+
+class _FatOnDemand:
+    """The FAT operations (:class:`~nhlink_dbus.fwup.fat_adapter.MtoolsFat` through the
+    cache), loaded at the first FAT action or check."""
+
+    through_cache = True
+
+    def __init__(self, device: str, cache: BlockCache) -> None:
+        self._args = (device, cache)
+        self._fat: FatOps | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._fat is None:
+            from nhlink_dbus.fwup.fat_adapter import MtoolsFat  # noqa: PLC0415
+
+            self._fat = MtoolsFat(*self._args)
+        return getattr(self._fat, name)
 
 
 def error_text(exc: Exception) -> str:
@@ -80,15 +111,20 @@ class ApplySession:
                 cache,
                 listener,
                 check_signature,
-                fat=MtoolsFat(device, cache),  # FAT work goes through the cache, as fwup's
+                fat=cast(FatOps, _FatOnDemand(device, cache)),  # through the cache, as fwup's
                 host=HostActions(),  # writes and commands only with unsafe (the engine checks)
                 environ=environ,
                 digests=self.worker.digest,
-                disk_crypto=open_cipher,
+                disk_crypto=_open_cipher,
             )
         except BaseException:
             self.close()
             raise
+
+    @property
+    def consumed(self) -> int:
+        """Archive bytes read so far."""
+        return self.applier.reader.consumed
 
     @property
     def units(self) -> tuple[int, int]:
@@ -112,9 +148,10 @@ class ApplySession:
             raise NhlinkError(f"reboot-param can't open '{self._reboot_param_path}'")
         raise NhlinkError("reboot-param can't open under `/run`")
 
-    def feed(self, chunk: bytes | memoryview) -> bool:
-        """Consume input; True when the archive is complete. Raises NhlinkError on failure."""
-        self.applier.feed(chunk)
+    def feed(self, chunk: bytes | memoryview, read_size: int | None = None) -> bool:
+        """Consume input (one read, or reads of ``read_size`` bytes); True when the archive
+        is complete. Raises NhlinkError on failure."""
+        self.applier.feed(chunk, read_size)
         return self.applier.done
 
     def finish(self) -> None:

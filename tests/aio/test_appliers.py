@@ -344,9 +344,9 @@ async def test_builtin_write_waits_while_the_queue_is_full(tmp_path: Path) -> No
     gate = threading.Event()
 
     class SlowSession(ApplySession):
-        def feed(self, chunk: bytes | memoryview) -> bool:
+        def feed(self, chunk: bytes | memoryview, read_size: int | None = None) -> bool:
             assert gate.wait(10)
-            return super().feed(chunk)
+            return super().feed(chunk, read_size)
 
     def factory(
         device: str,
@@ -426,7 +426,7 @@ async def test_builtin_restart_after_the_archive_completed_keeps_the_ok(tmp_path
 
 async def test_builtin_worker_crash_is_one_error_outcome(tmp_path: Path) -> None:
     class BrokenSession(ApplySession):
-        def feed(self, chunk: bytes | memoryview) -> bool:
+        def feed(self, chunk: bytes | memoryview, read_size: int | None = None) -> bool:
             raise RuntimeError("disk on fire")
 
     def factory(

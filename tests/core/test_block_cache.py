@@ -1,0 +1,93 @@
+"""The block cache's memory: streamed segments give their buffer back once written."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nhlink_dbus.core.block_cache import (
+    NUM_SEGMENTS,
+    SEGMENT,
+    BlockCache,
+    MediaTooSmall,
+    PadToBlockWriter,
+)
+
+
+class Device:
+    def __init__(self, size: int = 0) -> None:
+        self.data = bytearray(size)
+        self.writes: list[tuple[int, int]] = []
+
+    def pread(self, size: int, offset: int) -> bytes:
+        return bytes(self.data[offset : offset + size])
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        end = offset + len(data)
+        if end > len(self.data):
+            self.data.extend(bytes(end - len(self.data)))
+        self.data[offset:end] = data
+        self.writes.append((offset, len(data)))
+
+
+class CountingAllocator:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, size: int) -> bytearray:
+        self.count += 1
+        return bytearray(os.urandom(size))  # garbage: nothing may rely on zeroed buffers
+
+
+def test_streaming_reuses_one_buffer_and_writes_each_segment_once() -> None:
+    dev, alloc = Device(), CountingAllocator()
+    cache = BlockCache(dev, allocate=alloc)
+    data = os.urandom(3 * NUM_SEGMENTS * SEGMENT + 4096)
+    writer = PadToBlockWriter(cache)
+    for start in range(0, len(data), 16377):  # odd pieces, as inflated reads are
+        writer.pwrite(data[start : start + 16377], 512 + start)
+    writer.flush()
+    cache.flush()
+    assert alloc.count <= 2
+    assert dev.data[512 : 512 + len(data)] == data
+    assert len({offset for offset, _size in dev.writes}) == len(dev.writes)
+
+
+def test_a_written_segment_reads_back_from_the_target() -> None:
+    dev, alloc = Device(), CountingAllocator()
+    cache = BlockCache(dev, allocate=alloc)
+    first = os.urandom(SEGMENT)
+    cache.pwrite(first, 0, True)  # whole and streamed: written at once, buffer given back
+    assert dev.data == first
+    cache.pwrite(b"\xaa" * 512, 1024, False)  # pinned in the cache, over a released buffer
+    assert cache.pread(2048, 0) == first[:1024] + b"\xaa" * 512 + first[1536:2048]
+    assert dev.data == first  # not yet written
+    cache.flush()
+    assert dev.data == first[:1024] + b"\xaa" * 512 + first[1536:]
+
+
+def test_discard_drops_pinned_writes_and_keeps_the_buffers() -> None:
+    dev, alloc = Device(SEGMENT * 4), CountingAllocator()
+    cache = BlockCache(dev, allocate=alloc)
+    for i in range(4):
+        cache.pwrite(b"\x11" * 512, i * SEGMENT, False)
+    cache.discard()
+    cache.flush()
+    assert dev.data == bytes(SEGMENT * 4)
+    for i in range(4):
+        cache.pwrite(b"\x22" * 512, i * SEGMENT, False)
+    cache.flush()
+    assert alloc.count == 4
+    assert all(dev.data[i * SEGMENT : i * SEGMENT + 512] == b"\x22" * 512 for i in range(4))
+
+
+def test_a_segment_clipped_by_the_end_keeps_its_bytes_in_the_cache() -> None:
+    dev = Device()
+    cache = BlockCache(dev, end_offset=SEGMENT + 1024)
+    tail = os.urandom(SEGMENT)
+    cache.pwrite(tail, SEGMENT, True)
+    assert len(dev.data) == SEGMENT + 1024
+    assert cache.pread(4096, SEGMENT + 1024) == tail[1024:5120]  # past the end: cached
+    with pytest.raises(MediaTooSmall, match=f"^write failed at offset {2 * SEGMENT}"):
+        cache.pwrite(tail, 2 * SEGMENT, True)
