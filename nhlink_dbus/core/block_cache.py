@@ -46,7 +46,12 @@ SegmentBuffer = bytearray | memoryview
 
 
 class BlockDevice(Protocol):
-    """The target: positional reads and writes of a file or block device."""
+    """The target: positional reads and writes of a file or block device.
+
+    A device may also have ``pwrite_streamed(data, offset)``, fwup's asynchronous
+    write of a streamed segment: it may return before the write is done, keeps
+    ``data`` until its next call returns, and reports a failure from a later call.
+    """
 
     def pread(self, size: int, offset: int) -> bytes: ...
 
@@ -87,6 +92,10 @@ class BlockCache:
         self._end = end_offset
         self._allocate = allocate
         self._free: list[SegmentBuffer] = []  # buffers of segments that hold no data
+        self._streamed_write: Callable[[SegmentBuffer, int], None] | None = getattr(
+            device, "pwrite_streamed", None
+        )
+        self._in_flight: SegmentBuffer | None = None  # the device may still be writing it
         self._segs: OrderedDict[int, _Segment] = OrderedDict()  # LRU order, oldest first
         self._trimmed: set[int] = set()
 
@@ -117,10 +126,17 @@ class BlockCache:
             seg.data = None
             seg.valid[:] = _NONE_DIRTY
 
+    def _landed(self) -> None:
+        """A device call returned: a streamed write handed over before it is done."""
+        if self._in_flight is not None:
+            self._free.append(self._in_flight)
+            self._in_flight = None
+
     def _read_segment(self, offset: int) -> bytes:
         if offset in self._trimmed:
             return bytes(SEGMENT)
         data = self._dev.pread(SEGMENT, offset)
+        self._landed()
         if len(data) < SEGMENT:
             data += bytes(SEGMENT - len(data))
         return data
@@ -139,6 +155,10 @@ class BlockCache:
             seg.valid[:] = _ALL_DIRTY
         return seg.data
 
+    def _whole(self, offset: int) -> bool:
+        """True if a segment write at ``offset`` is neither refused nor clipped."""
+        return self._end is None or offset + SEGMENT <= self._end
+
     def _write_out(self, data: bytes | bytearray | memoryview, offset: int) -> bool:
         """Write a segment; False when the target's end clipped it."""
         whole = True
@@ -149,6 +169,7 @@ class BlockCache:
                 data = memoryview(data)[: self._end - offset]
                 whole = False
         self._dev.pwrite(data, offset)
+        self._landed()
         self._trimmed.discard(offset)
         return whole
 
@@ -184,11 +205,21 @@ class BlockCache:
                 seg.streamed = False
             elif seg.streamed and 0 not in seg.dirty:
                 # A completely dirty streamed segment goes to the target at once.
-                whole = self._write_out(data, seg_off)
-                seg.dirty[:] = _NONE_DIRTY
-                if whole:
-                    # The target now holds these bytes: the buffer serves the next segment.
-                    self._release(seg)
+                if self._streamed_write is not None and self._whole(seg_off):
+                    # Asynchronously, as fwup's writer thread does; the buffer serves
+                    # the next segment but one (the device keeps it until its next call).
+                    self._streamed_write(data, seg_off)
+                    self._trimmed.discard(seg_off)
+                    seg.dirty[:] = _NONE_DIRTY
+                    self._landed()
+                    self._in_flight, seg.data = data, None
+                    seg.valid[:] = _NONE_DIRTY
+                else:
+                    whole = self._write_out(data, seg_off)
+                    seg.dirty[:] = _NONE_DIRTY
+                    if whole:
+                        # The target holds these bytes: the buffer serves the next segment.
+                        self._release(seg)
             view = view[n:]
             offset += n
 

@@ -95,7 +95,7 @@ class ApplySession:
         except BaseException:
             self.target.close()
             raise
-        cache = BlockCache(self.target, self.target.hard_end)
+        cache = BlockCache(self.target, self.target.hard_end, self.target.allocate)
         try:
             self.applier = ApplyEngine(
                 ApplyOptions(

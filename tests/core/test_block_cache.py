@@ -91,3 +91,48 @@ def test_a_segment_clipped_by_the_end_keeps_its_bytes_in_the_cache() -> None:
     assert cache.pread(4096, SEGMENT + 1024) == tail[1024:5120]  # past the end: cached
     with pytest.raises(MediaTooSmall, match=f"^write failed at offset {2 * SEGMENT}"):
         cache.pwrite(tail, 2 * SEGMENT, True)
+
+
+class DeferringDevice(Device):
+    """Writes a streamed segment only when its next call comes, from the memory it was
+    given then: a buffer reused too early shows up as wrong bytes on the target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: tuple[bytes | bytearray | memoryview, int] | None = None
+        self.in_flight_max = 0
+
+    def _land(self) -> None:
+        if self.pending is not None:
+            data, offset = self.pending
+            self.pending = None
+            super().pwrite(data, offset)
+
+    def pwrite_streamed(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        self._land()
+        self.pending = (data, offset)
+
+    def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        self._land()
+        super().pwrite(data, offset)
+
+    def pread(self, size: int, offset: int) -> bytes:
+        self._land()
+        return super().pread(size, offset)
+
+
+def test_a_streamed_write_in_flight_keeps_its_buffer() -> None:
+    dev, alloc = DeferringDevice(), CountingAllocator()
+    cache = BlockCache(dev, allocate=alloc)
+    data = os.urandom(5 * SEGMENT)
+    cache.pwrite(b"\x33" * 512, 7 * SEGMENT, False)  # pinned until the flush
+    writer = PadToBlockWriter(cache)
+    for start in range(0, len(data), 16384):
+        writer.pwrite(data[start : start + 16384], start)
+    writer.flush()
+    assert cache.pread(512, 3 * SEGMENT) == data[3 * SEGMENT : 3 * SEGMENT + 512]
+    cache.flush()
+    dev.pwrite(b"", 0)  # a last call lands the write in flight
+    assert dev.data[: len(data)] == data
+    assert dev.data[7 * SEGMENT : 7 * SEGMENT + 512] == b"\x33" * 512
+    assert alloc.count <= 4
