@@ -13,7 +13,7 @@ DEB12_TEST_TOOLS := pytest pytest-timeout pytest-asyncio hypothesis
 
 APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
-                libglib2.0-bin fdisk gdisk
+                libglib2.0-bin fdisk gdisk time
 
 .PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean
 

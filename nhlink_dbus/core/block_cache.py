@@ -58,6 +58,12 @@ class BlockDevice(Protocol):
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None: ...
 
 
+def _memory(size: int) -> memoryview:
+    # Segment memory behind a memoryview: assigning a slice of a bytearray from a buffer
+    # copies the buffer twice (into a temporary bytearray first), a memoryview once.
+    return memoryview(bytearray(size))
+
+
 class MediaTooSmall(TargetError):
     """A write beyond the hard end of the target."""
 
@@ -86,11 +92,11 @@ class BlockCache:
         self,
         device: BlockDevice,
         end_offset: int | None = None,
-        allocate: Callable[[int], SegmentBuffer] = bytearray,
+        allocate: Callable[[int], SegmentBuffer] | None = None,
     ) -> None:
         self._dev = device
         self._end = end_offset
-        self._allocate = allocate
+        self._allocate = allocate or _memory
         self._free: list[SegmentBuffer] = []  # buffers of segments that hold no data
         self._streamed_write: Callable[[SegmentBuffer, int], None] | None = getattr(
             device, "pwrite_streamed", None

@@ -45,6 +45,22 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(message)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, sized as shutil.get_terminal_size would size it, without importing
+    shutil (and bz2 and lzma with it) at every start: argparse makes a formatter for
+    each option it adds."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            try:
+                columns = os.get_terminal_size(1).columns
+            except OSError:
+                columns = 80
+        super().__init__(prog, width=columns - 2)
+
+
 class _Key(argparse.Action):
     """-p FILE and --public-key B64 share one ordered list, as in fwup."""
 
@@ -91,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nhlink-fwup",
         description="Verify and apply fwup firmware archives (.fw); fwup-compatible subset.",
         add_help=True,
+        formatter_class=_HelpFormatter,
     )
     p.set_defaults(keys=[], easy=True, command=None)
     for short, long, name, text in (

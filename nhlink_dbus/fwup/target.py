@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import queue
 import stat
 import threading
 
@@ -77,11 +78,13 @@ class FileTarget:
             direct = self.is_block_device
         self.direct = direct and _set_direct(self.fd)
         self._bounce: dict[str, mmap.mmap] = {}  # "read", "write": aligned scratch memory
-        # The writer thread: one job (data, offset) at a time; None stops it.
-        self._job: tuple[bytes | bytearray | memoryview, int] | None = None
-        self._cond = threading.Condition()
-        self._busy = False
-        self._stopping = False
+        # The writer thread: jobs (data, offset) in, one result per job out (None, or the
+        # offset that failed); None as a job stops it. One job in flight at a time.
+        self._jobs: queue.SimpleQueue[tuple[bytes | bytearray | memoryview, int] | None] = (
+            queue.SimpleQueue()
+        )
+        self._results: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._in_flight = False
         self._bad_offset: int | None = None
         self._writer: threading.Thread | None = None
 
@@ -93,7 +96,8 @@ class FileTarget:
         """Memory for the block cache's segments: page-aligned when writing ``O_DIRECT``."""
         if self.direct:
             return memoryview(mmap.mmap(-1, size))
-        return bytearray(size)
+        # A memoryview: assigning a slice of a bytearray copies the source twice.
+        return memoryview(bytearray(size))
 
     def pread(self, size: int, offset: int) -> bytes:
         self._settle()
@@ -117,51 +121,34 @@ class FileTarget:
         """Write ``data`` at ``offset`` on the writer thread and return (after the
         previous such write has finished). ``data`` must stay unchanged until the
         next call on this target returns."""
-        with self._cond:
-            self._wait_idle()
-            if self._writer is None:
-                self._writer = threading.Thread(
-                    target=self._write_loop, name="nhlink-write", daemon=True
-                )
-                self._writer.start()
-            self._job = (data, offset)
-            self._busy = True
-            self._cond.notify_all()
+        self._settle()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="nhlink-write")
+            self._writer.daemon = True
+            self._writer.start()
+        self._jobs.put((data, offset))
+        self._in_flight = True
 
     def _write_loop(self) -> None:
-        with self._cond:
-            while True:
-                while self._job is None and not self._stopping:
-                    self._cond.wait()
-                if self._job is None:
-                    return
-                data, offset = self._job
-                self._cond.release()
-                try:
-                    self._pwrite(data, offset)
-                    failed = False
-                except Exception:  # reported by the next call, as fwup's writer does
-                    failed = True
-                finally:
-                    self._cond.acquire()
-                if failed:
-                    self._bad_offset = offset
-                self._job = None
-                self._busy = False
-                self._cond.notify_all()
+        while (job := self._jobs.get()) is not None:
+            data, offset = job
+            try:
+                self._pwrite(data, offset)
+            except Exception:  # reported by the next call, as fwup's writer does
+                self._results.put(offset)
+            else:
+                self._results.put(None)
 
-    def _wait_idle(self) -> None:
-        """(Holding the lock) wait for the writer; raise what it failed with."""
-        while self._busy:
-            self._cond.wait()
+    def _settle(self) -> None:
+        """Wait for the write in flight; raise what the writer failed with (from then on)."""
+        if self._in_flight:
+            self._in_flight = False
+            failed = self._results.get()
+            if failed is not None and self._bad_offset is None:
+                self._bad_offset = failed
         if self._bad_offset is not None:
             # fwup's text for a failure of its writer thread (block_cache.c check_async_error).
             raise TargetError(f"write failed at offset {self._bad_offset}. Check media size.")
-
-    def _settle(self) -> None:
-        if self._writer is not None:
-            with self._cond:
-                self._wait_idle()
 
     def _pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         try:
@@ -224,11 +211,10 @@ class FileTarget:
     def close(self) -> None:
         """Stop the writer thread (after the write in flight) and close the target."""
         if self._writer is not None:
-            with self._cond:
-                self._stopping = True
-                self._cond.notify_all()
+            self._jobs.put(None)
             self._writer.join()
             self._writer = None
+            self._in_flight = False
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
