@@ -79,17 +79,26 @@ def make_archive(fwup: Path | None, folder: Path, data: Path, name: str) -> Path
             'task "upgrade" {\non-resource "rootfs.img" {\n'
             f"funlist={{2,raw_write,{OFFSET_BLOCKS}}}\n}}\n}}\n"
         )
-        create_fw(signed, {"meta-product": "bench"}, {"rootfs.img": data}, body,
-                  load_private_key(key.read_text()))  # fmt: skip
+        create_fw(
+            signed,
+            {"meta-product": "bench"},
+            {"rootfs.img": data},
+            body,
+            load_private_key(key.read_text()),
+        )
         return signed
     conf = folder / "fwup.conf"
     conf.write_text(CONF)
     unsigned = folder / f"{name}.unsigned.fw"
     env = {**os.environ, "ROOTFS": str(data)}
-    subprocess.run([fwup, "-c", "-f", conf, "-o", unsigned], env=env, check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
-    subprocess.run([fwup, "-S", "-s", folder / "fwup-key.priv", "-i", unsigned, "-o", signed],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        [fwup, "-c", "-f", conf, "-o", unsigned], env=env, check=True, stdout=subprocess.DEVNULL
+    )
+    subprocess.run(
+        [fwup, "-S", "-s", folder / "fwup-key.priv", "-i", unsigned, "-o", signed],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     unsigned.unlink()
     return signed
 
@@ -117,8 +126,9 @@ class LoopDevice:
         backing.unlink(missing_ok=True)
         with backing.open("wb") as fh:
             fh.truncate(size)
-        out = subprocess.run(["losetup", "-f", "--show", str(backing)], capture_output=True,
-                             text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            ["losetup", "-f", "--show", str(backing)], capture_output=True, text=True, check=True
+        )
         self.path = out.stdout.strip()
 
     def detach(self) -> None:
@@ -202,17 +212,21 @@ def main() -> None:
     print("## nhlink-fwup vs the real fwup (bench/bench_fwup_apply.py)\n")
     print(f"machine: {machine()}")
     if fwup is None:
-        print(f"NO REFERENCE FWUP: {origin}.\nArchives are made by nhlink_devtools; only our "
-              "own figures are printed, with nothing to compare them with.")  # fmt: skip
+        print(
+            f"NO REFERENCE FWUP: {origin}.\nArchives are made by nhlink_devtools; only our "
+            "own figures are printed, with nothing to compare them with."
+        )
     else:
         print(f"reference: fwup {VERSION} ({origin})")
     why_no_loop = loop_unavailable()
     targets = ["file"] + (["loop device"] if why_no_loop is None else [])
     if why_no_loop:
         print(f"loop device: not measured ({why_no_loop})")
-    print(f"{runs} pairs per case, tools in turns (fwup, ours, fwup, ours, ...); times are "
-          "medians, the ratio the median of per-pair ratios; durability as fwup gives it: a "
-          "file is not synced, a block device is written O_DIRECT (both tools)\n")  # fmt: skip
+    print(
+        f"{runs} pairs per case, tools in turns (fwup, ours, fwup, ours, ...); times are "
+        "medians, the ratio the median of per-pair ratios; durability as fwup gives it: a "
+        "file is not synced, a block device is written O_DIRECT (both tools)\n"
+    )
     cases: list[Case] = []
     with tempfile.TemporaryDirectory(prefix="nhlink-bench-", dir=os.environ.get("BENCH_DIR")) as d:
         folder = Path(d)

@@ -76,7 +76,7 @@ SessionFactory = Callable[
     [str, str, Sequence[bytes], ApplyListener, Mapping[str, str]], ApplySession
 ]
 
-MAX_IN_FLIGHT = 4 << 20  # bytes queued for the worker thread before write() waits
+MAX_IN_FLIGHT = 1 << 20  # bytes queued for the worker thread before write() waits
 TERM_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when stopping a program
 STDERR_LINES = 5  # last stderr lines kept for a failure without ER
 READ_CHUNK = 65536
@@ -516,6 +516,7 @@ class ExternalApplier(BaseApplier):
             self._proc = None
             self._report.settle(False, 0, f"cannot run {self.program}: {exc.strerror or exc}")
             return
+        _widen_pipe(proc.stdin)
         p = _Process(proc)
         p.watcher = asyncio.create_task(self._watch(p), name=f"fwup-{proc.pid}")
         self._proc = p
@@ -674,6 +675,22 @@ class ExternalApplier(BaseApplier):
         if p.stderr_tail:
             text += ": " + " | ".join(p.stderr_tail)
         return text
+
+
+PIPE_SIZE = 1 << 20  # bytes: Linux's default /proc/sys/fs/pipe-max-size
+
+
+def _widen_pipe(stdin: asyncio.StreamWriter | None) -> None:
+    """Give the program's stdin a 1 MiB pipe instead of 64 KiB: the archive then
+    crosses in a few large writes instead of thousands of small ones (each one a wake-up
+    of the program and of the loop). Best effort: the size is a limit, not a need."""
+    import fcntl  # noqa: PLC0415
+
+    pipe = None if stdin is None else stdin.get_extra_info("pipe")
+    if pipe is None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # ValueError: closed (the program died)
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def make_applier(

@@ -17,6 +17,12 @@ Works on httpx 0.23.3 (Debian 12) and 0.28; every difference stays here:
   both; we count hops ourselves and keep the Location's query string);
 * bodies are read with ``aiter_raw()``: the bytes as sent, never decoded (and we
   ask for ``Accept-Encoding: identity`` so there is nothing to decode);
+* both read a body 64 KiB at a time (``httpcore.AsyncHTTP11Connection.READ_NUM_BYTES``,
+  a class attribute in httpcore 0.16 and 1.x), and every read runs a few dozen Python
+  frames: at the pace of a firmware download that was half of the daemon's CPU. The
+  reads are raised to 256 KiB (what asyncio's socket transport hands over at once),
+  once, here; ``tests/aio/test_downloader_sim.py`` names the httpcore version if the
+  attribute moves;
 * both versions log each request with its full URL on the ``httpx`` logger
   (0.28 at INFO, 0.23 at DEBUG) and httpcore 1.x logs a ``Location`` header at
   DEBUG; a filter installed on those loggers (process-wide, on the first
@@ -29,12 +35,14 @@ download failure, and the caller knows best what it means.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
+import httpcore
 import httpx
 
 from nhlink_dbus import __version__
@@ -53,6 +61,11 @@ from nhlink_dbus.core.redact import redact_text, redact_url
 from nhlink_dbus.errors import DownloadError
 
 logger = logging.getLogger(__name__)
+
+# httpcore's read size per network read of a response (see the module docstring).
+BODY_READ_SIZE: Final = 256 * 1024
+if getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", BODY_READ_SIZE) < BODY_READ_SIZE:
+    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = BODY_READ_SIZE
 
 USER_AGENT: Final = f"nhlink-dbus/{__version__}"
 
@@ -93,11 +106,27 @@ def ssl_context(verify: Verify = True, cert: tuple[str, str] | None = None) -> s
     return context
 
 
+@functools.cache
+def system_tls_context() -> ssl.SSLContext:
+    """The context of ``verify=True`` without a client certificate, made once: loading
+    the system trust store takes tens of milliseconds, at the start of every download."""
+    return ssl_context(True)
+
+
+def warm_up() -> None:
+    """Load what the first download would load on its way: the system trust store,
+    httpx's transport and its network backend (anyio). An update does this in a thread
+    while it waits for logind, instead of after it."""
+    import anyio  # noqa: F401, PLC0415  (httpx's transport imports it at the first request)
+
+    default_client_factory(idle_timeout_s=1.0)()  # built and dropped, never opened
+
+
 def default_client_factory(
     *, idle_timeout_s: float, verify: Verify = True, cert: tuple[str, str] | None = None
 ) -> ClientFactory:
     """The default factory: a new client (hence a new connection) per attempt."""
-    context = ssl_context(verify, cert)
+    context = system_tls_context() if verify is True and cert is None else ssl_context(verify, cert)
 
     def make() -> httpx.AsyncClient:
         # trust_env=False: no proxy or CA settings picked up from the environment

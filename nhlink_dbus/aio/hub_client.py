@@ -21,9 +21,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from nhlink_dbus.aio import ws_compat
 from nhlink_dbus.aio.hub_tls import server_hostname, tls_context
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core.backoff import BackoffHook, ReconnectBackoff
@@ -37,6 +36,9 @@ from nhlink_dbus.core.hub_session import (
 from nhlink_dbus.core.hub_settings import HubSettings, SharedSecretAuth, websocket_url
 from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.errors import AuthError, HubConnectionError, ProtocolError, StateError
+
+if TYPE_CHECKING:
+    from nhlink_dbus.aio import ws_compat
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,29 @@ class Connector(Protocol):
     ) -> Awaitable[ws_compat.WsClient]: ...
 
 
+async def _open_connection(
+    url: str,
+    *,
+    headers: Sequence[tuple[str, str]] = (),
+    ssl_context: Any = None,
+    server_hostname: str | None = None,
+    open_timeout: float = 10.0,
+    close_timeout: float = 2.0,
+) -> ws_compat.WsClient:
+    """:func:`ws_compat.open_connection`, imported by the first attempt: websockets (and
+    the importlib.metadata it loads) is not needed to start the daemon and own its name."""
+    from nhlink_dbus.aio import ws_compat  # noqa: PLC0415
+
+    return await ws_compat.open_connection(
+        url,
+        headers=headers,
+        ssl_context=ssl_context,
+        server_hostname=server_hostname,
+        open_timeout=open_timeout,
+        close_timeout=close_timeout,
+    )
+
+
 class HubClient:
     """One NervesHub device connection, kept up until :meth:`run` is cancelled."""
 
@@ -66,7 +91,7 @@ class HubClient:
         *,
         on_event: Callable[[SessionEvent], object] | None = None,
         reconnect_backoff: BackoffHook | None = None,
-        connector: Connector = ws_compat.open_connection,
+        connector: Connector | None = None,
         wall_clock: Callable[[], float] = time.time,
         open_timeout: float = 10.0,
     ) -> None:
@@ -82,7 +107,7 @@ class HubClient:
         )
         self.events: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._on_event = on_event
-        self._connector = connector
+        self._connector: Connector = connector or _open_connection
         self._wall_clock = wall_clock
         self._open_timeout = open_timeout
         self._wake = asyncio.Event()

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import nhlink_dbus
-from nhlink_dbus.aio.hub_client import HubClient
 from nhlink_dbus.config import Config
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import link
@@ -21,9 +21,11 @@ from nhlink_dbus.core.hub_settings import HubSettings
 from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.core.update_manager import Offer
 from nhlink_dbus.errors import InvalidArgument
-from nhlink_dbus.fwup.local_firmware import LocalFirmwareError, inspect_fd
 from nhlink_dbus.service.listeners import Listeners
 from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest
+
+if TYPE_CHECKING:
+    from nhlink_dbus.aio.hub_client import HubClient
 
 
 class FaceRequests:
@@ -79,6 +81,12 @@ class FaceRequests:
                     f"unknown InstallFile option(s): {', '.join(sorted(options))}"
                 )
             keys = self.core.install_keys()
+            # The archive reader is loaded by the first InstallFile, not at start-up.
+            from nhlink_dbus.fwup.local_firmware import (  # noqa: PLC0415
+                LocalFirmwareError,
+                inspect_fd,
+            )
+
             try:
                 meta = await asyncio.to_thread(inspect_fd, fd, keys)
             except LocalFirmwareError as exc:

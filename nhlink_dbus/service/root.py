@@ -15,15 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nhlink_dbus
 from nhlink_dbus.aio import update_runner
-from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
-from nhlink_dbus.aio.archive_store import fetch_archive
 from nhlink_dbus.aio.hub_client import HubClient
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.aio.supervisor import DeadlineTimer, Supervisor
@@ -40,13 +37,16 @@ from nhlink_dbus.kv_store import read_kv
 from nhlink_dbus.service.faces import FaceRequests
 from nhlink_dbus.service.listeners import Listeners
 
-logger = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from nhlink_dbus.aio.appliers import OnMessage, OnProgress
 
-UpdateRunner = Callable[
-    [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
-    Awaitable[update_runner.UpdateOutcome],
-]
-ArchiveFetcher = Callable[[ArchiveInfo, Sequence[str], str, RetryPolicy], Awaitable[str]]
+    UpdateRunner = Callable[
+        [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
+        Awaitable[update_runner.UpdateOutcome],
+    ]
+    ArchiveFetcher = Callable[[ArchiveInfo, Sequence[str], str, RetryPolicy], Awaitable[str]]
+
+logger = logging.getLogger(__name__)
 
 
 class NhlinkService(FaceRequests):
@@ -63,18 +63,21 @@ class NhlinkService(FaceRequests):
         clock: Callable[[], float] = time.monotonic,
         boot_token: str | None = None,
         run_update: UpdateRunner = update_runner.run_update,
-        fetch_archive: ArchiveFetcher = fetch_archive,
+        fetch_archive: ArchiveFetcher | None = None,
     ) -> None:
         self.config = config
         self.kv = dict(kv)
         self.logind = logind
         self.clock = clock
         self._run_update = run_update
-        self._fetch_archive = fetch_archive
+        self._fetch_archive = fetch_archive or _fetch_archive
         self.listeners = Listeners()
         slot = active_slot_metadata(self.kv)
         # Request ids carry a token of this start: none names a request of another one.
-        self.core = link.LinkCore(config.link_settings(), slot, boot_token or secrets.token_hex(4))
+        # os.urandom, not secrets: the token only tells starts apart, and secrets would load
+        # hmac and OpenSSL's hashes at every start.
+        token = boot_token or os.urandom(4).hex()
+        self.core = link.LinkCore(config.link_settings(), slot, token)
         self.settings = config.hub_settings(self.kv.get("nerves_serial_number"))
         device = hs.DeviceInfo(
             kv=slot,
@@ -223,6 +226,8 @@ class NhlinkService(FaceRequests):
             if fd is not None:
                 os.close(fd)
             raise NotPossible("no destination: set firmware.devpath or KV nerves_fw_devpath")
+        from nhlink_dbus.aio.appliers import ApplyRequest  # noqa: PLC0415  (loads the applier)
+
         request = ApplyRequest(devpath, fw.task, e.offer.public_keys, fw.fwup_env)
         url = e.offer.info.firmware_url
         policy = self.config.retry_policy()
@@ -254,3 +259,13 @@ class NhlinkService(FaceRequests):
             )
         except LogindError as exc:
             self.perform(self.core.error(str(exc)))
+
+
+async def _fetch_archive(
+    info: ArchiveInfo, keys: Sequence[str], folder: str, policy: RetryPolicy
+) -> str:
+    """:func:`~nhlink_dbus.aio.archive_store.fetch_archive`, imported by the first archive
+    (it brings the downloader and the archive reader: an idle daemon needs neither)."""
+    from nhlink_dbus.aio.archive_store import fetch_archive  # noqa: PLC0415
+
+    return await fetch_archive(info, keys, folder, policy)

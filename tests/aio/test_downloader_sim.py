@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from nhlink_dbus import __version__
-from nhlink_dbus.aio.downloader import USER_AGENT, download
+from nhlink_dbus.aio.downloader import BODY_READ_SIZE, USER_AGENT, download
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.errors import DownloadError
 from nhlink_devtools.hubsim import HubSim
@@ -243,9 +243,8 @@ class FakeTime:
 async def test_worst_case_timer_with_fake_clock(
     sim: HubSim, seconds_per_4k: float, fails: bool
 ) -> None:
-    """1 MiB at 30 000 bit/s: 279.6 s of active time allowed; waits do not count."""
-    data = DATA * 6
-    data = data[: 1 << 20]
+    """4 MiB at 30 000 bit/s: 1118.5 s of active time allowed; waits do not count."""
+    data = (DATA * (1 + (4 << 20) // len(DATA)))[: 4 << 20]
     url = sim.add_file(data, PATH)
     sim.set_fault(kind="cut", path=PATH, after=500_000, attempts=[0])
     fake = FakeTime()
@@ -258,12 +257,23 @@ async def test_worst_case_timer_with_fake_clock(
     if fails:
         with pytest.raises(DownloadError, match=r"^worst_case_download_speed_reached$"):
             await download(url, sink, policy, clock=fake, sleep=fake.sleep)
-        # 279.6 s / 1.2 s per 4 KiB ≈ 954 000 bytes, give or take a chunk
-        assert 900_000 < len(sink.data) < 1_000_000
+        # 1118.5 s / 1.2 s per 4 KiB ≈ 3 817 700 bytes, give or take one read
+        assert 3_817_700 - BODY_READ_SIZE < len(sink.data) < 3_817_700 + BODY_READ_SIZE
     else:
         await download(url, sink, policy, clock=fake, sleep=fake.sleep)
         assert bytes(sink.data) == data
     assert fake.now > 1000.0 + 5000.0  # the 5000 s retry wait happened and was not counted
+
+
+def test_httpcore_reads_a_body_in_large_pieces() -> None:
+    """The canary of the read size the downloader sets (its module docstring)."""
+    import httpcore  # noqa: PLC0415
+
+    read_size = getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", None)
+    assert read_size == BODY_READ_SIZE, (
+        f"httpcore {httpcore.__version__} no longer has AsyncHTTP11Connection.READ_NUM_BYTES"
+        " as the downloader expects"
+    )
 
 
 async def test_max_timeout_with_fake_clock(sim: HubSim) -> None:
@@ -316,7 +326,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
 
 async def test_back_pressure_one_chunk_at_a_time(sim: HubSim) -> None:
-    data = (DATA * 3)[:600_000]
+    data = (DATA * 12)[:2_400_000]  # several reads of BODY_READ_SIZE
     url = sim.add_file(data, PATH)
     sim.set_fault(kind="cut", path=PATH, after=250_000, attempts=[0])
     pulled = [0]
