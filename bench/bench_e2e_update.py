@@ -516,6 +516,22 @@ async def _pending_id(bus: Bus) -> str:
 # -- the table ----------------------------------------------------------------------
 
 
+def crypto_share(python: str) -> float | None:
+    """MiB of resident memory that importing cryptography's Ed25519 adds to ``python``
+    (with ssl already loaded, as in the daemon); None if it cannot import it."""
+    code = (
+        "import ssl\n"
+        "def rss():\n"
+        "    return int([l for l in open('/proc/self/status') if l.startswith('VmRSS')][0]"
+        ".split()[1])\n"
+        "before = rss()\n"
+        "from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey\n"
+        "print(rss() - before)\n"
+    )
+    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
+    return int(out.stdout) / 1024 if out.returncode == 0 and out.stdout.strip() else None
+
+
 def ratio(row: Row) -> float:
     return statistics.median(daemon / anchor for anchor, daemon in row.pairs)
 
@@ -630,6 +646,15 @@ async def main() -> None:
         f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 "
         f"{percentile(latencies, 99) * 1000:.1f} ms | — | — |"
     )
+    wheel, debian = crypto_share(sys.executable), crypto_share("/usr/bin/python3")
+    if wheel is not None:
+        note = f"cryptography (verifying meta.conf) adds {wheel:.1f} MiB to the daemon here"
+        note += " (the PyPI wheel, with its own OpenSSL)"
+        if debian is not None:
+            note += (
+                f"; Debian 12's python3-cryptography adds {debian:.1f} MiB (it shares libcrypto)"
+            )
+        print(f"\n{note}.")
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -76,7 +76,7 @@ SessionFactory = Callable[
     [str, str, Sequence[bytes], ApplyListener, Mapping[str, str]], ApplySession
 ]
 
-MAX_IN_FLIGHT = 1 << 20  # bytes queued for the worker thread before write() waits
+MAX_IN_FLIGHT = 512 << 10  # bytes queued for the worker thread before write() waits
 TERM_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when stopping a program
 STDERR_LINES = 5  # last stderr lines kept for a failure without ER
 READ_CHUNK = 65536

@@ -46,12 +46,7 @@ SegmentBuffer = bytearray | memoryview
 
 
 class BlockDevice(Protocol):
-    """The target: positional reads and writes of a file or block device.
-
-    A device may also have ``pwrite_streamed(data, offset)``, fwup's asynchronous
-    write of a streamed segment: it may return before the write is done, keeps
-    ``data`` until its next call returns, and reports a failure from a later call.
-    """
+    """The target: positional reads and writes of a file or block device."""
 
     def pread(self, size: int, offset: int) -> bytes: ...
 
@@ -93,14 +88,17 @@ class BlockCache:
         device: BlockDevice,
         end_offset: int | None = None,
         allocate: Callable[[int], SegmentBuffer] | None = None,
+        write_streamed: Callable[[SegmentBuffer, int], None] | None = None,
     ) -> None:
+        """``write_streamed(data, offset)``, when given, writes a completed streamed
+        segment the way fwup's writer thread does: it may return before the write is
+        done, keeps ``data`` until the device's next call returns, and reports a
+        failure from a later call."""
         self._dev = device
         self._end = end_offset
         self._allocate = allocate or _memory
         self._free: list[SegmentBuffer] = []  # buffers of segments that hold no data
-        self._streamed_write: Callable[[SegmentBuffer, int], None] | None = getattr(
-            device, "pwrite_streamed", None
-        )
+        self._streamed_write = write_streamed
         self._in_flight: SegmentBuffer | None = None  # the device may still be writing it
         self._segs: OrderedDict[int, _Segment] = OrderedDict()  # LRU order, oldest first
         self._trimmed: set[int] = set()

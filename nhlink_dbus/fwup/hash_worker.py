@@ -16,7 +16,7 @@ from types import TracebackType
 
 from nhlink_dbus.core.digest import Digest, new_digest
 
-BATCH = 512 << 10
+BATCH = 256 << 10
 QUEUED_BATCHES = 2
 
 

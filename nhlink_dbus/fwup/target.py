@@ -35,9 +35,9 @@ class FileTarget:
     for block devices, where the read comes from the device, and off for
     regular files, as fwup's).
 
-    Streamed segments are written by a writer thread, one in flight at a time,
-    as fwup's block cache does (``pwrite_streamed``); a failure there is
-    reported by the next call, with fwup's text for it.
+    ``pwrite_streamed`` writes on a writer thread, one write in flight at a time,
+    as fwup's block cache does; a failure there is reported by the next call, with
+    fwup's text for it (the session uses it for block devices).
     """
 
     def __init__(

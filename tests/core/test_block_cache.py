@@ -123,7 +123,7 @@ class DeferringDevice(Device):
 
 def test_a_streamed_write_in_flight_keeps_its_buffer() -> None:
     dev, alloc = DeferringDevice(), CountingAllocator()
-    cache = BlockCache(dev, allocate=alloc)
+    cache = BlockCache(dev, allocate=alloc, write_streamed=dev.pwrite_streamed)
     data = os.urandom(5 * SEGMENT)
     cache.pwrite(b"\x33" * 512, 7 * SEGMENT, False)  # pinned until the flush
     writer = PadToBlockWriter(cache)

@@ -44,7 +44,7 @@ def test_direct_io_through_the_block_cache(tmp_path: Path) -> None:
     path.write_bytes(b"\x5a" * (4 * SEGMENT))
     target = FileTarget(str(path), verify_writes=True, direct=True)
     assert target.direct, "O_DIRECT refused on the test folder's file system"
-    cache = BlockCache(target, None, target.allocate)
+    cache = BlockCache(target, None, target.allocate, target.pwrite_streamed)
     streamed = os.urandom(2 * SEGMENT)
     cache.pwrite(streamed, SEGMENT, True)  # whole segments: the writer thread, aligned maps
     cache.pwrite(b"\x01" * 1024, 3 * SEGMENT + 512, False)  # read-modify-write at the flush
