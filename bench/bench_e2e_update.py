@@ -48,14 +48,13 @@ from fwup_reference import VERSION, compile_bytecode, find_fwup, machine  # noqa
 
 from nhlink_devtools.ab_layout import AbLayout, build_ab_firmware  # noqa: E402
 from nhlink_devtools.fw_builder import load_private_key  # noqa: E402
-from nhlink_devtools.hubsim import HubSim, HubSimConfig  # noqa: E402
-from nhlink_devtools.hubsim.auth import SharedSecret  # noqa: E402
+from nhlink_devtools.hubsim import HubSim  # noqa: E402
 from tests.harness import LogindMock, start_system_bus  # noqa: E402
+from tests.integration.daemon_helpers import DEVICE, sim_config  # noqa: E402
+from tests.integration.daemon_helpers import write_config as daemon_config  # noqa: E402
 
 NHLINK_FWUP = str(Path(sys.executable).parent / "nhlink-fwup")
 FIXTURES = ROOT / "tests" / "fixtures" / "fwup"
-DEVICE = "bench-0001"
-PRODUCT_KEY, PRODUCT_SECRET = "nhp_benchProductKey", "benchProductSecretForTheSimulator0123"
 ENV_OFFSET, ENV_COUNT, ROOTFS_A = 256, 16, 4096  # nhlink_devtools.ab_layout's layout
 IDLE_S = 30.0
 DAEMON_NAME = "org.nerveshub.Link"
@@ -194,33 +193,18 @@ def write_config(
     tools: Tools,
     decision_timeout_ms: int = 0,
 ) -> Path:
-    secret = folder / "hub-secret"
-    secret.write_text(PRODUCT_SECRET + "\n")
-    secret.chmod(0o600)
-    fwup_path = f'fwup_path = "{tools.fwup}"\n' if applier == "fwup" else ""
-    path = folder / f"nhlink-{applier}.toml"
-    path.write_text(f"""[hub]
-url = "{ws_url}"
-identifier = "{DEVICE}"
-
-[hub.shared_secret]
-key = "{PRODUCT_KEY}"
-secret_file = "{secret}"
-
-[firmware]
-kv = "{layout.kv_spec(image)}"
-devpath = "{image}"
-task = "upgrade"
-applier = "{applier}"
-{fwup_path}public_keys = ["{tools.public_key}"]
-
-[decisions]
-timeout_ms = {decision_timeout_ms}
-
-[reboot]
-delay_ms = 0
-""")
-    return path
+    """The tests' daemon configuration, with no reboot delay and this run's key and fwup."""
+    return daemon_config(
+        folder,
+        ws_url=ws_url,
+        image=image,
+        layout=layout,
+        applier=applier,
+        public_key=tools.public_key,
+        fwup=str(tools.fwup),
+        reboot_delay_ms=0,
+        extra=f"[decisions]\ntimeout_ms = {decision_timeout_ms}\n",
+    )
 
 
 def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -576,9 +560,7 @@ async def main() -> None:
         system.add_policy("nhlink-bench-bare.conf", BARE_POLICY)
         env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=system.address, PYTHONUNBUFFERED="1")
         logind = LogindMock(system)
-        config = HubSimConfig(
-            shared_secrets=[SharedSecret(PRODUCT_KEY, PRODUCT_SECRET)], health_check=False
-        )
+        config = sim_config()
         rows: list[Row] = []
         try:
             bus = await Bus.connect(system.address)

@@ -51,10 +51,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from nhlink_dbus.config import ApplierKind
-from nhlink_dbus.core.fwup_apply import ApplyListener
 from nhlink_dbus.core.fwup_framing import (
     ExitStatus,
     OutputDecoder,
@@ -63,18 +62,27 @@ from nhlink_dbus.core.fwup_framing import (
     encode_input_frame,
 )
 from nhlink_dbus.errors import ConfigError, FirmwareError, ProtocolError, StateError
-from nhlink_dbus.fwup.session import READ_SIZE, ApplySession, error_text
 from nhlink_dbus.fwup.signature import parse_public_key
+
+if TYPE_CHECKING:
+    from nhlink_dbus.core.fwup_apply import ApplyListener
+    from nhlink_dbus.fwup.session import ApplySession
+
+    # (device, task, public keys, listener, environment) -> an open session; tests pass
+    # their own.
+    SessionFactory = Callable[
+        [str, str, Sequence[bytes], ApplyListener, Mapping[str, str]], ApplySession
+    ]
+
+# The built-in applier's engine (nhlink_dbus.fwup.session and what it imports) is loaded by
+# its worker thread when it starts: an external fwup never needs it, and the loop never
+# waits for it.
 
 logger = logging.getLogger(__name__)
 
 MessageKind = Literal["ok", "warning", "error"]
 OnProgress = Callable[[int], None]
 OnMessage = Callable[[MessageKind, int, str], None]
-# (device, task, public keys, listener, environment) -> an open session; tests pass their own.
-SessionFactory = Callable[
-    [str, str, Sequence[bytes], ApplyListener, Mapping[str, str]], ApplySession
-]
 
 MAX_IN_FLIGHT = 512 << 10  # bytes queued for the worker thread before write() waits
 TERM_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when stopping a program
@@ -248,14 +256,15 @@ class _WorkerRun:
             self._post(self.owner._on_warning, self, text)
 
     def _main(self) -> None:
+        from nhlink_dbus.fwup.session import ApplySession, error_text  # noqa: PLC0415
+
         session: ApplySession | None = None
         request = self.owner.request
         try:
             keys = [parse_public_key(k, "--public-key") for k in request.public_keys]
             listener: ApplyListener = self
-            session = self.owner.session_factory(
-                request.devpath, request.task, keys, listener, self.owner.environ
-            )
+            factory = self.owner.session_factory or ApplySession
+            session = factory(request.devpath, request.task, keys, listener, self.owner.environ)
             complete = False
             while not complete:
                 chunk = self.queue.get()
@@ -285,6 +294,8 @@ class _WorkerRun:
             self._post(self._exit)
 
     def _feed(self, session: ApplySession, chunk: bytes) -> bool:
+        from nhlink_dbus.fwup.session import READ_SIZE  # noqa: PLC0415  (loaded by _main)
+
         if self.cancel.is_set():
             return False
         # In reads of at most 16 KiB, as fwup reads a pipe.
@@ -326,7 +337,7 @@ class BuiltinApplier(BaseApplier):
         *,
         environ: Mapping[str, str] | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
-        session_factory: SessionFactory = ApplySession,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         super().__init__(request, on_progress, on_message)
         self.session_factory = session_factory

@@ -58,27 +58,13 @@ class Connector(Protocol):
     ) -> Awaitable[ws_compat.WsClient]: ...
 
 
-async def _open_connection(
-    url: str,
-    *,
-    headers: Sequence[tuple[str, str]] = (),
-    ssl_context: Any = None,
-    server_hostname: str | None = None,
-    open_timeout: float = 10.0,
-    close_timeout: float = 2.0,
-) -> ws_compat.WsClient:
-    """:func:`ws_compat.open_connection`, imported by the first attempt: websockets (and
-    the importlib.metadata it loads) is not needed to start the daemon and own its name."""
+async def _open_connection(url: str, **options: Any) -> ws_compat.WsClient:
+    """:func:`ws_compat.open_connection` (a :class:`Connector`), imported by the first
+    attempt: websockets (and the importlib.metadata it loads) is not needed to start the
+    daemon and own its name."""
     from nhlink_dbus.aio import ws_compat  # noqa: PLC0415
 
-    return await ws_compat.open_connection(
-        url,
-        headers=headers,
-        ssl_context=ssl_context,
-        server_hostname=server_hostname,
-        open_timeout=open_timeout,
-        close_timeout=close_timeout,
-    )
+    return await ws_compat.open_connection(url, **options)
 
 
 class HubClient:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from nhlink_dbus.aio.logind import Inhibitor, Logind
 from nhlink_dbus.config import ApplierKind
-from nhlink_dbus.core.download_policy import DownloadStats, RetryPolicy
+from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.errors import DownloadError, LogindError, NhlinkError
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ async def run_update(
     fd = job.local_fd
     try:
         async with _inhibitor(logind) as held:
-            make_applier, download, read_fd_chunks = await asyncio.to_thread(_load)
+            make_applier = await asyncio.to_thread(_load, fd is None)
             applier = make_applier(
                 job.applier, job.request, on_progress, on_message, fwup_path=job.fwup_path
             )
@@ -77,9 +77,13 @@ async def run_update(
             try:
                 await held()
                 if fd is not None:
+                    from nhlink_dbus.fwup.local_firmware import read_fd_chunks  # noqa: PLC0415
+
                     async for chunk in read_fd_chunks(fd):
                         await applier.write(chunk)
                 else:
+                    from nhlink_dbus.aio.downloader import download  # noqa: PLC0415  (by _load)
+
                     await download(
                         job.url,
                         applier,
@@ -105,19 +109,17 @@ async def run_update(
                 os.close(fd)
 
 
-def _load() -> tuple[
-    Callable[..., BaseApplier],
-    Callable[..., Awaitable[DownloadStats]],
-    Callable[[int], AsyncIterator[bytes]],
-]:
+def _load(downloading: bool) -> Callable[..., BaseApplier]:
     """What an update needs, imported by the first one (then a dictionary lookup each
-    time), and the downloader warmed up: run in a thread."""
+    time), the downloader warmed up when there is something to download; run in a
+    thread. Returns :func:`~nhlink_dbus.aio.appliers.make_applier`."""
     from nhlink_dbus.aio.appliers import make_applier  # noqa: PLC0415
-    from nhlink_dbus.aio.downloader import download, warm_up  # noqa: PLC0415
-    from nhlink_dbus.fwup.local_firmware import read_fd_chunks  # noqa: PLC0415
 
-    warm_up()
-    return make_applier, download, read_fd_chunks
+    if downloading:
+        from nhlink_dbus.aio.downloader import warm_up  # noqa: PLC0415
+
+        warm_up()
+    return make_applier
 
 
 @contextlib.asynccontextmanager

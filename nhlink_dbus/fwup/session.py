@@ -22,9 +22,9 @@ from nhlink_dbus.core.fwup_apply import (
     SectorCipher,
 )
 from nhlink_dbus.errors import NhlinkError
+from nhlink_dbus.fwup import signature
 from nhlink_dbus.fwup.hash_worker import HashWorker
 from nhlink_dbus.fwup.host import HostActions
-from nhlink_dbus.fwup.signature import check_signature
 from nhlink_dbus.fwup.target import FileTarget
 
 READ_SIZE = 16384  # fwup hands the archive reader at most 16 KiB at a time
@@ -88,6 +88,8 @@ class ApplySession:
         progress_range: tuple[int, int] = (0, 100),
         reboot_param_path: str | None = None,
     ) -> None:
+        if public_keys:
+            signature.load()  # now, not when meta.conf arrives
         self.target = FileTarget(device, max_size_blocks, verify_writes)
         self._reboot_param_path = reboot_param_path
         try:
@@ -119,7 +121,7 @@ class ApplySession:
                 ),
                 cache,
                 listener,
-                check_signature,
+                signature.check_signature,
                 fat=cast(FatOps, _FatOnDemand(device, cache)),  # through the cache, as fwup's
                 host=HostActions(),  # writes and commands only with unsafe (the engine checks)
                 environ=environ,

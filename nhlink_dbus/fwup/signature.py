@@ -8,6 +8,12 @@ import binascii
 from nhlink_dbus.errors import ConfigError
 
 
+def load() -> None:
+    """Import what :func:`check_signature` needs, ahead of the first check (an apply does
+    it when it opens its target, before the archive's first bytes arrive)."""
+    import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401, PLC0415
+
+
 def check_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """True if ``signature`` is a valid Ed25519 signature of ``message``."""
     # Imported here: ``cryptography`` takes tens of milliseconds and several MiB to load,

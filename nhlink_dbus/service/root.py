@@ -226,7 +226,7 @@ class NhlinkService(FaceRequests):
             if fd is not None:
                 os.close(fd)
             raise NotPossible("no destination: set firmware.devpath or KV nerves_fw_devpath")
-        from nhlink_dbus.aio.appliers import ApplyRequest  # noqa: PLC0415  (loads the applier)
+        from nhlink_dbus.aio.appliers import ApplyRequest  # noqa: PLC0415  (not at start-up)
 
         request = ApplyRequest(devpath, fw.task, e.offer.public_keys, fw.fwup_env)
         url = e.offer.info.firmware_url

@@ -13,21 +13,18 @@ from nhlink_dbus.core.block_cache import (
     MediaTooSmall,
     PadToBlockWriter,
 )
+from tests.fwup.test_stream_chunking import MemoryDevice
 
 
-class Device:
+class Device(MemoryDevice):
+    """An in-memory target, growing as written, that remembers every write."""
+
     def __init__(self, size: int = 0) -> None:
-        self.data = bytearray(size)
+        super().__init__(bytes(size))
         self.writes: list[tuple[int, int]] = []
 
-    def pread(self, size: int, offset: int) -> bytes:
-        return bytes(self.data[offset : offset + size])
-
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
-        end = offset + len(data)
-        if end > len(self.data):
-            self.data.extend(bytes(end - len(self.data)))
-        self.data[offset:end] = data
+        super().pwrite(data, offset)
         self.writes.append((offset, len(data)))
 
 

@@ -75,11 +75,16 @@ def write_config(
     applier: str = "builtin",
     extra: str = "",
     layout: AbLayout = LAYOUT,
+    public_key: str = PUBLIC_KEY,
+    fwup: str = NHLINK_FWUP,
+    reboot_delay_ms: int = 300,
 ) -> Path:
+    """The daemon's configuration for the simulator at ``ws_url`` and a disk ``image``
+    (``fwup``: the program of ``applier = "fwup"``)."""
     secret = folder / "hub-secret"
     secret.write_text(PRODUCT_SECRET + "\n")
     secret.chmod(0o600)
-    fwup_path = f'fwup_path = "{NHLINK_FWUP}"\n' if applier == "fwup" else ""
+    fwup_path = f'fwup_path = "{fwup}"\n' if applier == "fwup" else ""
     text = f"""
 [hub]
 url = "{ws_url}"
@@ -96,10 +101,10 @@ kv = "{layout.kv_spec(image)}"
 devpath = "{image}"
 task = "upgrade"
 applier = "{applier}"
-{fwup_path}public_keys = ["{PUBLIC_KEY}"]
+{fwup_path}public_keys = ["{public_key}"]
 
 [reboot]
-delay_ms = 300
+delay_ms = {reboot_delay_ms}
 retries = 1
 
 [download]
