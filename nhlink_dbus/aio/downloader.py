@@ -17,12 +17,10 @@ Works on httpx 0.23.3 (Debian 12) and 0.28; every difference stays here:
   both; we count hops ourselves and keep the Location's query string);
 * bodies are read with ``aiter_raw()``: the bytes as sent, never decoded (and we
   ask for ``Accept-Encoding: identity`` so there is nothing to decode);
-* both read a body 64 KiB at a time (``httpcore.AsyncHTTP11Connection.READ_NUM_BYTES``,
-  a class attribute in httpcore 0.16 and 1.x), and every read runs a few dozen Python
-  frames: at the pace of a firmware download that was half of the daemon's CPU. The
-  reads are raised to 256 KiB (what asyncio's socket transport hands over at once),
-  once, here; ``tests/aio/test_downloader_sim.py`` names the httpcore version if the
-  attribute moves;
+* the default client's transport is :class:`~nhlink_dbus.aio.http_transport.
+  FirmwareTransport`, not httpcore: the same requests and responses, the body received
+  in large chunks with one copy per byte (httpcore's reads cost most of the daemon's
+  CPU during a download); a ``client_factory`` may bring any transport;
 * both versions log each request with its full URL on the ``httpx`` logger
   (0.28 at INFO, 0.23 at DEBUG) and httpcore 1.x logs a ``Location`` header at
   DEBUG; a filter installed on those loggers (process-wide, on the first
@@ -42,10 +40,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
-import httpcore
 import httpx
 
 from nhlink_dbus import __version__
+from nhlink_dbus.aio.http_transport import FirmwareTransport
 from nhlink_dbus.core.download_policy import (
     Complete,
     Continue,
@@ -61,11 +59,6 @@ from nhlink_dbus.core.redact import redact_text, redact_url
 from nhlink_dbus.errors import DownloadError
 
 logger = logging.getLogger(__name__)
-
-# httpcore's read size per network read of a response (see the module docstring).
-BODY_READ_SIZE: Final = 256 * 1024
-if getattr(httpcore.AsyncHTTP11Connection, "READ_NUM_BYTES", BODY_READ_SIZE) < BODY_READ_SIZE:
-    httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = BODY_READ_SIZE
 
 USER_AGENT: Final = f"nhlink-dbus/{__version__}"
 
@@ -114,11 +107,9 @@ def system_tls_context() -> ssl.SSLContext:
 
 
 def warm_up() -> None:
-    """Load what the first download would load on its way: the system trust store,
-    httpx's transport and its network backend (anyio). An update does this in a thread
-    while it waits for logind, instead of after it."""
-    import anyio  # noqa: F401, PLC0415  (httpx's transport imports it at the first request)
-
+    """Load what the first download would load on its way: the system trust store and
+    httpx's client. An update does this in a thread while it waits for logind, instead
+    of after it."""
     default_client_factory(idle_timeout_s=1.0)()  # built and dropped, never opened
 
 
@@ -132,7 +123,7 @@ def default_client_factory(
         # trust_env=False: no proxy or CA settings picked up from the environment
         # deep inside the daemon (STYLE.md: configuration is read once, at the edge).
         return httpx.AsyncClient(
-            verify=context,
+            transport=FirmwareTransport(context),
             timeout=httpx.Timeout(idle_timeout_s),
             follow_redirects=False,
             trust_env=False,
