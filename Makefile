@@ -66,6 +66,7 @@ HUB_CLIENT_TESTS := tests/core/test_phoenix.py tests/core/test_backoff.py \
                     tests/aio/test_dbus_compat.py \
                     tests/aio/test_hub_client_sim.py \
                     tests/core/test_download_policy.py tests/aio/test_downloader_sim.py \
+                    tests/aio/test_http_transport.py \
                     tests/hubsim tests/integration
 
 pytest-deb12: venv venv-deb12

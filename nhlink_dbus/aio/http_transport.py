@@ -213,14 +213,15 @@ class FirmwareTransport(httpx.AsyncBaseTransport):
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
-                    conn.receive_data(await receiver.chunk())
+                    data = await receiver.chunk()
+                    if not data:
+                        raise httpx.RemoteProtocolError(
+                            "Server disconnected without sending a response.", request=request
+                        )
+                    conn.receive_data(data)
                     continue
                 if isinstance(event, h11.Response):
                     break
-                if isinstance(event, h11.ConnectionClosed):
-                    raise httpx.RemoteProtocolError(
-                        "Server disconnected without sending a response.", request=request
-                    )
                 # h11.InformationalResponse (1xx): the real answer follows.
         except (h11.LocalProtocolError, h11.RemoteProtocolError) as exc:
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
