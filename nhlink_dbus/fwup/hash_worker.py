@@ -3,9 +3,9 @@
 zlib's CRC-32 and hashlib's BLAKE2b release the GIL on large buffers, so one
 worker thread hashing while the main thread decompresses and writes overlaps
 the two halves of the work (about a third of the apply time each). Work is
-handed over in batches of about 512 KiB to keep queue overhead low; the queue is
+handed over in batches of about 256 KiB to keep queue overhead low; the queue is
 bounded (two batches), so a slow hash thread holds the reader back instead of
-buffering: at most about 2 MiB of data wait for it.
+buffering: at most about 1 MiB of data wait for it.
 """
 
 from __future__ import annotations
