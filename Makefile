@@ -15,7 +15,7 @@ APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
                 libglib2.0-bin fdisk gdisk xdelta3 umockdev gir1.2-umockdev-1.0 e2fsprogs \
                 xvfb xdotool imagemagick gir1.2-gtk-3.0 python3-gi python3-gbulb \
-                python3-pyqt5 python3-dbus-next
+                python3-pyqt5 python3-dbus-next time
 
 .PHONY: setup apt venv venv-deb12 test test-long fuzz lint typecheck pytest pytest-deb12 bench \
         demo clean deb deb-test
@@ -72,6 +72,7 @@ HUB_CLIENT_TESTS := tests/core/test_phoenix.py tests/core/test_backoff.py \
                     tests/aio/test_dbus_compat.py \
                     tests/aio/test_hub_client_sim.py \
                     tests/core/test_download_policy.py tests/aio/test_downloader_sim.py \
+                    tests/aio/test_http_transport.py \
                     tests/hubsim tests/integration tests/media \
                     tests/faults/test_tls_failures.py tests/faults/test_nh1_clock.py \
                     tests/faults/test_reconnect_storm.py tests/faults/test_slow_download.py \

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import difflib
 import errno
 import grp
 import math
@@ -680,6 +679,8 @@ class _Table:
     def finish(self) -> None:
         for key in self.data:
             if key not in self.used:
+                import difflib  # noqa: PLC0415  (only for a mistaken key)
+
                 hint = difflib.get_close_matches(key, sorted(self.used), n=1)
                 did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
                 what = "table" if isinstance(self.data[key], dict) else "key"

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 import nhlink_dbus
-from nhlink_dbus.config import exposure_warnings, load_config
+from nhlink_dbus.config import Config, exposure_warnings, load_config
 from nhlink_dbus.errors import ConfigError
 
 logger = logging.getLogger("nhlink_dbus")
@@ -60,12 +60,22 @@ async def _connect_system_bus() -> object | None:
         return None
 
 
-async def _amain(config_path: str, export_bus: bool) -> int:
+def _without_pygobject() -> None:
+    """Keep PyGObject out of this process.
+
+    dbus-next imports it for its GLib main-loop support whenever it is installed, as it
+    is on most desktops; the daemon runs on asyncio alone, and PyGObject would cost
+    about 6 MiB of resident memory and a good part of the start-up.
+    """
+    if "gi" not in sys.modules:
+        sys.modules["gi"] = None  # type: ignore[assignment]  # `import gi` raises ImportError
+
+
+async def _amain(config: Config, export_bus: bool) -> int:
     from nhlink_dbus.aio.dbus_compat import disconnect_and_close  # noqa: PLC0415
     from nhlink_dbus.aio.logind import Logind  # noqa: PLC0415
     from nhlink_dbus.service import NhlinkService  # noqa: PLC0415
 
-    config = load_config(config_path)
     for warning in exposure_warnings(config):
         logger.warning("%s", warning)
     bus = await _connect_system_bus()
@@ -109,8 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    _without_pygobject()
     try:
-        return asyncio.run(_amain(args.config, export_bus=not args.no_bus))
+        return asyncio.run(_amain(config, export_bus=not args.no_bus))
     except ConfigError as exc:
         sys.stderr.write(f"nhlink-dbus: {exc}\n")
         return 2

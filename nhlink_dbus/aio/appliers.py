@@ -51,10 +51,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from nhlink_dbus.config import ApplierKind
-from nhlink_dbus.core.fwup_apply import ApplyListener
 from nhlink_dbus.core.fwup_framing import (
     ExitStatus,
     OutputDecoder,
@@ -63,20 +62,29 @@ from nhlink_dbus.core.fwup_framing import (
     encode_input_frame,
 )
 from nhlink_dbus.errors import ConfigError, FirmwareError, ProtocolError, StateError
-from nhlink_dbus.fwup.session import READ_SIZE, ApplySession, error_text
 from nhlink_dbus.fwup.signature import parse_public_key
+
+if TYPE_CHECKING:
+    from nhlink_dbus.core.fwup_apply import ApplyListener
+    from nhlink_dbus.fwup.session import ApplySession
+
+    # (device, task, public keys, listener, environment) -> an open session; tests pass
+    # their own.
+    SessionFactory = Callable[
+        [str, str, Sequence[bytes], ApplyListener, Mapping[str, str]], ApplySession
+    ]
+
+# The built-in applier's engine (nhlink_dbus.fwup.session and what it imports) is loaded by
+# its worker thread when it starts: an external fwup never needs it, and the loop never
+# waits for it.
 
 logger = logging.getLogger(__name__)
 
 MessageKind = Literal["ok", "warning", "error"]
 OnProgress = Callable[[int], None]
 OnMessage = Callable[[MessageKind, int, str], None]
-# (device, task, public keys, listener, environment) -> an open session; tests pass their own.
-SessionFactory = Callable[
-    [str, str, Sequence[bytes], ApplyListener, Mapping[str, str]], ApplySession
-]
 
-MAX_IN_FLIGHT = 4 << 20  # bytes queued for the worker thread before write() waits
+MAX_IN_FLIGHT = 512 << 10  # bytes queued for the worker thread before write() waits
 TERM_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when stopping a program
 STDERR_LINES = 5  # last stderr lines kept for a failure without ER
 READ_CHUNK = 65536
@@ -248,14 +256,15 @@ class _WorkerRun:
             self._post(self.owner._on_warning, self, text)
 
     def _main(self) -> None:
+        from nhlink_dbus.fwup.session import ApplySession, error_text  # noqa: PLC0415
+
         session: ApplySession | None = None
         request = self.owner.request
         try:
             keys = [parse_public_key(k, "--public-key") for k in request.public_keys]
             listener: ApplyListener = self
-            session = self.owner.session_factory(
-                request.devpath, request.task, keys, listener, self.owner.environ
-            )
+            factory = self.owner.session_factory or ApplySession
+            session = factory(request.devpath, request.task, keys, listener, self.owner.environ)
             complete = False
             while not complete:
                 chunk = self.queue.get()
@@ -285,13 +294,12 @@ class _WorkerRun:
             self._post(self._exit)
 
     def _feed(self, session: ApplySession, chunk: bytes) -> bool:
-        view = memoryview(chunk)
-        for start in range(0, len(view), READ_SIZE):
-            if self.cancel.is_set():
-                return False
-            if session.feed(view[start : start + READ_SIZE]):
-                return True
-        return False
+        from nhlink_dbus.fwup.session import READ_SIZE  # noqa: PLC0415  (loaded by _main)
+
+        if self.cancel.is_set():
+            return False
+        # In reads of at most 16 KiB, as fwup reads a pipe.
+        return session.feed(chunk, READ_SIZE)
 
     # event loop ------------------------------------------------------------------------
 
@@ -329,7 +337,7 @@ class BuiltinApplier(BaseApplier):
         *,
         environ: Mapping[str, str] | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
-        session_factory: SessionFactory = ApplySession,
+        session_factory: SessionFactory | None = None,
     ) -> None:
         super().__init__(request, on_progress, on_message)
         self.session_factory = session_factory
@@ -519,6 +527,7 @@ class ExternalApplier(BaseApplier):
             self._proc = None
             self._report.settle(False, 0, f"cannot run {self.program}: {exc.strerror or exc}")
             return
+        _widen_pipe(proc.stdin)
         p = _Process(proc)
         p.watcher = asyncio.create_task(self._watch(p), name=f"fwup-{proc.pid}")
         self._proc = p
@@ -677,6 +686,22 @@ class ExternalApplier(BaseApplier):
         if p.stderr_tail:
             text += ": " + " | ".join(p.stderr_tail)
         return text
+
+
+PIPE_SIZE = 1 << 20  # bytes: Linux's default /proc/sys/fs/pipe-max-size
+
+
+def _widen_pipe(stdin: asyncio.StreamWriter | None) -> None:
+    """Give the program's stdin a 1 MiB pipe instead of 64 KiB: the archive then
+    crosses in a few large writes instead of thousands of small ones (each one a wake-up
+    of the program and of the loop). Best effort: the size is a limit, not a need."""
+    import fcntl  # noqa: PLC0415
+
+    pipe = None if stdin is None else stdin.get_extra_info("pipe")
+    if pipe is None:
+        return
+    with contextlib.suppress(OSError, ValueError):  # ValueError: closed (the program died)
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def make_applier(

@@ -17,6 +17,10 @@ Works on httpx 0.23.3 (Debian 12) and 0.28; every difference stays here:
   both; we count hops ourselves and keep the Location's query string);
 * bodies are read with ``aiter_raw()``: the bytes as sent, never decoded (and we
   ask for ``Accept-Encoding: identity`` so there is nothing to decode);
+* the default client's transport is :class:`~nhlink_dbus.aio.http_transport.
+  FirmwareTransport`, not httpcore: the same requests and responses, the body received
+  in large chunks with one copy per byte (httpcore's reads cost most of the daemon's
+  CPU during a download); a ``client_factory`` may bring any transport;
 * both versions log each request with its full URL on the ``httpx`` logger
   (0.28 at INFO, 0.23 at DEBUG) and httpcore 1.x logs a ``Location`` header at
   DEBUG; a filter installed on those loggers (process-wide, on the first
@@ -29,6 +33,7 @@ download failure, and the caller knows best what it means.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
@@ -38,6 +43,7 @@ from typing import Final, Protocol
 import httpx
 
 from nhlink_dbus import __version__
+from nhlink_dbus.aio.http_transport import FirmwareTransport
 from nhlink_dbus.core.download_policy import (
     Complete,
     Continue,
@@ -104,17 +110,31 @@ def ssl_context(verify: Verify = True, cert: tuple[str, str] | None = None) -> s
     return context
 
 
+@functools.cache
+def system_tls_context() -> ssl.SSLContext:
+    """The context of ``verify=True`` without a client certificate, made once: loading
+    the system trust store takes tens of milliseconds, at the start of every download."""
+    return ssl_context(True)
+
+
+def warm_up() -> None:
+    """Load what the first download would load on its way: the system trust store and
+    httpx's client. An update does this in a thread while it waits for logind, instead
+    of after it."""
+    default_client_factory(idle_timeout_s=1.0)()  # built and dropped, never opened
+
+
 def default_client_factory(
     *, idle_timeout_s: float, verify: Verify = True, cert: tuple[str, str] | None = None
 ) -> ClientFactory:
     """The default factory: a new client (hence a new connection) per attempt."""
-    context = ssl_context(verify, cert)
+    context = system_tls_context() if verify is True and cert is None else ssl_context(verify, cert)
 
     def make() -> httpx.AsyncClient:
         # trust_env=False: no proxy or CA settings picked up from the environment
         # deep inside the daemon (STYLE.md: configuration is read once, at the edge).
         return httpx.AsyncClient(
-            verify=context,
+            transport=FirmwareTransport(context),
             timeout=httpx.Timeout(idle_timeout_s),
             follow_redirects=False,
             trust_env=False,

@@ -22,9 +22,8 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from nhlink_dbus.aio import ws_compat
 from nhlink_dbus.aio.hub_tls import server_hostname, tls_context
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import update_mode as um
@@ -46,6 +45,9 @@ from nhlink_dbus.errors import (
     ProtocolError,
     StateError,
 )
+
+if TYPE_CHECKING:
+    from nhlink_dbus.aio import ws_compat
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,15 @@ class Connector(Protocol):
     ) -> Awaitable[ws_compat.WsClient]: ...
 
 
+async def _open_connection(url: str, **options: Any) -> ws_compat.WsClient:
+    """:func:`ws_compat.open_connection` (a :class:`Connector`), imported by the first
+    attempt: websockets (and the importlib.metadata it loads) is not needed to start the
+    daemon and own its name."""
+    from nhlink_dbus.aio import ws_compat  # noqa: PLC0415
+
+    return await ws_compat.open_connection(url, **options)
+
+
 class HubClient:
     """One NervesHub device connection, kept up until :meth:`run` is cancelled."""
 
@@ -79,7 +90,7 @@ class HubClient:
         *,
         on_event: Callable[[SessionEvent], object] | None = None,
         reconnect_backoff: BackoffHook | None = None,
-        connector: Connector = ws_compat.open_connection,
+        connector: Connector | None = None,
         wall_clock: Callable[[], float] = time.time,
         open_timeout: float = 10.0,
     ) -> None:
@@ -95,7 +106,7 @@ class HubClient:
         )
         self.events: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._on_event = on_event
-        self._connector = connector
+        self._connector: Connector = connector or _open_connection
         self._wall_clock = wall_clock
         self._open_timeout = open_timeout
         self._wake = asyncio.Event()

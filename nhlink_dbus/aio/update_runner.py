@@ -19,24 +19,21 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from nhlink_dbus.aio.appliers import (
-    ApplyRequest,
-    BaseApplier,
-    OnMessage,
-    OnProgress,
-    make_applier,
-)
-from nhlink_dbus.aio.downloader import Refetch, download
-from nhlink_dbus.aio.logind import Logind
+from nhlink_dbus.aio.logind import Inhibitor, Logind
 from nhlink_dbus.config import ApplierKind
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.core.partials import PartMismatch, PartVerifier
 from nhlink_dbus.errors import DownloadError, LogindError, NhlinkError
-from nhlink_dbus.fwup.local_firmware import read_fd_chunks
+
+if TYPE_CHECKING:
+    from nhlink_dbus.aio.appliers import ApplyRequest, BaseApplier, OnMessage, OnProgress
+
+# The applier (the fwup engine, or the program's adapter), the downloader (httpx) and
+# the local file reader are imported by the first update: an idle daemon needs none.
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +67,8 @@ class VerifiedSink:
         try:
             pieces = self.verifier.feed(chunk)
         except PartMismatch as exc:
+            from nhlink_dbus.aio.downloader import Refetch  # noqa: PLC0415  (loaded by now)
+
             raise Refetch(exc.offset, str(exc)) from None
         for piece in pieces:
             await self.applier.write(piece)
@@ -94,20 +93,32 @@ class UpdateOutcome:
 async def run_update(
     job: UpdateJob, logind: Logind | None, on_progress: OnProgress, on_message: OnMessage
 ) -> UpdateOutcome:
-    """Download (or read) and apply; see the module docstring."""
+    """Download (or read) and apply; see the module docstring.
+
+    While logind answers for the inhibitor, the update gets ready side by side: what
+    the first update loads (the applier, the downloader and its TLS context; in a
+    thread) and the applier's start (a program spawned, a target opened). Nothing
+    reaches the applier before the lock is held.
+    """
     fd = job.local_fd
     try:
-        async with _inhibitor(logind):
+        async with _inhibitor(logind) as held:
+            make_applier = await asyncio.to_thread(_load, fd is None and job.chunks is None)
             applier = make_applier(
                 job.applier, job.request, on_progress, on_message, fwup_path=job.fwup_path
             )
             await applier.start()
             try:
+                await held()
                 if fd is not None:
+                    from nhlink_dbus.fwup.local_firmware import read_fd_chunks  # noqa: PLC0415
+
                     await _feed(read_fd_chunks(fd), applier)
                 elif job.chunks is not None:
                     await _feed(job.chunks(), applier)
                 else:
+                    from nhlink_dbus.aio.downloader import download  # noqa: PLC0415  (by _load)
+
                     verified = None if job.verifier is None else VerifiedSink(applier, job.verifier)
                     await download(
                         job.url,
@@ -159,24 +170,61 @@ async def _feed(source: AsyncGenerator[bytes, None], applier: BaseApplier) -> No
             await applier.write(chunk)
 
 
+def _load(downloading: bool) -> Callable[..., BaseApplier]:
+    """What an update needs, imported by the first one (then a dictionary lookup each
+    time), the downloader warmed up when there is something to download; run in a
+    thread. Returns :func:`~nhlink_dbus.aio.appliers.make_applier`."""
+    from nhlink_dbus.aio.appliers import make_applier  # noqa: PLC0415
+
+    if downloading:
+        from nhlink_dbus.aio.downloader import warm_up  # noqa: PLC0415
+
+        warm_up()
+    return make_applier
+
+
 @contextlib.asynccontextmanager
-async def _inhibitor(logind: Logind | None) -> AsyncIterator[None]:
+async def _inhibitor(logind: Logind | None) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Ask logind for the block inhibitor in the background; yield ``held()``, which
+    returns once the lock is held (or refused: the update goes on without it, as
+    before, with a warning). The lock is released on the way out."""
+    taking = asyncio.create_task(_take_inhibitor(logind), name="inhibitor")
+
+    async def held() -> None:
+        await asyncio.shield(taking)
+
+    try:
+        yield held
+    finally:
+        if taking.done():
+            _release_taken(taking)
+        else:  # left before logind answered (a failure, a stop): release when it does
+            taking.cancel()
+            taking.add_done_callback(_release_taken)
+
+
+async def _take_inhibitor(logind: Logind | None) -> Inhibitor | None:
     if logind is None:
         logger.warning("no logind connection: applying without a shutdown inhibitor")
-        yield
-        return
+        return None
     try:
-        lock = await logind.inhibit()
+        return await logind.inhibit()
     except LogindError as exc:
         logger.warning("%s; applying without it", exc)
-        yield
-        return
-    async with lock:
-        yield
+        return None
+
+
+def _release_taken(taking: asyncio.Task[Inhibitor | None]) -> None:
+    if not taking.cancelled() and taking.exception() is None:
+        lock = taking.result()
+        if lock is not None:
+            lock.release()
 
 
 async def fwup_version(applier: ApplierKind, fwup_path: str | None) -> str:
     """``fwup --version`` of the program the applier will run, else the built-in's."""
+    import shutil  # noqa: PLC0415  (it brings bz2 and lzma: not at start-up)
+
     program = shutil.which(fwup_path or "fwup") if applier != "builtin" else None
     if program is None:
         return FWUP_COMPAT_VERSION

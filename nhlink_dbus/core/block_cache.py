@@ -19,12 +19,17 @@ last block (a run that ends exactly one block past a boundary stays buffered),
 which is why a corrupt resource's final segment never reaches the target.
 
 The target enters through the constructor (:class:`BlockDevice`); this module
-does no I/O of its own.
+does no I/O of its own. So does the memory of the segments (``allocate``: a
+target opened with ``O_DIRECT`` needs page-aligned buffers). Buffers are reused:
+a streamed segment, once written, keeps its place in the LRU order but gives its
+buffer back (the target holds the same bytes; a later read fetches them again),
+so streaming a resource uses one or two buffers, not 64.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Protocol
 
 from nhlink_dbus.errors import TargetError
@@ -34,6 +39,10 @@ SEGMENT = 128 * 1024
 BLOCKS_PER_SEGMENT = SEGMENT // BLOCK
 NUM_SEGMENTS = 64
 _ALL_DIRTY = b"\x01" * BLOCKS_PER_SEGMENT
+_NONE_DIRTY = bytes(BLOCKS_PER_SEGMENT)
+
+# A segment's memory: anything writable that slices like a bytearray.
+SegmentBuffer = bytearray | memoryview
 
 
 class BlockDevice(Protocol):
@@ -42,6 +51,12 @@ class BlockDevice(Protocol):
     def pread(self, size: int, offset: int) -> bytes: ...
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None: ...
+
+
+def _memory(size: int) -> memoryview:
+    # Segment memory behind a memoryview: assigning a slice of a bytearray from a buffer
+    # copies the buffer twice (into a temporary bytearray first), a memoryview once.
+    return memoryview(bytearray(size))
 
 
 class MediaTooSmall(TargetError):
@@ -53,7 +68,7 @@ class _Segment:
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
-        self.data: bytearray | None = None  # None: clean, nothing cached
+        self.data: SegmentBuffer | None = None  # None: clean, nothing cached
         self.dirty = bytearray(BLOCKS_PER_SEGMENT)
         self.valid = bytearray(BLOCKS_PER_SEGMENT)
         self.streamed = True
@@ -68,9 +83,23 @@ class BlockCache:
     clipped.
     """
 
-    def __init__(self, device: BlockDevice, end_offset: int | None = None) -> None:
+    def __init__(
+        self,
+        device: BlockDevice,
+        end_offset: int | None = None,
+        allocate: Callable[[int], SegmentBuffer] | None = None,
+        write_streamed: Callable[[SegmentBuffer, int], None] | None = None,
+    ) -> None:
+        """``write_streamed(data, offset)``, when given, writes a completed streamed
+        segment the way fwup's writer thread does: it may return before the write is
+        done, keeps ``data`` until the device's next call returns, and reports a
+        failure from a later call."""
         self._dev = device
         self._end = end_offset
+        self._allocate = allocate or _memory
+        self._free: list[SegmentBuffer] = []  # buffers of segments that hold no data
+        self._streamed_write = write_streamed
+        self._in_flight: SegmentBuffer | None = None  # the device may still be writing it
         self._segs: OrderedDict[int, _Segment] = OrderedDict()  # LRU order, oldest first
         self._trimmed: set[int] = set()
 
@@ -83,22 +112,43 @@ class BlockCache:
             return seg
         if len(self._segs) >= NUM_SEGMENTS:
             _old_offset, old = self._segs.popitem(last=False)
-            self._flush_segment(old)
+            try:
+                self._flush_segment(old)
+            finally:
+                self._release(old)
         seg = _Segment(offset)
         self._segs[offset] = seg
         return seg
+
+    def _buffer(self) -> SegmentBuffer:
+        return self._free.pop() if self._free else self._allocate(SEGMENT)
+
+    def _release(self, seg: _Segment) -> None:
+        """Forget the segment's data (it is clean or dropped); keep its buffer for reuse."""
+        if seg.data is not None:
+            self._free.append(seg.data)
+            seg.data = None
+            seg.valid[:] = _NONE_DIRTY
+
+    def _landed(self) -> None:
+        """A device call returned: a streamed write handed over before it is done."""
+        if self._in_flight is not None:
+            self._free.append(self._in_flight)
+            self._in_flight = None
 
     def _read_segment(self, offset: int) -> bytes:
         if offset in self._trimmed:
             return bytes(SEGMENT)
         data = self._dev.pread(SEGMENT, offset)
+        self._landed()
         if len(data) < SEGMENT:
             data += bytes(SEGMENT - len(data))
         return data
 
-    def _make_valid(self, seg: _Segment) -> bytearray:
+    def _make_valid(self, seg: _Segment) -> SegmentBuffer:
         if seg.data is None:
-            seg.data = bytearray(self._read_segment(seg.offset))
+            seg.data = self._buffer()
+            seg.data[:] = self._read_segment(seg.offset)
             seg.valid[:] = _ALL_DIRTY
             return seg.data
         if 0 in seg.valid:
@@ -109,14 +159,23 @@ class BlockCache:
             seg.valid[:] = _ALL_DIRTY
         return seg.data
 
-    def _write_out(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+    def _whole(self, offset: int) -> bool:
+        """True if a segment write at ``offset`` is neither refused nor clipped."""
+        return self._end is None or offset + SEGMENT <= self._end
+
+    def _write_out(self, data: bytes | bytearray | memoryview, offset: int) -> bool:
+        """Write a segment; False when the target's end clipped it."""
+        whole = True
         if self._end is not None:
             if offset >= self._end:
                 raise MediaTooSmall(f"write failed at offset {offset}. Check media size.")
             if offset + len(data) > self._end:
                 data = memoryview(data)[: self._end - offset]
+                whole = False
         self._dev.pwrite(data, offset)
+        self._landed()
         self._trimmed.discard(offset)
+        return whole
 
     def _flush_segment(self, seg: _Segment) -> None:
         if seg.data is None or 1 not in seg.dirty:
@@ -125,7 +184,7 @@ class BlockCache:
             data = self._make_valid(seg)
             self._write_out(data, seg.offset)
         finally:
-            seg.dirty[:] = bytes(BLOCKS_PER_SEGMENT)
+            seg.dirty[:] = _NONE_DIRTY
 
     # -- public API ---------------------------------------------------------------------
 
@@ -137,19 +196,34 @@ class BlockCache:
             into = offset - seg_off
             n = min(len(view), SEGMENT - into)
             seg = self._get(seg_off)
-            if seg.data is None:
-                seg.data = bytearray(SEGMENT)
-            seg.data[into : into + n] = view[:n]
+            data = seg.data
+            if data is None:
+                data = seg.data = self._buffer()
+            data[into : into + n] = view[:n]
             first = into // BLOCK
             last = first + n // BLOCK
-            seg.dirty[first:last] = _ALL_DIRTY[: last - first]
-            seg.valid[first:last] = _ALL_DIRTY[: last - first]
+            flags = _ALL_DIRTY[: last - first]
+            seg.dirty[first:last] = flags
+            seg.valid[first:last] = flags
             if not streamed:
                 seg.streamed = False
             elif seg.streamed and 0 not in seg.dirty:
                 # A completely dirty streamed segment goes to the target at once.
-                self._write_out(seg.data, seg_off)
-                seg.dirty[:] = bytes(BLOCKS_PER_SEGMENT)
+                if self._streamed_write is not None and self._whole(seg_off):
+                    # Asynchronously, as fwup's writer thread does; the buffer serves
+                    # the next segment but one (the device keeps it until its next call).
+                    self._streamed_write(data, seg_off)
+                    self._trimmed.discard(seg_off)
+                    seg.dirty[:] = _NONE_DIRTY
+                    self._landed()
+                    self._in_flight, seg.data = data, None
+                    seg.valid[:] = _NONE_DIRTY
+                else:
+                    whole = self._write_out(data, seg_off)
+                    seg.dirty[:] = _NONE_DIRTY
+                    if whole:
+                        # The target holds these bytes: the buffer serves the next segment.
+                        self._release(seg)
             view = view[n:]
             offset += n
 
@@ -172,7 +246,9 @@ class BlockCache:
         end = (offset + count) // SEGMENT * SEGMENT
         for seg_off in range(start, end, SEGMENT):
             self._trimmed.add(seg_off)
-            self._segs.pop(seg_off, None)
+            seg = self._segs.pop(seg_off, None)
+            if seg is not None:
+                self._release(seg)
 
     def flush(self) -> None:
         """Write every dirty segment, least recently used first."""
@@ -181,7 +257,18 @@ class BlockCache:
 
     def discard(self) -> None:
         """Drop everything not yet written (fwup's behaviour after an error)."""
+        for seg in self._segs.values():
+            self._release(seg)
         self._segs.clear()
+
+    def forget(self, start: int, end: int | None) -> None:
+        """Flush and forget the cached segments overlapping ``[start, end)``."""
+        for seg_off in [o for o in self._segs if _overlaps(o, start, end)]:
+            seg = self._segs.pop(seg_off)
+            try:
+                self._flush_segment(seg)
+            finally:
+                self._release(seg)
 
 
 class PadToBlockWriter:
@@ -207,9 +294,13 @@ class PadToBlockWriter:
                 return
             rest = count - fill
             bulk = rest & ~(BLOCK - 1) if rest > BLOCK else 0
-            out = bytearray(self._buf[: self._index])
-            out += view[: fill + bulk]
-            self._cache.pwrite(out, self._offset, True)
+            # fwup makes one cache write of the buffered block and the bulk; two writes
+            # (the completed block, then the bulk from the caller's buffer) leave the
+            # cache and the target in the same state without copying the bulk.
+            self._buf[self._index :] = view[:fill]
+            self._cache.pwrite(self._buf, self._offset, True)
+            if bulk:
+                self._cache.pwrite(view[fill : fill + bulk], self._offset + BLOCK, True)
             tail = rest - bulk
             self._offset += BLOCK + bulk
             self._buf[:tail] = view[fill + bulk :]
@@ -262,8 +353,4 @@ def sync_range(cache: BlockCache, start: int, end: int | None) -> None:
     Used before a tool outside the cache (mtools, for FAT work) touches that
     region of the target directly, so both see the same bytes.
     """
-    # Accessing the cache's segments here keeps BlockCache's public API small.
-    segs = cache._segs
-    for seg_off in [o for o in segs if _overlaps(o, start, end)]:
-        seg = segs.pop(seg_off)
-        cache._flush_segment(seg)
+    cache.forget(start, end)

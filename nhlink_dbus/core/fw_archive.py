@@ -11,14 +11,18 @@ The reader is sans-I/O: :meth:`ZipStreamReader.feed` takes one input chunk and
 returns the events it completes. For each input chunk an entry yields at most
 one :class:`EntryData`, as libarchive hands fwup the inflated bytes of one
 read-ahead buffer at a time; fwup's progress packets follow those pieces, and
-so do ours. Errors raise :class:`~nhlink_dbus.errors.FirmwareError` with the
-text fwup (libarchive) reports.
+so do ours. :meth:`ZipStreamReader.stream` does the same lazily for a large
+buffer cut into reads of ``read_size`` bytes (one Python call per megabyte
+instead of one per read, and never more than one read's inflated bytes held).
+Errors raise :class:`~nhlink_dbus.errors.FirmwareError` with the text fwup
+(libarchive) reports.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -124,13 +128,51 @@ class ZipStreamReader:
         self._crc: Digest = digests("crc32")
         self._inflater: zlib._Decompress | None = None
         self.finished = False
+        self.consumed = 0  # input bytes read so far (fwup's count of bytes in)
 
     # -- public -----------------------------------------------------------------
 
     def feed(self, chunk: bytes | memoryview) -> list[Event]:
         """Consume one input chunk; return the events it completes."""
         events: list[Event] = []
+        self.consumed += len(chunk)
+        self._read(memoryview(chunk), events)
+        return events
+
+    def stream(self, chunk: bytes | memoryview, read_size: int) -> Iterator[Event]:
+        """The events of ``chunk`` read ``read_size`` bytes at a time, as they come.
+
+        The same events as :meth:`feed` called once per read; an error is raised
+        after the events of the reads before it were taken.
+        """
         view = memoryview(chunk)
+        events: list[Event] = []
+        for start in range(0, len(view), read_size):
+            if self.finished:
+                return
+            piece = view[start : start + read_size]
+            self.consumed += len(piece)
+            if self._state == "data" and self._inflater is not None:
+                # The body of a deflated entry: most reads are this and nothing else.
+                inflater = self._inflater
+                try:
+                    out = inflater.decompress(piece)
+                except zlib.error as exc:
+                    raise FirmwareError(f"ZIP decompression failed for '{self._name}'") from exc
+                if not inflater.eof:
+                    if out:
+                        self._size += len(out)
+                        self._crc.update(out)
+                        yield EntryData(self._name, out)
+                    continue
+                self._data_out(out, True, events)
+                self._read(memoryview(inflater.unused_data), events)
+            else:
+                self._read(piece, events)
+            yield from events
+            events.clear()
+
+    def _read(self, view: memoryview, events: list[Event]) -> None:
         while view and not self.finished:
             if self._state == "data":
                 view = self._data(view, events)
@@ -138,7 +180,6 @@ class ZipStreamReader:
                 view = self._header(view, events)
             else:  # "descriptor"
                 view = self._descriptor(view, events)
-        return events
 
     def finish(self) -> list[Event]:
         """End of input: raise if the archive stopped early."""
@@ -232,13 +273,16 @@ class ZipStreamReader:
                 raise FirmwareError(f"ZIP decompression failed for '{self._name}'") from exc
             done = self._inflater.eof
             view = memoryview(self._inflater.unused_data) if done else view[len(view) :]
+        self._data_out(out, done, events)
+        return view
+
+    def _data_out(self, out: bytes, done: bool, events: list[Event]) -> None:
         if out:
             self._size += len(out)
             self._crc.update(out)
             events.append(EntryData(self._name, out))
         if done:
             self._end_data(events)
-        return view
 
     def _end_data(self, events: list[Event]) -> None:
         self._inflater = None

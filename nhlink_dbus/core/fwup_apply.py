@@ -33,12 +33,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-from nhlink_dbus.core import gpt, uboot_env, vcdiff
-from nhlink_dbus.core import mbr as mbr_codec
+from nhlink_dbus.core import uboot_env
 from nhlink_dbus.core.block_cache import BLOCK, BlockCache, PadToBlockWriter, sync_range
 from nhlink_dbus.core.digest import Digest, DigestFactory, new_digest
 from nhlink_dbus.core.fw_archive import (
@@ -62,6 +61,12 @@ from nhlink_dbus.core.fwup_conf import (
 )
 from nhlink_dbus.core.fwup_meta import archive_resource_name, meta_variables
 from nhlink_dbus.errors import FirmwareError, NhlinkError
+
+if TYPE_CHECKING:
+    from nhlink_dbus.core import vcdiff
+
+# MBR, GPT and VCDIFF codecs are imported where an action needs them: most archives
+# use none of them, and every import is paid at the start of every apply.
 
 SIG_ENTRY = "meta.conf.ed25519"
 META_ENTRY = "meta.conf"
@@ -329,11 +334,13 @@ class _DeltaCursor:
         self.ended = False
 
     def pieces(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+        from nhlink_dbus.core.vcdiff import VcdiffError  # noqa: PLC0415  (loaded with the decoder)
+
         try:
             for chunk in self.decoder.feed(data):
                 yield self.offset, chunk
                 self.offset += len(chunk)
-        except vcdiff.VcdiffError as exc:
+        except VcdiffError as exc:
             raise FirmwareError(f"xdelta3 error: {exc}") from None
 
     def end(self) -> None:
@@ -402,11 +409,17 @@ class ApplyEngine:
 
     # -- driving ----------------------------------------------------------------------
 
-    def feed(self, chunk: bytes | memoryview) -> None:
-        """Consume input; raise :class:`NhlinkError` (after on-error) on failure."""
+    def feed(self, chunk: bytes | memoryview, read_size: int | None = None) -> None:
+        """Consume input: one read of the archive, or with ``read_size`` as many reads
+        of that size as ``chunk`` holds (the same as one call per read); raise
+        :class:`NhlinkError` (after on-error) on failure."""
         if self.done or self.failed:
             return
-        self._guard(lambda: self._events(self.reader.feed(chunk)))
+        if read_size is None or len(chunk) <= read_size:
+            events: Iterable[Event] = self.reader.feed(chunk)
+        else:
+            events = self.reader.stream(chunk, read_size)
+        self._guard(lambda: self._events(events))
 
     def finish(self) -> None:
         """End of input. Raises if the archive was cut short."""
@@ -438,7 +451,7 @@ class ApplyEngine:
             with contextlib.suppress(NhlinkError):
                 self.cache.flush()
 
-    def _events(self, events: list[Event]) -> None:
+    def _events(self, events: Iterable[Event]) -> None:
         for ev in events:
             if isinstance(ev, EntryData):
                 self._data(ev)
@@ -488,6 +501,8 @@ class ApplyEngine:
         """The decoder of a delta resource, reading its source where the on-resource's
         delta-source-* options say (fwup_apply.c ``xdelta_read_source_callback`` and
         ``xdelta_read_fat_callback``)."""
+        from nhlink_dbus.core import vcdiff  # noqa: PLC0415
+
         assert self.task is not None
         delta = self.task.deltas.get(name)
         if delta is not None and delta.raw_count > 0 and delta.raw_offset is not None:
@@ -693,6 +708,8 @@ class ApplyEngine:
         if req.name == "require-partition-offset":
             index = parse_int(a[0], req.name)
             offset = parse_int(a[1], req.name)
+            from nhlink_dbus.core import mbr as mbr_codec  # noqa: PLC0415
+
             return mbr_codec.partition_offset(self.cache.pread(BLOCK, 0), index) == offset
         if req.name in ("require-fat-file-exists", "require-fat-file-match"):
             fat = self._fat_ops(req.name)
@@ -941,6 +958,8 @@ class ApplyEngine:
                 self.progress.report(BLOCK)
             return
         elif name == "mbr_write":
+            from nhlink_dbus.core import mbr as mbr_codec  # noqa: PLC0415
+
             for at, sector in mbr_codec.encode_all(self.conf.mbrs[a[0]], self.options.total_blocks):
                 self.cache.pwrite(sector, at * BLOCK, False)
         elif name == "gpt_write":
@@ -980,6 +999,8 @@ class ApplyEngine:
 
     def _gpt_write(self, gpt_name: str) -> None:
         assert self.conf is not None
+        from nhlink_dbus.core import gpt  # noqa: PLC0415
+
         section = self.conf.gpts[gpt_name]
         spec = gpt.parse_gpt(section.options, section.partitions)
         # fwup passes 0 ("size unknown") when it cannot size the destination.

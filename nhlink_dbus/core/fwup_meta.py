@@ -17,13 +17,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from nhlink_dbus.core import confuse
+from nhlink_dbus.core.digest import blake2b
 from nhlink_dbus.core.fw_archive import (
     ArchiveEnd,
     EntryData,
@@ -33,8 +34,10 @@ from nhlink_dbus.core.fw_archive import (
 )
 from nhlink_dbus.core.fwup_conf import META_KEYS, MetaConf, load_meta_conf
 from nhlink_dbus.core.fwup_nickname import nickname
-from nhlink_dbus.core.vcdiff import VcdiffDecoder, VcdiffError
 from nhlink_dbus.errors import FirmwareError
+
+if TYPE_CHECKING:
+    from nhlink_dbus.core.vcdiff import VcdiffDecoder
 
 _UUID_PREFIX = bytes.fromhex("2053dffbd51e4310b93b956da89f9f34")
 _BARE = re.compile(r"[A-Za-z0-9_.]+")
@@ -42,7 +45,7 @@ METADATA_ORDER = (*META_KEYS, "meta-uuid", "meta-nickname")  # fwup -m order
 
 
 def _uuid_hash(meta_conf: bytes) -> bytearray:
-    h = bytearray(hashlib.blake2b(_UUID_PREFIX + meta_conf, digest_size=32).digest())
+    h = bytearray(blake2b(_UUID_PREFIX + meta_conf, digest_size=32).digest())
     h[6] = (h[6] & 0x0F) | 0x50
     return h
 
@@ -150,7 +153,7 @@ class ArchiveInspector:
     _sig: bytearray = field(default_factory=bytearray)
     _meta: bytearray = field(default_factory=bytearray)
     _created: datetime | None = None
-    _hash: hashlib.blake2b | None = None
+    _hash: blake2b | None = None
     _length: int = 0
     _name: str = ""
     _checked: set[str] = field(default_factory=set)
@@ -179,6 +182,8 @@ class ArchiveInspector:
                     buf = self._sig if ev.name == "meta.conf.ed25519" else self._meta
                     buf += ev.data
                 elif self._delta is not None:
+                    from nhlink_dbus.core.vcdiff import VcdiffError  # noqa: PLC0415
+
                     try:
                         for _ in self._delta.feed(ev.data):
                             pass  # header_only: nothing comes out
@@ -219,10 +224,12 @@ class ArchiveInspector:
             # A possible xdelta3 patch: its output can't be checked without the source.
             if len(res.blake2b_256) != 64:
                 raise FirmwareError(f"invalid blake2b-256 hash for '{self._name}'")
+            from nhlink_dbus.core.vcdiff import VcdiffDecoder  # noqa: PLC0415
+
             self._delta = VcdiffDecoder(header_only=True)
             self._hash = None
             return
-        self._hash = hashlib.blake2b(digest_size=32)
+        self._hash = blake2b(digest_size=32)
         self._length = 0
 
     def _end(self, ev: EntryEnd) -> None:

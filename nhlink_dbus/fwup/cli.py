@@ -29,10 +29,8 @@ from nhlink_dbus.core.fwup_framing import (
     PacketType,
     encode_packet,
 )
-from nhlink_dbus.core.fwup_meta import ArchiveInspector
 from nhlink_dbus.errors import NhlinkError
 from nhlink_dbus.fwup.session import READ_SIZE, ApplySession, error_text
-from nhlink_dbus.fwup.signature import check_signature
 
 FWUP_COMPAT_VERSION = "1.16.0"
 BULK_READ = 1 << 20
@@ -45,6 +43,22 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(message)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, sized as shutil.get_terminal_size would size it, without importing
+    shutil (and bz2 and lzma with it) at every start: argparse makes a formatter for
+    each option it adds."""
+
+    def __init__(self, prog: str) -> None:
+        try:
+            columns = int(os.environ["COLUMNS"])
+        except (KeyError, ValueError):
+            try:
+                columns = os.get_terminal_size(1).columns
+            except OSError:
+                columns = 80
+        super().__init__(prog, width=columns - 2)
 
 
 class _Key(argparse.Action):
@@ -93,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nhlink-fwup",
         description="Verify and apply fwup firmware archives (.fw); fwup-compatible subset.",
         add_help=True,
+        formatter_class=_HelpFormatter,
     )
     p.set_defaults(keys=[], easy=True, command=None)
     for short, long, name, text in (
@@ -257,7 +272,8 @@ def _pretty(amount: int) -> str:
 
 
 def _chunks(source: BinaryIO, framed: bool) -> Iterator[memoryview | bytes]:
-    """The archive as fwup's reader sees it: pieces of at most 16 KiB."""
+    """The archive as fwup's reader sees it: reads of at most 16 KiB (the frames of
+    framed input), or, unframed, runs of whole 16 KiB reads to be cut by the reader."""
     fd = source.fileno()
     if framed:
         deframer = InputDeframer(READ_SIZE)
@@ -268,13 +284,10 @@ def _chunks(source: BinaryIO, framed: bool) -> Iterator[memoryview | bytes]:
                 return
             yield from deframer.feed(data)
         return
-    while True:
-        data = os.read(fd, BULK_READ)
-        if not data:
-            return
-        view = memoryview(data)
-        for start in range(0, len(view), READ_SIZE):
-            yield view[start : start + READ_SIZE]
+    while data := os.read(fd, BULK_READ):
+        # fwup read(2)s 16 KiB at a time: a file in 16 KiB pieces, a pipe in what
+        # each read returns (at most 16 KiB); the session cuts our larger reads so.
+        yield data
 
 
 MAX_PUBLIC_KEYS = 10  # fwup's FWUP_MAX_PUBLIC_KEYS
@@ -347,13 +360,11 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
             progress_range=(args.progress_low, args.progress_high),
             reboot_param_path=args.reboot_param_path,
         ) as session:
-            read = 0
-            out.units = lambda: (read, *session.units)
+            out.units = lambda: (session.consumed, *session.units)
             if args.enable_trim and not session.target.is_block_device:
                 out.warning("ignoring --enable-trim since operating on a regular file")
             for chunk in _chunks(source, framed=from_stdin and args.framing):
-                read += len(chunk)
-                if session.feed(chunk):
+                if session.feed(chunk, READ_SIZE):
                     break
             session.finish()
     finally:
@@ -363,6 +374,9 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
 
 
 def _inspect(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
+    from nhlink_dbus.core.fwup_meta import ArchiveInspector  # noqa: PLC0415  (not needed to apply)
+    from nhlink_dbus.fwup.signature import check_signature  # noqa: PLC0415
+
     source, from_stdin = _open_input(args)
     inspector = ArchiveInspector(keys, check_signature, verify=args.command == "verify")
     try:

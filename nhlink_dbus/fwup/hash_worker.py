@@ -3,8 +3,9 @@
 zlib's CRC-32 and hashlib's BLAKE2b release the GIL on large buffers, so one
 worker thread hashing while the main thread decompresses and writes overlaps
 the two halves of the work (about a third of the apply time each). Work is
-handed over in batches of about 1 MiB to keep queue overhead low; the queue is
-bounded, so a slow hash thread holds the reader back instead of buffering.
+handed over in batches of about 256 KiB to keep queue overhead low; the queue is
+bounded (two batches), so a slow hash thread holds the reader back instead of
+buffering: at most about 1 MiB of data wait for it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from types import TracebackType
 
 from nhlink_dbus.core.digest import Digest, new_digest
 
-BATCH = 1 << 20
+BATCH = 256 << 10
+QUEUED_BATCHES = 2
 
 
 class _ThreadedDigest:
@@ -47,7 +49,9 @@ class HashWorker:
     """One background thread; ``digest(alg)`` gives digests that use it."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[tuple[Digest, list[bytes]] | None] = queue.Queue(maxsize=4)
+        self._queue: queue.Queue[tuple[Digest, list[bytes]] | None] = queue.Queue(
+            maxsize=QUEUED_BATCHES
+        )
         self._done = threading.Condition()
         self._submitted = 0
         self._finished = 0

@@ -5,9 +5,11 @@ only with ``--unsafe`` (the engine checks), as in fwup; the path checks only rea
 from __future__ import annotations
 
 import os
-import subprocess
 
 from nhlink_dbus.errors import FirmwareError
+
+# subprocess is imported by the actions that run a command (few archives do): it is
+# not worth its import time at the start of every apply.
 
 
 class _PathWriter:
@@ -34,6 +36,8 @@ class _PathWriter:
 class _PipeWriter:
     def __init__(self, command: str) -> None:
         self.command = command
+        import subprocess  # noqa: PLC0415
+
         try:
             self.proc = subprocess.Popen(command, shell=True, stdin=subprocess.PIPE)
         except OSError:
@@ -77,6 +81,8 @@ class HostActions:
         return _PipeWriter(command)
 
     def execute(self, command: str) -> None:
+        import subprocess  # noqa: PLC0415
+
         try:
             status = subprocess.call(command, shell=True)
         except OSError:
@@ -86,6 +92,8 @@ class HostActions:
 
     def succeeds(self, command: str) -> bool:
         """``require-execute``: the shell command ran and exited 0."""
+        import subprocess  # noqa: PLC0415
+
         try:
             return subprocess.call(command, shell=True) == 0
         except OSError:

@@ -11,19 +11,50 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Any, cast
 
 from nhlink_dbus.core.block_cache import BlockCache
-from nhlink_dbus.core.fwup_apply import ApplyEngine, ApplyListener, ApplyOptions
+from nhlink_dbus.core.fwup_apply import (
+    ApplyEngine,
+    ApplyListener,
+    ApplyOptions,
+    FatOps,
+    SectorCipher,
+)
 from nhlink_dbus.errors import NhlinkError
-from nhlink_dbus.fwup.disk_crypto import open_cipher
-from nhlink_dbus.fwup.fat_adapter import MtoolsFat
+from nhlink_dbus.fwup import signature
 from nhlink_dbus.fwup.hash_worker import HashWorker
 from nhlink_dbus.fwup.host import HostActions
-from nhlink_dbus.fwup.signature import check_signature
 from nhlink_dbus.fwup.target import FileTarget
 
 READ_SIZE = 16384  # fwup hands the archive reader at most 16 KiB at a time
 REBOOT_PARAM_PLACES = ("/run/systemd/reboot-param", "/run/reboot-param")
+
+
+def _open_cipher(args: Sequence[str]) -> SectorCipher:
+    # Loaded on first use, as the FAT code below: few archives encrypt, and every
+    # import is paid at the start of every apply.
+    from nhlink_dbus.fwup.disk_crypto import open_cipher  # noqa: PLC0415
+
+    return open_cipher(args)
+
+
+class _FatOnDemand:
+    """The FAT operations (:class:`~nhlink_dbus.fwup.fat_adapter.MtoolsFat` through the
+    cache), loaded at the first FAT action or check."""
+
+    through_cache = True
+
+    def __init__(self, device: str, cache: BlockCache) -> None:
+        self._args = (device, cache)
+        self._fat: FatOps | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._fat is None:
+            from nhlink_dbus.fwup.fat_adapter import MtoolsFat  # noqa: PLC0415
+
+            self._fat = MtoolsFat(*self._args)
+        return getattr(self._fat, name)
 
 
 def error_text(exc: Exception) -> str:
@@ -57,6 +88,8 @@ class ApplySession:
         progress_range: tuple[int, int] = (0, 100),
         reboot_param_path: str | None = None,
     ) -> None:
+        if public_keys:
+            signature.load()  # now, not when meta.conf arrives
         self.target = FileTarget(device, max_size_blocks, verify_writes)
         self._reboot_param_path = reboot_param_path
         try:
@@ -64,7 +97,16 @@ class ApplySession:
         except BaseException:
             self.target.close()
             raise
-        cache = BlockCache(self.target, self.target.hard_end)
+        # A writer thread for block devices, as fwup's (an O_DIRECT write waits for the
+        # device); a regular file's writes land in the page cache at once, and handing
+        # them to a thread cost more in GIL hand-offs than it saved (strace: ~14 futex
+        # calls per segment).
+        cache = BlockCache(
+            self.target,
+            self.target.hard_end,
+            self.target.allocate,
+            self.target.pwrite_streamed if self.target.is_block_device else None,
+        )
         try:
             self.applier = ApplyEngine(
                 ApplyOptions(
@@ -79,16 +121,21 @@ class ApplySession:
                 ),
                 cache,
                 listener,
-                check_signature,
-                fat=MtoolsFat(device, cache),  # FAT work goes through the cache, as fwup's
+                signature.check_signature,
+                fat=cast(FatOps, _FatOnDemand(device, cache)),  # through the cache, as fwup's
                 host=HostActions(),  # writes and commands only with unsafe (the engine checks)
                 environ=environ,
                 digests=self.worker.digest,
-                disk_crypto=open_cipher,
+                disk_crypto=_open_cipher,
             )
         except BaseException:
             self.close()
             raise
+
+    @property
+    def consumed(self) -> int:
+        """Archive bytes read so far."""
+        return self.applier.reader.consumed
 
     @property
     def units(self) -> tuple[int, int]:
@@ -112,9 +159,10 @@ class ApplySession:
             raise NhlinkError(f"reboot-param can't open '{self._reboot_param_path}'")
         raise NhlinkError("reboot-param can't open under `/run`")
 
-    def feed(self, chunk: bytes | memoryview) -> bool:
-        """Consume input; True when the archive is complete. Raises NhlinkError on failure."""
-        self.applier.feed(chunk)
+    def feed(self, chunk: bytes | memoryview, read_size: int | None = None) -> bool:
+        """Consume input (one read, or reads of ``read_size`` bytes); True when the archive
+        is complete. Raises NhlinkError on failure."""
+        self.applier.feed(chunk, read_size)
         return self.applier.done
 
     def finish(self) -> None:

@@ -5,14 +5,22 @@ from __future__ import annotations
 import base64
 import binascii
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from nhlink_dbus.errors import ConfigError
+
+
+def load() -> None:
+    """Import what :func:`check_signature` needs, ahead of the first check (an apply does
+    it when it opens its target, before the archive's first bytes arrive)."""
+    import cryptography.hazmat.primitives.asymmetric.ed25519  # noqa: F401, PLC0415
 
 
 def check_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """True if ``signature`` is a valid Ed25519 signature of ``message``."""
+    # Imported here: ``cryptography`` takes tens of milliseconds and several MiB to load,
+    # and the daemon (which parses keys at start) needs it only when it verifies.
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
+
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import mmap
 import os
+import queue
 import stat
+import threading
 
 from nhlink_dbus.errors import TargetError
+
+# O_DIRECT transfers: offsets and sizes in whole logical blocks (512 bytes; a 4Kn
+# device refuses other writes, as it does fwup's), memory page-aligned (anonymous
+# maps are; the block cache's segments come from allocate()).
+_DIRECT_ALIGN = 512
+_BOUNCE = 128 * 1024
 
 
 class FileTarget:
@@ -15,13 +24,20 @@ class FileTarget:
     block device, ``--max-size`` when given, none for a regular file (it grows,
     as with fwup).
 
-    Durability, by kind of target: a block device is fsync'ed when the apply
-    ends (fwup writes it with O_DIRECT and never syncs; fsync also empties the
-    drive's write cache, so ours is at least as durable); a regular file is not
-    synced, as with fwup (the page cache writes it back); a character device
-    such as ``/dev/null`` is neither synced nor read back. ``verify_writes``
-    reads every write back and compares it (fwup's ``--verify-writes``; its
-    default is on for block devices and off for regular files, as fwup's).
+    Durability, by kind of target, is fwup's: a block device is written with
+    ``O_DIRECT`` (each write reaches the device before the next, nothing waits
+    in the page cache) and not synced, as fwup does (src/mmc_linux.c ``mmc_open``);
+    where the kernel refuses ``O_DIRECT`` it is written through the page cache
+    and ``fsync``'ed at the end instead. A regular file is not synced, as with
+    fwup (the page cache writes it back); a character device such as
+    ``/dev/null`` is neither synced nor read back. ``verify_writes`` reads every
+    write back and compares it (fwup's ``--verify-writes``; its default is on
+    for block devices, where the read comes from the device, and off for
+    regular files, as fwup's).
+
+    ``pwrite_streamed`` writes on a writer thread, one write in flight at a time,
+    as fwup's block cache does; a failure there is reported by the next call, with
+    fwup's text for it (the session uses it for block devices).
     """
 
     def __init__(
@@ -29,7 +45,10 @@ class FileTarget:
         path: str,
         max_size_blocks: int | None = None,
         verify_writes: bool | None = None,
+        *,
+        direct: bool | None = None,
     ) -> None:
+        """``direct``: write with ``O_DIRECT`` (default: on block devices, as fwup)."""
         self.path = path
         existed = os.path.lexists(path)
         try:
@@ -55,13 +74,39 @@ class FileTarget:
         elif verify_writes is None:
             verify_writes = self.is_block_device
         self.verify_writes = verify_writes
+        if direct is None:
+            direct = self.is_block_device
+        self.direct = direct and _set_direct(self.fd)
+        self._bounce: dict[str, mmap.mmap] = {}  # "read", "write": aligned scratch memory
+        # The writer thread: jobs (data, offset) in, one result per job out (None, or the
+        # offset that failed); None as a job stops it. One job in flight at a time.
+        self._jobs: queue.SimpleQueue[tuple[bytes | bytearray | memoryview, int] | None] = (
+            queue.SimpleQueue()
+        )
+        self._results: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._in_flight = False
+        self._bad_offset: int | None = None
+        self._writer: threading.Thread | None = None
 
     @property
     def total_blocks(self) -> int:
         return (self.hard_end if self.hard_end is not None else self.size) // 512
 
+    def allocate(self, size: int) -> bytearray | memoryview:
+        """Memory for the block cache's segments: page-aligned when writing ``O_DIRECT``."""
+        if self.direct:
+            return memoryview(mmap.mmap(-1, size))
+        # A memoryview: assigning a slice of a bytearray copies the source twice.
+        return memoryview(bytearray(size))
+
     def pread(self, size: int, offset: int) -> bytes:
+        self._settle()
+        return self._pread(size, offset)
+
+    def _pread(self, size: int, offset: int) -> bytes:
         try:
+            if self.direct:
+                return self._pread_direct(size, offset)
             return os.pread(self.fd, size, offset)
         except OSError as exc:
             raise TargetError(
@@ -69,7 +114,46 @@ class FileTarget:
             ) from exc
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        self._settle()
+        self._pwrite(data, offset)
+
+    def pwrite_streamed(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+        """Write ``data`` at ``offset`` on the writer thread and return (after the
+        previous such write has finished). ``data`` must stay unchanged until the
+        next call on this target returns."""
+        self._settle()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="nhlink-write")
+            self._writer.daemon = True
+            self._writer.start()
+        self._jobs.put((data, offset))
+        self._in_flight = True
+
+    def _write_loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            data, offset = job
+            try:
+                self._pwrite(data, offset)
+            except Exception:  # reported by the next call, as fwup's writer does
+                self._results.put(offset)
+            else:
+                self._results.put(None)
+
+    def _settle(self) -> None:
+        """Wait for the write in flight; raise what the writer failed with (from then on)."""
+        if self._in_flight:
+            self._in_flight = False
+            failed = self._results.get()
+            if failed is not None and self._bad_offset is None:
+                self._bad_offset = failed
+        if self._bad_offset is not None:
+            # fwup's text for a failure of its writer thread (block_cache.c check_async_error).
+            raise TargetError(f"write failed at offset {self._bad_offset}. Check media size.")
+
+    def _pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         try:
+            if self.direct and not _aligned(data, offset):
+                data = self._bounced(data)
             written = os.pwrite(self.fd, data, offset)
         except OSError as exc:
             raise TargetError(
@@ -81,15 +165,43 @@ class FileTarget:
             )
         if self.verify_writes:
             try:
-                back = os.pread(self.fd, len(data), offset)
-            except OSError as exc:
+                back = self._pread(len(data), offset)
+            except TargetError as exc:
                 raise TargetError(f"read back failed at offset {offset}") from exc
-            if back != data:
+            # bytes against bytes: a memoryview compares item by item, 100x slower.
+            if back != (data if isinstance(data, bytes) else bytes(data)):
                 raise TargetError(f"write verification failed at offset {offset}")
 
+    def _buffer(self, use: str, size: int) -> mmap.mmap:
+        buf = self._bounce.get(use)
+        if buf is None or len(buf) < size:
+            if buf is not None:
+                buf.close()
+            buf = self._bounce[use] = mmap.mmap(-1, max(size, _BOUNCE))
+        return buf
+
+    def _bounced(self, data: bytes | bytearray | memoryview) -> memoryview:
+        """``data`` copied to aligned memory (a write the cache did not allocate for)."""
+        if len(data) % _DIRECT_ALIGN:
+            raise TargetError(f"write of {len(data)} bytes is not in whole blocks")
+        buf = self._buffer("write", len(data))
+        buf[: len(data)] = data
+        return memoryview(buf)[: len(data)]
+
+    def _pread_direct(self, size: int, offset: int) -> bytes:
+        start = offset - offset % _DIRECT_ALIGN
+        end = min(-(-(offset + size) // _DIRECT_ALIGN) * _DIRECT_ALIGN, self.size)
+        if end <= offset:
+            return b""
+        buf = self._buffer("read", end - start)
+        got = os.preadv(self.fd, [memoryview(buf)[: end - start]], start)
+        return bytes(buf[offset - start : min(start + got, offset + size) - start])
+
     def sync(self) -> None:
-        """Make the writes durable where fwup's are (see the class docstring)."""
-        if not self.is_block_device:
+        """Wait for the writer thread, then make the writes durable where fwup's are
+        (see the class docstring)."""
+        self._settle()
+        if not self.is_block_device or self.direct:
             return
         try:
             os.fsync(self.fd)
@@ -97,9 +209,39 @@ class FileTarget:
             raise TargetError(f"sync of '{self.path}' failed: {exc.strerror}") from exc
 
     def close(self) -> None:
+        """Stop the writer thread (after the write in flight) and close the target."""
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join()
+            self._writer = None
+            self._in_flight = False
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+        for buf in self._bounce.values():
+            buf.close()
+        self._bounce.clear()
+
+
+def _set_direct(fd: int) -> bool:
+    """Switch ``fd`` to O_DIRECT; False where the kernel refuses it."""
+    import fcntl  # noqa: PLC0415  (block devices only)
+
+    try:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError:
+        return False
+    return True
+
+
+def _aligned(data: bytes | bytearray | memoryview, offset: int) -> bool:
+    """True for the block cache's own segments (page-aligned maps) at aligned offsets."""
+    if offset % _DIRECT_ALIGN or len(data) % _DIRECT_ALIGN:
+        return False
+    # The cache hands over its segment memory whole or cut at the end of the target,
+    # never from the middle: a view of one of our maps starts at the map's start.
+    return isinstance(data, memoryview) and isinstance(data.obj, mmap.mmap)
 
 
 def _open_failure(path: str, existed: bool, exc: OSError | None) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import nhlink_dbus
-from nhlink_dbus.aio.hub_client import HubClient, NoHub
 from nhlink_dbus.config import Config
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import link
@@ -20,9 +20,11 @@ from nhlink_dbus.core.backoff import delay_list
 from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.core.update_manager import Offer
 from nhlink_dbus.errors import InvalidArgument
-from nhlink_dbus.fwup.local_firmware import LocalFirmwareError, inspect_fd
 from nhlink_dbus.service.listeners import Listeners
 from nhlink_dbus.service_api import Caller, Info, LinkListener, PendingRequest, ReadyArchive
+
+if TYPE_CHECKING:
+    from nhlink_dbus.aio.hub_client import HubClient, NoHub
 
 
 class FaceRequests:
@@ -78,6 +80,12 @@ class FaceRequests:
                     f"unknown InstallFile option(s): {', '.join(sorted(options))}"
                 )
             keys = self.core.install_keys()
+            # The archive reader is loaded by the first InstallFile, not at start-up.
+            from nhlink_dbus.fwup.local_firmware import (  # noqa: PLC0415
+                LocalFirmwareError,
+                inspect_fd,
+            )
+
             try:
                 meta = await asyncio.to_thread(inspect_fd, fd, keys)
             except LocalFirmwareError as exc:

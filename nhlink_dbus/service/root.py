@@ -17,10 +17,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nhlink_dbus
 from nhlink_dbus.aio import update_runner
@@ -46,7 +45,10 @@ from nhlink_dbus.service.faces import FaceRequests
 from nhlink_dbus.service.journal_io import JournalWiring, load_recovery
 from nhlink_dbus.service.listeners import Listeners
 from nhlink_dbus.service.media_io import MediaWiring, MonitorFactory, archive_store_for
-from nhlink_dbus.service.update_io import UpdateRunner, UpdateWiring
+from nhlink_dbus.service.update_io import UpdateWiring
+
+if TYPE_CHECKING:
+    from nhlink_dbus.service.update_io import UpdateRunner
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +97,9 @@ class NhlinkService(DeviceRequests, MediaWiring, JournalWiring, UpdateWiring, Fa
         self.core = link.LinkCore(
             config.link_settings(),
             slot,
-            boot_token or secrets.token_hex(4),
+            # os.urandom, not secrets: the token only tells starts apart, and secrets
+            # would load hmac and OpenSSL's hashes at every start.
+            boot_token or os.urandom(4).hex(),
             kv=found.kv,
             device_api=config.device_api_settings(),
             recovery=found,

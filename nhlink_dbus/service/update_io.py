@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from nhlink_dbus.aio import update_runner
-from nhlink_dbus.aio.appliers import ApplyRequest, OnMessage, OnProgress
 from nhlink_dbus.aio.logind import Logind
 from nhlink_dbus.config import Config
 from nhlink_dbus.core import link
@@ -22,10 +22,13 @@ from nhlink_dbus.service.listeners import Listeners
 
 logger = logging.getLogger(__name__)
 
-UpdateRunner = Callable[
-    [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
-    Awaitable[update_runner.UpdateOutcome],
-]
+if TYPE_CHECKING:  # the applier is loaded by the first update, not at start-up
+    from nhlink_dbus.aio.appliers import OnMessage, OnProgress
+
+    UpdateRunner = Callable[
+        [update_runner.UpdateJob, Logind | None, OnProgress, OnMessage],
+        Awaitable[update_runner.UpdateOutcome],
+    ]
 
 
 class UpdateWiring:
@@ -84,6 +87,8 @@ class UpdateWiring:
             if fd is not None:
                 os.close(fd)
             raise NotPossible("no destination: set firmware.devpath or KV nerves_fw_devpath")
+        from nhlink_dbus.aio.appliers import ApplyRequest  # noqa: PLC0415  (not at start-up)
+
         request = ApplyRequest(devpath, fw.task, e.offer.public_keys, fw.fwup_env)
         url = e.offer.info.firmware_url
         policy = self.config.retry_policy()

@@ -61,7 +61,8 @@ Observation
     ``sim.handshakes`` → every upgrade request (:class:`HandshakeRecord`: path,
     status 101/401/403…, reason). ``sim.http_log`` → every file request
     (:class:`HttpLogEntry`: method, path, range, retry_number, user_agent,
-    headers, attempt, token_ok, status, fault, bytes_sent, completed).
+    headers, attempt, token_ok, status, fault, bytes_sent, completed, first_byte_at:
+    time.monotonic() of the first body byte).
     ``await sim.wait_for(predicate, timeout=5.0)`` re-evaluates
     ``predicate()`` on every change and returns its truthy value, else raises
     ``TimeoutError``; shortcuts ``wait_for_join(id)``,

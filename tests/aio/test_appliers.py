@@ -344,9 +344,9 @@ async def test_builtin_write_waits_while_the_queue_is_full(tmp_path: Path) -> No
     gate = threading.Event()
 
     class SlowSession(ApplySession):
-        def feed(self, chunk: bytes | memoryview) -> bool:
+        def feed(self, chunk: bytes | memoryview, read_size: int | None = None) -> bool:
             assert gate.wait(10)
-            return super().feed(chunk)
+            return super().feed(chunk, read_size)
 
     def factory(
         device: str,
@@ -426,7 +426,7 @@ async def test_builtin_restart_after_the_archive_completed_keeps_the_ok(tmp_path
 
 async def test_builtin_worker_crash_is_one_error_outcome(tmp_path: Path) -> None:
     class BrokenSession(ApplySession):
-        def feed(self, chunk: bytes | memoryview) -> bool:
+        def feed(self, chunk: bytes | memoryview, read_size: int | None = None) -> bool:
             raise RuntimeError("disk on fire")
 
     def factory(
@@ -569,6 +569,11 @@ async def test_external_command_line_environment_and_end_frame(tmp_path: Path) -
     assert rec.warnings[1] == f"s3cret {len(AB_FW)}"
 
 
+# Bytes after the archive (the program reads no further than its end): more input than the
+# program's stdin pipe (PIPE_SIZE) and the transport's buffer hold.
+PADDING = bytes(2 << 20)
+
+
 async def test_external_write_waits_for_a_slow_program(tmp_path: Path) -> None:
     prog = script(tmp_path, "slow-fwup", f'#!/bin/sh\nsleep 1\nexec {NHLINK_FWUP} "$@"\n')
     image = blank_image(tmp_path / "target.img")
@@ -577,13 +582,13 @@ async def test_external_write_waits_for_a_slow_program(tmp_path: Path) -> None:
     await applier.start()
     remember(applier)
     started = time.monotonic()
-    for chunk in pieces(AB_FW, (16384,)):
+    for chunk in pieces(AB_FW + PADDING, (16384,)):
         await applier.write(chunk)
     waited = time.monotonic() - started
     outcome = await applier.finish()
     assert outcome.success
     rec.check(outcome)
-    # 520 KiB do not fit in the pipe and the transport's buffer: the writes had to wait.
+    # 2.5 MiB do not fit in the (1 MiB) pipe and the transport's buffer: the writes waited.
     assert waited > 0.5
     assert sha256(image) == AB_COMPLETE
 
@@ -597,7 +602,7 @@ async def test_external_writer_cancelled_while_waiting_then_abort(tmp_path: Path
     remember(applier)
 
     async def download() -> None:
-        for chunk in pieces(AB_FW, (16384,)):
+        for chunk in pieces(AB_FW + PADDING, (16384,)):
             await applier.write(chunk)
 
     task = asyncio.create_task(download())

@@ -11,15 +11,23 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
 from nhlink_dbus import __version__
-from nhlink_dbus.aio.downloader import USER_AGENT, download
+from nhlink_dbus.aio.downloader import (
+    CONNECT_ERROR,
+    PROTOCOL_ERROR,
+    USER_AGENT,
+    download,
+    system_tls_context,
+)
+from nhlink_dbus.aio.http_transport import BUFFER, FirmwareTransport
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.errors import DownloadError
-from nhlink_devtools.hubsim import HubSim
+from nhlink_devtools.hubsim import HubSim, HubSimConfig
 
 SIZE = 200_000
 DATA = os.urandom(SIZE)
@@ -243,9 +251,8 @@ class FakeTime:
 async def test_worst_case_timer_with_fake_clock(
     sim: HubSim, seconds_per_4k: float, fails: bool
 ) -> None:
-    """1 MiB at 30 000 bit/s: 279.6 s of active time allowed; waits do not count."""
-    data = DATA * 6
-    data = data[: 1 << 20]
+    """16 MiB at 30 000 bit/s: 4473.9 s of active time allowed; waits do not count."""
+    data = (DATA * (1 + (16 << 20) // len(DATA)))[: 16 << 20]
     url = sim.add_file(data, PATH)
     sim.set_fault(kind="cut", path=PATH, after=500_000, attempts=[0])
     fake = FakeTime()
@@ -258,8 +265,8 @@ async def test_worst_case_timer_with_fake_clock(
     if fails:
         with pytest.raises(DownloadError, match=r"^worst_case_download_speed_reached$"):
             await download(url, sink, policy, clock=fake, sleep=fake.sleep)
-        # 279.6 s / 1.2 s per 4 KiB ≈ 954 000 bytes, give or take a chunk
-        assert 900_000 < len(sink.data) < 1_000_000
+        # 4473.9 s / 1.2 s per 4 KiB ≈ 15 270 900 bytes, give or take one read
+        assert 15_270_900 - BUFFER < len(sink.data) < 15_270_900 + BUFFER
     else:
         await download(url, sink, policy, clock=fake, sleep=fake.sleep)
         assert bytes(sink.data) == data
@@ -298,7 +305,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
     """The default transport, counting body bytes as the downloader pulls them."""
 
     def __init__(self, counter: list[int]) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner = FirmwareTransport(system_tls_context())
         self.counter = counter
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -316,7 +323,7 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
 
 async def test_back_pressure_one_chunk_at_a_time(sim: HubSim) -> None:
-    data = (DATA * 3)[:600_000]
+    data = (DATA * 40)[:8_000_000]  # several reads of the transport's BUFFER
     url = sim.add_file(data, PATH)
     sim.set_fault(kind="cut", path=PATH, after=250_000, attempts=[0])
     pulled = [0]
@@ -375,3 +382,33 @@ async def test_logs_never_contain_the_query_string(
     for line in lines:
         assert token not in line
         assert "X-Amz" not in line
+
+
+async def test_https_body_verified_against_the_given_ca(tmp_path: Path) -> None:
+    """TLS through the default transport: the configured CA is trusted, the system's
+    store alone does not know the simulator's CA (every attempt is a connect error)."""
+    async with HubSim(HubSimConfig(http_tls=True, cert_dir=tmp_path)) as tls:
+        assert tls.pki is not None
+        data = (DATA * 20)[:3_000_000]
+        url = tls.add_file(data, PATH)
+        assert url.startswith("https://")
+        sink = MemorySink()
+        await download(url, sink, FAST, verify=str(tls.pki.ca.cert))
+        assert bytes(sink.data) == data
+        errors: list[str] = []
+        policy = RetryPolicy(idle_timeout_ms=2000, time_between_retries_ms=10, max_disconnects=2)
+        with pytest.raises(DownloadError, match=r"^max_disconnects_reached$"):
+            await download(url, MemorySink(), policy, on_error=errors.append)
+        assert errors and set(errors) == {CONNECT_ERROR}
+
+
+async def test_a_body_cut_short_is_a_protocol_error_then_resumed(sim: HubSim) -> None:
+    data = (DATA * 20)[:3_000_000]
+    url = sim.add_file(data, PATH)
+    sim.set_fault(kind="cut", path=PATH, after=1_500_000, attempts=[0])
+    errors: list[str] = []
+    sink = MemorySink()
+    await download(url, sink, FAST, on_error=errors.append)
+    assert bytes(sink.data) == data
+    assert errors == [PROTOCOL_ERROR]
+    assert [entry.range for entry in sim.http_log] == [None, "bytes=1500000-"]

@@ -82,9 +82,11 @@ def write_config(
     reboot_delay_ms: int = 300,
     idle_timeout_ms: int = 2000,
     fwup_path: str = NHLINK_FWUP,
+    public_key: str = PUBLIC_KEY,
 ) -> Path:
-    """The daemon's configuration; ``media`` is the [media] table's body (by default
-    media are not watched: the host's udev is never touched)."""
+    """The daemon's configuration for the simulator at ``ws_url`` and a disk ``image``
+    (``fwup_path``: the program of ``applier = "fwup"``; ``media`` is the [media] table's
+    body: by default media are not watched, the host's udev is never touched)."""
     secret = folder / "hub-secret"
     secret.write_text(PRODUCT_SECRET + "\n")
     boot_id = folder / "boot_id"
@@ -108,7 +110,7 @@ kv = "{layout.kv_spec(image)}"
 devpath = "{image}"
 task = "upgrade"
 applier = "{applier}"
-{fwup_line}public_keys = ["{PUBLIC_KEY}"]
+{fwup_line}public_keys = ["{public_key}"]
 
 [reboot]
 delay_ms = {reboot_delay_ms}

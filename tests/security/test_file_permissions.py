@@ -99,7 +99,11 @@ def test_fwup_env_makes_the_configuration_a_secret(tmp_path: Path) -> None:
 
 
 async def test_the_daemon_says_so_at_start_up(tmp_path: Path, system_bus: PrivateSystemBus) -> None:
-    config = _write(tmp_path / "nhlink.toml", INLINE.replace("wss://", "ws://"), 0o644)
+    text = INLINE.replace("wss://", "ws://") + (  # nothing of the host's: folders, udev
+        f'[service]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[archives]\ndir = "{tmp_path / "archives"}"\n[media]\nenabled = false\n'
+    )
+    config = _write(tmp_path / "nhlink.toml", text, 0o644)
     daemon = Daemon(config, tmp_path / "daemon.log", system_bus.address)
     try:
         await until(lambda: "starting" in daemon.text(), 20, "the start", daemon)

@@ -344,7 +344,12 @@ async def test_not_configured_runs_says_so_and_contacts_no_hub(tmp_path: Path) -
     # The file the Debian package installs has no [hub] table.
     (tmp_path / "kv.env").write_text("".join(f"{k}={v}\n" for k, v in KV.items()))
     path = tmp_path / "nhlink.toml"
-    path.write_text(f'[firmware]\nkv = "file:{tmp_path / "kv.env"}"\n')
+    path.write_text(
+        f'[firmware]\nkv = "file:{tmp_path / "kv.env"}"\n'
+        # nothing of the host's: its state and archives folders, its udev
+        f'[service]\nstate_dir = "{tmp_path / "state"}"\n'
+        f'[archives]\ndir = "{tmp_path / "archives"}"\n[media]\nenabled = false\n'
+    )
     service, rec = await started(load_config(str(path)), Runner(UpdateOutcome(True, "", True)))
     assert FakeHub.instances == []  # no hub client was built
     assert (service.device_identifier, service.server_url) == ("kiosk-7", "")

@@ -1,0 +1,245 @@
+"""An httpx transport that moves a firmware body at the speed of the socket.
+
+httpx's own transport (httpcore) reads a body 64 KiB at a time through anyio and h11
+and copies every byte several times in Python objects; at the pace of a firmware
+download that was most of the daemon's CPU (py-spy: 1.3 s per 256 MiB, where a
+socket read loop takes 0.17 s). This transport keeps httpx as the client (requests,
+responses, the downloader's handling of both) and does the I/O itself, the way a
+one-request download needs it:
+
+* one connection per request, closed with the response (the downloader opens a
+  client per attempt anyway); TLS by the given context, the SNI and the checked
+  name being the URL's host, as httpx does;
+* h11 writes the request and reads the response head;
+* a body with a ``Content-Length`` (what firmware stores send) is received straight
+  into a 256 KiB buffer (``asyncio.BufferedProtocol``) and handed over in chunks of up
+  to that size, one copy per byte; reading pauses while two chunks wait for the
+  consumer, so a slow applier throttles TCP. Other bodies (chunked, or up to the
+  close) go through h11.
+
+Failures are httpx's exceptions, as its own transport raises them: ``ConnectError``
+and ``ConnectTimeout`` for connecting (TLS included), ``ReadError`` for a connection
+that breaks, ``RemoteProtocolError`` for a malformed response or a body cut short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ssl
+from collections.abc import AsyncIterator
+
+import h11
+import httpx
+
+BUFFER = 256 << 10  # bytes received at most per read
+QUEUED = 2  # chunks waiting for the consumer before reading pauses
+
+
+class _Receiver(asyncio.BufferedProtocol):
+    """The connection's incoming bytes, as chunks, with flow control."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buffer = bytearray(BUFFER)
+        self._view = memoryview(self._buffer)
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._transport: asyncio.BaseTransport | None = None
+        self._paused = False
+        self._eof = False
+        self._error: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._chunks.append(bytes(self._view[:nbytes]))
+        if len(self._chunks) >= QUEUED and not self._paused:
+            assert isinstance(self._transport, asyncio.ReadTransport)
+            self._transport.pause_reading()
+            self._paused = True
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        if exc is not None and self._error is None:
+            self._error = exc
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def chunk(self) -> bytes:
+        """The next chunk; b"" once the peer closed. Raises the connection's error."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        if self._paused and len(self._chunks) < QUEUED:
+            assert isinstance(self._transport, asyncio.ReadTransport)
+            self._paused = False
+            self._transport.resume_reading()
+        return chunk
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body; closing it closes the connection."""
+
+    def __init__(
+        self,
+        request: httpx.Request,
+        conn: h11.Connection,
+        receiver: _Receiver,
+        transport: asyncio.BaseTransport,
+        length: int | None,
+    ) -> None:
+        self._request = request
+        self._conn = conn
+        self._receiver = receiver
+        self._transport = transport
+        self._length = length
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            if self._length is None:
+                async for data in self._through_h11():
+                    yield data
+                return
+            # The bytes h11 holds past the head, then the socket's, up to the length.
+            remaining = self._length
+            pending = self._conn.trailing_data[0]
+            while remaining > 0:
+                if not pending:
+                    pending = await self._receiver.chunk()
+                    if not pending:
+                        raise httpx.RemoteProtocolError(
+                            "peer closed connection without sending complete message body"
+                            f" (received {self._length - remaining} bytes, expected"
+                            f" {self._length})",
+                            request=self._request,
+                        )
+                data = pending[:remaining] if len(pending) > remaining else pending
+                remaining -= len(data)
+                pending = b""
+                yield data
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from exc
+
+    async def _through_h11(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc), request=self._request) from exc
+            if event is h11.NEED_DATA:
+                self._conn.receive_data(await self._receiver.chunk())
+            elif isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return
+
+    async def aclose(self) -> None:
+        self._transport.close()
+
+
+class FirmwareTransport(httpx.AsyncBaseTransport):
+    """See the module docstring; ``ssl_context`` serves ``https://`` URLs."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self._ssl = ssl_context
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(
+                f"Request URL has an unsupported protocol '{url.scheme}://'.", request=request
+            )
+        tls = url.scheme == "https"
+        port = url.port or (443 if tls else 80)
+        timeouts = request.extensions.get("timeout", {})
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeouts.get("connect")):
+                transport, receiver = await loop.create_connection(
+                    lambda: _Receiver(loop),
+                    url.host,
+                    port,
+                    ssl=self._ssl if tls else None,
+                    server_hostname=url.host if tls else None,
+                )
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout("timed out connecting", request=request) from exc
+        except OSError as exc:  # refused, unreachable, name resolution, TLS handshake
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        try:
+            return await self._exchange(request, transport, receiver)
+        except BaseException:
+            transport.close()
+            raise
+
+    async def _exchange(
+        self, request: httpx.Request, transport: asyncio.BaseTransport, receiver: _Receiver
+    ) -> httpx.Response:
+        assert isinstance(transport, asyncio.WriteTransport)
+        conn = h11.Connection(our_role=h11.CLIENT)
+        try:
+            transport.write(
+                conn.send(
+                    h11.Request(
+                        method=request.method,
+                        target=request.url.raw_path,
+                        headers=request.headers.raw,
+                    )
+                )
+                + conn.send(h11.EndOfMessage())
+            )
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await receiver.chunk()
+                    if not data:
+                        raise httpx.RemoteProtocolError(
+                            "Server disconnected without sending a response.", request=request
+                        )
+                    conn.receive_data(data)
+                    continue
+                if isinstance(event, h11.Response):
+                    break
+                # h11.InformationalResponse (1xx): the real answer follows.
+        except (h11.LocalProtocolError, h11.RemoteProtocolError) as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+        length: int | None = None
+        lengths = [v for k, v in event.headers if k == b"content-length"]
+        chunked = any(k == b"transfer-encoding" for k, _v in event.headers)
+        if event.status_code in (204, 304):
+            length = 0  # no body, whatever the headers say (RFC 9112 §6.3)
+        elif lengths and not chunked:
+            length = int(lengths[0])  # h11 checked it is one valid number
+        return httpx.Response(
+            event.status_code,
+            headers=event.headers,
+            stream=_Body(request, conn, receiver, transport, length),
+            extensions={
+                "http_version": b"HTTP/" + event.http_version,
+                "reason_phrase": event.reason,
+            },
+        )
