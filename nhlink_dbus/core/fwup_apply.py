@@ -399,6 +399,9 @@ class ApplyEngine:
         self._hasher: Digest | None = None
         self._cursor: _SparseCursor | _DeltaCursor | None = None
         self._seen: set[str] = set()
+        # An error fwup records without failing (fat_attrib's): reported if on-error ends
+        # after it without an error of its own.
+        self._last_error: FirmwareError | None = None
 
     # -- driving ----------------------------------------------------------------------
 
@@ -417,26 +420,34 @@ class ApplyEngine:
     def _guard(self, step: Callable[[], None]) -> None:
         try:
             step()
-        except NhlinkError:
-            self._fail()
+        except NhlinkError as exc:
+            later = self._fail()
+            if later is not None:
+                raise later from exc
             raise
 
-    def _fail(self) -> None:
+    def _fail(self) -> NhlinkError | None:
+        """After a failure: on-error, as fwup runs it. Returns on-error's own error, which
+        is the one fwup reports then (its last error text replaces the first)."""
         self.failed = True
         if self._consumer is not None:
             self._consumer.abort()
             self._consumer = None
         self.cache.discard()
+        later: NhlinkError | None = None
+        self._last_error = None
         if self.task is not None:
             # As fwup: on-error's own writes are kept (flushed), unless one of its actions
-            # fails, when what they wrote so far is thrown away; the first error is reported.
+            # fails, when what they wrote so far is thrown away.
             try:
                 for action in self.task.on_error:
                     self._run(action)
-            except NhlinkError:
+            except NhlinkError as exc:
                 self.cache.discard()
+                later = exc
             with contextlib.suppress(NhlinkError):
                 self.cache.flush()
+        return later or self._last_error
 
     def _events(self, events: list[Event]) -> None:
         for ev in events:
@@ -669,14 +680,26 @@ class ApplyEngine:
     def _select_task(self, conf: MetaConf) -> Task:
         wanted = self.options.task
         for task in conf.tasks:
-            if task.name.startswith(wanted) and all(
-                self._requirement(r) for r in task.requirements
-            ):
+            if task.name.startswith(wanted) and self._requirements_met(task):
                 return task
         raise FirmwareError(
             f"Couldn't find applicable task '{wanted}'. If task is available, the task's"
             " requirements may not be met."
         )
+
+    def _requirements_met(self, task: Task) -> bool:
+        """A task's require-* conditions in order, up to the first one not met; with -v
+        each says so, as fwup's requirement.c reports them (its first two arguments)."""
+        for req in task.requirements:
+            met = self._requirement(req)
+            if self.options.verbose:
+                shown = req.args[0] if req.args else ""
+                if len(req.args) >= 2:
+                    shown += f", {req.args[1]}"
+                self.listener.warning(f"{req.name}({shown}) -> {'met' if met else 'not met'}")
+            if not met:
+                return False
+        return True
 
     def _requirement(self, req: Action) -> bool:
         assert self.conf is not None
@@ -966,6 +989,14 @@ class ApplyEngine:
                 self._write_env(env, [])
         elif name == "trim":
             self.cache.trim(parse_int(a[0], name) * BLOCK, parse_int(a[1], name) * BLOCK)
+        elif name == "fat_attrib":
+            try:
+                self._fat_action(name, a)
+            except FirmwareError as exc:
+                # fwup's fat_attrib_run returns 1, not -1, when FatFs fails: the apply goes
+                # on (without its progress), but the text is fwup's last error from now on.
+                self._last_error = exc
+                return
         elif name.startswith("fat_"):
             self._fat_action(name, a)
         elif name == "execute":

@@ -356,8 +356,11 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
                 if session.feed(chunk):
                     break
             session.finish()
-    finally:
+    except BaseException:
         out.units = None
+        raise
+    finally:
+        # On success the units stay: fwup's bar shows them at 100% too.
         if not from_stdin:
             source.close()
 

@@ -441,8 +441,9 @@ class FatFilesystem:
         mlabel keeps both copies equal, and we let it (a deliberate, harmless difference
         from fwup's bytes: the file system then checks clean).
         """
-        value = self._guard("fat_setlabel", label, lambda: _fat_label(label))
+        # ff.c f_setlabel mounts the volume before it looks at the label.
         self._guard("fat_setlabel", label, self._require_fs)
+        value = self._guard("fat_setlabel", label, lambda: _fat_label(label))
         if value:
             self._run("mlabel", [f"::{value}"])
         else:
@@ -495,8 +496,13 @@ class FatFilesystem:
 
     # -- FatFs semantics on top of mtools -----------------------------------------------------
 
-    def _create_from(self, path: str, local: str, *, context: str) -> None:
-        """f_open(FA_CREATE_ALWAYS | FA_WRITE) and write ``local``'s bytes."""
+    def check_create(self, path: str) -> None:
+        """fat_write's first step (src/fatfs.c fatfs_truncate, before any data is read):
+        fail as its f_open(FA_CREATE_ALWAYS | FA_WRITE) would, changing nothing."""
+        self._create_target(path, context="Can't open file on FAT partition")
+
+    def _create_target(self, path: str, *, context: str) -> str:
+        """Where f_open(FA_CREATE_ALWAYS | FA_WRITE) puts ``path``, or its error."""
         entry = self._guard(context, path, lambda: self._lookup(path))
         parts = self._guard(context, path, lambda: _split_path(path))
         if not parts:
@@ -505,8 +511,12 @@ class FatFilesystem:
             target = self._canonical(path)
             if entry.is_dir or "R" in self._attributes(target):
                 raise _firmware_error(context, path, _Fr.DENIED)
-        else:
-            target = "/".join([*self._canonical_parts(parts[:-1]), parts[-1]])
+            return target
+        return "/".join([*self._canonical_parts(parts[:-1]), parts[-1]])
+
+    def _create_from(self, path: str, local: str, *, context: str) -> None:
+        """f_open(FA_CREATE_ALWAYS | FA_WRITE) and write ``local``'s bytes."""
+        target = self._create_target(path, context=context)
         # An existing entry is rewritten under its own spelling, so its case is kept.
         self._run("mcopy", ["-D", "o", local, self._mpath(target)])
         self._set_attributes(target, {"A"})
