@@ -19,6 +19,7 @@ import argparse
 import base64
 import binascii
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -256,7 +257,14 @@ def _pretty(amount: int) -> str:
     return f"{amount:.2f} bytes"
 
 
-def _chunks(source: BinaryIO, framed: bool) -> Iterator[memoryview | bytes]:
+class _Input:
+    """How reading the archive ended: ``error`` is the text of fwup's failed read when
+    framed stdin stops without its zero-length frame (src/archive_open.c)."""
+
+    error: str | None = None
+
+
+def _chunks(source: BinaryIO, framed: bool, ended: _Input) -> Iterator[memoryview | bytes]:
     """The archive as fwup's reader sees it: pieces of at most 16 KiB."""
     fd = source.fileno()
     if framed:
@@ -264,9 +272,22 @@ def _chunks(source: BinaryIO, framed: bool) -> Iterator[memoryview | bytes]:
         while not deframer.ended:
             data = os.read(fd, BULK_READ)
             if not data:
+                cut = deframer.in_frame
                 yield from deframer.finish()
+                # fwup's framed_stdin_read: a frame cut short, or no length to read.
+                ended.error = (
+                    "Received EOF even though framing indicated more bytes"
+                    if cut
+                    else "Error reading stdin"
+                )
                 return
             yield from deframer.feed(data)
+        return
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        # A pipe: each of fwup's read(16 KiB) returns what is there, and so does ours
+        # (the archive reader's pieces, and with them the progress packets, follow them).
+        while data := os.read(fd, READ_SIZE):
+            yield data
         return
     while True:
         data = os.read(fd, BULK_READ)
@@ -346,16 +367,18 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
             verify_writes=args.verify_writes,
             progress_range=(args.progress_low, args.progress_high),
             reboot_param_path=args.reboot_param_path,
+            archive_name="(null)" if from_stdin else args.input,
         ) as session:
             read = 0
             out.units = lambda: (read, *session.units)
             if args.enable_trim and not session.target.is_block_device:
                 out.warning("ignoring --enable-trim since operating on a regular file")
-            for chunk in _chunks(source, framed=from_stdin and args.framing):
+            ended = _Input()
+            for chunk in _chunks(source, from_stdin and args.framing, ended):
                 read += len(chunk)
                 if session.feed(chunk):
                     break
-            session.finish()
+            session.finish(ended.error)
     except BaseException:
         out.units = None
         raise
@@ -367,9 +390,14 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
 
 def _inspect(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
     source, from_stdin = _open_input(args)
-    inspector = ArchiveInspector(keys, check_signature, verify=args.command == "verify")
+    inspector = ArchiveInspector(
+        keys,
+        check_signature,
+        verify=args.command == "verify",
+        archive_name="(null)" if from_stdin else args.input,
+    )
     try:
-        for chunk in _chunks(source, framed=from_stdin and args.framing):
+        for chunk in _chunks(source, from_stdin and args.framing, _Input()):
             inspector.feed(chunk)
             if inspector.complete:
                 break
