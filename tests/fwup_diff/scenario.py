@@ -108,8 +108,9 @@ class StartImage:
 class Mutation:
     """Damage done to the created archive: cut it, or flip bits of one byte.
 
-    ``where`` picks the region (``any`` byte of the file, or an entry's ``header`` or
-    ``data`` by index in the ZIP), ``at`` is a position in 1/65536 of that region.
+    ``where`` picks the region (``any`` byte of the file; an entry's ``header`` or
+    ``data`` by index in the ZIP; the ``tail`` after the last entry's data: its data
+    descriptor and the central directory), ``at`` is a position in 1/65536 of it.
     """
 
     kind: str  # truncate | flip
@@ -122,7 +123,9 @@ class Mutation:
         start, end = 0, len(archive)
         if self.where != "any":
             spans = _entry_spans(archive)
-            if spans:
+            if spans and self.where == "tail":
+                start = spans[-1][2]
+            elif spans:
                 header, data, after = spans[self.entry % len(spans)]
                 start, end = (header, data) if self.where == "header" else (data, after)
         if end <= start:
