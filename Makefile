@@ -15,7 +15,7 @@ APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
                 libglib2.0-bin fdisk gdisk
 
-.PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 bench demo clean
+.PHONY: setup apt venv venv-deb12 test lint typecheck pytest pytest-deb12 difftest bench demo clean
 
 setup: apt venv
 
@@ -72,6 +72,13 @@ pytest-deb12: venv venv-deb12
 	NHLINK_DBUSMOCK_PYTHON=$(CURDIR)/$(VPY) $(VENV_DEB)/bin/python -m pytest -q $(HUB_CLIENT_TESTS)
 
 test: setup lint typecheck pytest pytest-deb12
+
+# Only the differential tests against the real fwup (README), 2000 cases unless
+# FWUP_DIFF_CASES says otherwise; the reference comes from FWUP_REF or is built from
+# ../shared/tools/fwup.
+difftest: venv
+	FWUP_DIFF_REQUIRED=1 FWUP_DIFF_CASES=$${FWUP_DIFF_CASES:-2000} $(VPY) -m pytest -q \
+	  tests/fwup_diff tests/fwup/test_diff_fixtures.py
 
 bench: setup
 	$(VPY) bench/bench_fwup_apply.py

@@ -57,9 +57,15 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if reference is None:
         return
     write = terminalreporter.write_line
-    if reference.fwup is None and os.environ.get("FWUP_DIFF_REQUIRED") != "1":
+    if reference.fwup is None:
+        if os.environ.get("FWUP_DIFF_REQUIRED") == "1":
+            write(f"fwup differential tests FAILED to start: {reference.reason}", red=True)
+            return
         write(f"fwup differential tests NOT RUN: {reference.reason}", yellow=True, bold=True)
-        write("  (the recorded divergences in tests/fixtures/fwup/diff/ were replayed)")
+        write(
+            "  (tests/fwup/test_diff_fixtures.py replays the divergences recorded so far"
+            " without it)"
+        )
         return
     write(
         f"fwup differential tests: {STATS.cases} generated cases, {STATS.runs} runs compared "

@@ -12,6 +12,8 @@ import base64
 import shutil
 import subprocess
 import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from tests.fwup_diff.outcome import (
     view_image,
     with_listings,
 )
-from tests.fwup_diff.scenario import KEYS, Mode, Scenario, env_for_create
+from tests.fwup_diff.scenario import KEYS, Scenario, env_for_create
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,10 @@ class RunRecord:
     @property
     def framing(self) -> bool:
         return "--framing" in self.argv
+
+    @property
+    def applies(self) -> bool:
+        return self.argv[0] == "-a"
 
     def stdin(self, archive: bytes) -> bytes | None:
         if self.stdin_chunk is None:
@@ -104,15 +110,39 @@ class Divergence:
     what: str
 
 
+_ZEROS = bytes(1 << 16)
+
+
+def write_sparse(path: Path, data: bytes) -> None:
+    """``data`` into a new file, its all-zero 64 KiB pieces left as holes (faster)."""
+    with path.open("wb") as fh:
+        fh.truncate(len(data))
+        for at in range(0, len(data), len(_ZEROS)):
+            piece = data[at : at + len(_ZEROS)]
+            if piece != _ZEROS[: len(piece)]:
+                fh.seek(at)
+                fh.write(piece)
+
+
 def prepare_folder(folder: Path, archive: bytes, start: bytes | None) -> None:
     """A run folder: the archive, the starting image, the public keys."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "firmware.fw").write_bytes(archive)
     if start is not None:
-        (folder / "target.img").write_bytes(start)
+        write_sparse(folder / "target.img", start)
     for pub, _priv in KEYS.values():
         (folder / pub.name).symlink_to(pub)
+
+
+def live_image_problem(
+    ref_path: Path, ours_path: Path, fat_regions: tuple[tuple[int, int], ...]
+) -> str | None:
+    """The images both tools left: equal bytes, or FAT volumes with equal listings."""
+    if ref_path.exists() and ours_path.exists() and ref_path.read_bytes() == ours_path.read_bytes():
+        return None
+    ref = view_image(ref_path, fat_regions)
+    return image_problem(ref, view_image(ours_path, fat_regions), ours_path, ref_path)
 
 
 def replay_run(
@@ -139,13 +169,14 @@ def compare(
     text = stdout_problem(run.stdout, ours.stdout, run.framing)
     if text:
         problems.append(text)
-    if run.image is not None:
-        target = folder / "target.img"
-        mine = view_image(target, fat_regions)
-        ref_path = ref_folder / "target.img" if ref_folder is not None else None
-        image = image_problem(run.image, mine, target, ref_path)
-        if image:
-            problems.append(image)
+    target = folder / "target.img"
+    image = None
+    if ref_folder is not None and run.applies:
+        image = live_image_problem(ref_folder / "target.img", target, fat_regions)
+    elif run.image is not None:
+        image = image_problem(run.image, view_image(target, fat_regions), target)
+    if image:
+        problems.append(image)
     return problems
 
 
@@ -155,9 +186,14 @@ class Differ:
     def __init__(self, fwup: Path, work: Path) -> None:
         self.fwup = fwup
         self.work = work
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="fwup-ref")
         self.created = 0
         self.refused = 0
+        self.refusals: Counter[str] = Counter()  # why the real fwup would not create a case
         self.applies = 0
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
     def create(self, scenario: Scenario, folder: Path) -> bytes | None:
         """The archive as fwup makes (and signs, and then damages) it; None if refused."""
@@ -174,6 +210,8 @@ class Differ:
         )
         if made.returncode != 0:
             self.refused += 1
+            reason = made.stderr.decode(errors="replace").strip().splitlines() or ["?"]
+            self.refusals[reason[-1].split(": ", 1)[-1][:100]] += 1
             return None
         archive = folder / "unsigned.fw"
         if scenario.sign != "none":
@@ -192,6 +230,7 @@ class Differ:
         return scenario.mutation.apply(data) if scenario.mutation else data
 
     def run(self, scenario: Scenario, name: str) -> tuple[CaseRecord | None, list[Divergence]]:
+        """Create and run ``scenario``; the real fwup runs in a thread while ours runs here."""
         base = self.work / name
         archive = self.create(scenario, base / "create")
         if archive is None:
@@ -202,60 +241,55 @@ class Differ:
         scenario.start.write(start_path)
         first_start = start_path.read_bytes() if start_path.exists() else None
         previous: bytes | None = first_start
+        runs: list[tuple[list[str], int | None, bytes | None]] = []
         for step in scenario.steps:
             start = first_start if step.start == "start" else previous
-            for i, mode in enumerate(step.modes):
-                run, ref_folder = self._reference_run(
-                    base, len(record.runs), scenario, archive, start, step.task, mode
-                )
-                record.runs.append(run)
-                if i == 0:
-                    img = ref_folder / "target.img"
-                    previous = img.read_bytes() if img.exists() else None
-                ours_folder = base / f"ours-{len(record.runs) - 1}"
-                prepare_folder(ours_folder, archive, start)
-                ours = run_ours(run.argv, ours_folder, run.stdin(archive))
-                self.applies += 1
-                for what in compare(run, ours, ours_folder, scenario.fat_regions, ref_folder):
-                    divergences.append(Divergence(len(record.runs) - 1, run.argv, what))
-        for argv in scenario.inspect:
-            folder = base / f"ref-{len(record.runs)}"
-            prepare_folder(folder, archive, None)
-            full = [*argv, "-i", "firmware.fw"]
-            ref = run_reference(self.fwup, full, folder, None)
-            run = RunRecord(full, None, None, ref.exit, ref.stdout, None)
-            record.runs.append(run)
-            ours = run_ours(full, folder, None)
-            self.applies += 1
-            for what in compare(run, ours, folder, (), None):
-                divergences.append(Divergence(len(record.runs) - 1, full, what))
+            batch = [(m.argv(step.task, scenario.keys), m.stdin_chunk, start) for m in step.modes]
+            self._compare_batch(base, record, batch, divergences)
+            runs += batch
+            img = base / f"ref-{len(record.runs) - len(batch)}" / "target.img"
+            previous = img.read_bytes() if img.exists() else None
+        inspect = [([*argv, "-i", "firmware.fw"], None, None) for argv in scenario.inspect]
+        self._compare_batch(base, record, inspect, divergences)
         return record, divergences
 
-    def _reference_run(
+    def _compare_batch(
         self,
         base: Path,
-        index: int,
-        scenario: Scenario,
-        archive: bytes,
-        start: bytes | None,
-        task: str,
-        mode: Mode,
-    ) -> tuple[RunRecord, Path]:
-        folder = base / f"ref-{index}"
-        prepare_folder(folder, archive, start)
-        argv = mode.argv(task, scenario.keys)
-        run = RunRecord(argv, mode.stdin_chunk, start, 0, b"", None)
-        ref = run_reference(self.fwup, argv, folder, run.stdin(archive))
-        view = view_image(folder / "target.img", scenario.fat_regions)
-        return RunRecord(argv, mode.stdin_chunk, start, ref.exit, ref.stdout, view), folder
+        record: CaseRecord,
+        batch: list[tuple[list[str], int | None, bytes | None]],
+        divergences: list[Divergence],
+    ) -> None:
+        """Run each command with both tools (the real fwup's in threads) and compare."""
+        archive = record.archive
+        jobs = []
+        for argv, chunk, start in batch:
+            index = len(record.runs) + len(jobs)
+            folder = base / f"ref-{index}"
+            prepare_folder(folder, archive, start)
+            stdin = RunRecord(argv, chunk, start, 0, b"", None).stdin(archive)
+            future = self._pool.submit(run_reference, self.fwup, argv, folder, stdin)
+            jobs.append((index, argv, chunk, start, folder, stdin, future))
+        for index, argv, chunk, start, folder, stdin, future in jobs:
+            ours_folder = base / f"ours-{index}"
+            prepare_folder(ours_folder, archive, start)
+            ours = run_ours(argv, ours_folder, stdin)
+            self.applies += 1
+            ref = future.result()
+            run = RunRecord(argv, chunk, start, ref.exit, ref.stdout, None)
+            record.runs.append(run)
+            for what in compare(run, ours, ours_folder, record.fat_regions, folder):
+                divergences.append(Divergence(index, argv, what))
 
-    def record_listings(self, record: CaseRecord, base: Path) -> CaseRecord:
-        """Fill in the FAT listings of every recorded image (for a fixture)."""
+    def record_images(self, record: CaseRecord, base: Path) -> CaseRecord:
+        """The record with the image every apply left (sha256s, FAT listings): a fixture."""
         runs = []
         for i, run in enumerate(record.runs):
-            image = run.image
-            if image is not None and image.region_sha256 and image.size >= 0:
-                image = with_listings(image, base / f"ref-{i}" / "target.img")
+            image = None
+            if run.applies:
+                image = view_image(base / f"ref-{i}" / "target.img", record.fat_regions)
+                if image.region_sha256 and image.size >= 0:
+                    image = with_listings(image, base / f"ref-{i}" / "target.img")
             runs.append(
                 RunRecord(run.argv, run.stdin_chunk, run.start, run.exit, run.stdout, image)
             )

@@ -148,15 +148,21 @@ class RunResult:
 
 
 def run_reference(fwup: Path, argv: list[str], cwd: Path, stdin: bytes | None) -> RunResult:
-    r = subprocess.run(
-        [str(fwup), *argv],
-        cwd=cwd,
-        input=stdin if stdin is not None else b"",
-        capture_output=True,
-        timeout=120,
-        check=False,
-        env={"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"},
-    )
+    """The real fwup, its stdin a file: a file's reads come in fixed 16 KiB pieces (a pipe's
+    would depend on timing), as ``run_ours`` gives them."""
+    stdin_path = cwd.parent / f".{cwd.name}.stdin"
+    stdin_path.write_bytes(stdin or b"")
+    with stdin_path.open("rb") as fh:
+        r = subprocess.run(
+            [str(fwup), *argv],
+            cwd=cwd,
+            stdin=fh,
+            capture_output=True,
+            timeout=120,
+            check=False,
+            env={"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C"},
+        )
+    stdin_path.unlink()
     return RunResult(r.returncode, r.stdout, r.stderr)
 
 
@@ -181,7 +187,7 @@ def run_ours(argv: list[str], cwd: Path, stdin: bytes | None) -> RunResult:
     """``nhlink-fwup ARGV`` in this process, in ``cwd``, with its stdin/stdout captured."""
     from nhlink_dbus.fwup import cli  # noqa: PLC0415
 
-    stdin_path = cwd / ".stdin"
+    stdin_path = cwd.parent / f".{cwd.name}.stdin"
     stdin_path.write_bytes(stdin or b"")
     saved = sys.stdin, sys.stdout, sys.stderr, os.getcwd()
     out, err = _Stdout(), _Stdout()

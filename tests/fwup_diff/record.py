@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         record, divergences = differ.run(scenario, "case")
         if record is None:
             sys.exit("the real fwup refused to create this case")
-        record = differ.record_listings(record, work / "case")
+        record = differ.record_images(record, work / "case")
         FIXTURE_DIR.mkdir(parents=True, exist_ok=True)
         (FIXTURE_DIR / f"{args.name}.fw").write_bytes(record.archive)
         data = {

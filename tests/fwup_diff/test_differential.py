@@ -4,7 +4,7 @@ Each case (strategies.py) is created by the real fwup (``-c``, ``-S``), maybe cu
 and applied by both tools from the same starting image, in text mode and with
 ``--framing``; exit status, stdout (every packet) and the image must be the same (FAT
 volumes by their mtools listing). ``FWUP_DIFF_CASES`` sets the number of cases (default
-200; .ci/run asks for 2000). A divergence fails the test with hypothesis' smallest case,
+100; .ci/run asks for 2000). A divergence fails the test with hypothesis' smallest case,
 saved under ``.tools/fwdiff/failed/latest`` for ``python -m tests.fwup_diff.record``.
 """
 
@@ -24,7 +24,7 @@ from tests.fwup_diff.reference import REPO, Reference
 from tests.fwup_diff.scenario import Scenario
 from tests.fwup_diff.strategies import scenarios
 
-CASES = int(os.environ.get("FWUP_DIFF_CASES", "200"))
+CASES = int(os.environ.get("FWUP_DIFF_CASES", "100"))
 FAILED = REPO / ".tools" / "fwdiff" / "failed" / "latest"
 
 
@@ -56,7 +56,12 @@ def test_nhlink_fwup_matches_real_fwup(
     @settings(
         max_examples=CASES,
         deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=True,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
     )
     @given(scenarios())
     def check(scenario: Scenario) -> None:
@@ -73,14 +78,16 @@ def test_nhlink_fwup_matches_real_fwup(
     started = time.monotonic()
     try:
         check()
-    except AssertionError as exc:
+    except BaseException as exc:
         if failed:
             save_failure(*failed[-1])  # hypothesis replays the smallest failing case last
             exc.add_note(
                 f"saved in {FAILED}; record it with: python -m tests.fwup_diff.record NAME"
+                " --why TEXT"
             )
         raise
     finally:
+        differ.close()
         STATS.cases += differ.created
         STATS.refused += differ.refused
         STATS.runs += differ.applies
