@@ -200,8 +200,11 @@ class _Filter:
                 self.cavail -= take
 
     def consume(self, request: int) -> Generator[_Need, None, int]:
-        """``__archive_read_consume``; raises FATAL when the input ends first."""
-        if request <= 0:
+        """``__archive_read_consume``; raises FATAL when the input ends first, or for a
+        negative request (a stored entry read past its header's size: no error text)."""
+        if request < 0:
+            raise _Error(_FATAL, None)
+        if request == 0:
             return 0
         wanted, skipped = request, 0
         if self.fatal:
