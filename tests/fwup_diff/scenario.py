@@ -108,9 +108,9 @@ class StartImage:
 class Mutation:
     """Damage done to the created archive: cut it, or flip bits of one byte.
 
-    ``where`` picks the region (``any`` byte of the file; an entry's ``header`` or
-    ``data`` by index in the ZIP; the ``tail`` after the last entry's data: its data
-    descriptor and the central directory), ``at`` is a position in 1/65536 of it.
+    ``where`` picks the region (``any`` byte of the file; an entry's ``header``, ``data``
+    or data ``descriptor`` by index in the ZIP; the ``tail`` after the last entry's data:
+    its descriptor and the central directory), ``at`` is a position in 1/65536 of it.
     """
 
     kind: str  # truncate | flip
@@ -125,6 +125,9 @@ class Mutation:
             spans = _entry_spans(archive)
             if spans and self.where == "tail":
                 start = spans[-1][2]
+            elif spans and self.where == "descriptor":
+                start = spans[self.entry % len(spans)][2]
+                end = min(start + 16, end)
             elif spans:
                 header, data, after = spans[self.entry % len(spans)]
                 start, end = (header, data) if self.where == "header" else (data, after)

@@ -322,7 +322,7 @@ class _Builder:
             return None
         return Mutation(
             str(self.pick(("truncate", "flip", "flip"))),
-            str(self.pick(("any", "header", "data", "data", "tail"))),
+            str(self.pick(("any", "header", "data", "data", "descriptor", "tail"))),
             self.draw(st.integers(0, 7)),
             self.draw(st.integers(0, 65535)),
             self.draw(st.integers(1, 255)),
