@@ -226,6 +226,35 @@ CASES |= {
         steps=(Step("complete", "start", KEYMODES),),
         inspect=(("-V",), ("-l",), ("-m", "--framing")),
     ),
+    "verify-from-stdin": Scenario(
+        conf=SIGNED_TWO,
+        files=FILES,
+        start=StartImage(1 << 19),
+        sign="good",
+        steps=(),
+        inspect=(
+            ("-V", "<stdin"),
+            ("-V", "--framing", "<stdin"),
+            ("-l", "<stdin"),
+            ("-m", "<stdin"),
+        ),
+    ),
+    "fat-extended-characters": Scenario(
+        conf='file-resource a { host-path = "a.bin" }\n'
+        "task complete {\n"
+        '  on-init { fat_mkfs(128, 2048) fat_touch(128, "émigré.txt") fat_mkdir(128, "Ünï") '
+        'fat_touch(128, "Ünï/ÀB.TXT") fat_mkdir(128, "très long dossier") }\n'
+        '  on-resource a { fat_write(128, "très long dossier/naïve.bin") }\n'
+        '  on-finish { fat_mv(128, "émigré.txt", "Ünï/é.t") fat_cp(128, "Ünï/ÀB.TXT", "ç") '
+        'fat_touch(128, "ÉMIGRÉ.TXT") fat_rm(128, "Ünï/ÀB.TXT") }\n}\n'
+        "task upgrade {\n"
+        '  require-fat-file-exists(128, "ünï/é.T")\n'
+        '  on-init { fat_mv!(128, "ç", "Ünï/é.t") fat_attrib(128, "ÉMIGRÉ.TXT", "R") }\n}\n',
+        files=(HostFile("a.bin", 3000, "random", 21),),
+        start=StartImage(1 << 21),
+        fat_regions=((128, 2048),),
+        steps=(Step("complete", "start", BOTH), Step("upgrade", "previous", BOTH)),
+    ),
     "zip-not-a-zip-list": Scenario(
         conf=SIGNED_TWO,
         files=FILES,
