@@ -389,6 +389,8 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
 
 
 def _inspect(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
+    if args.command == "verify" and args.input in (None, "-"):
+        raise NhlinkError("Specify an input firmware file")  # fwup_verify.c: no stdin
     source, from_stdin = _open_input(args)
     inspector = ArchiveInspector(
         keys,

@@ -249,7 +249,12 @@ class Differ:
             runs += batch
             img = base / f"ref-{len(record.runs) - len(batch)}" / "target.img"
             previous = img.read_bytes() if img.exists() else None
-        inspect = [([*argv, "-i", "firmware.fw"], None, None) for argv in scenario.inspect]
+        inspect = [
+            ([*argv[:-1], "-i", "-"], 16384, None)
+            if argv and argv[-1] == "<stdin"
+            else ([*argv, "-i", "firmware.fw"], None, None)
+            for argv in scenario.inspect
+        ]
         self._compare_batch(base, record, inspect, divergences)
         return record, divergences
 

@@ -169,7 +169,8 @@ class Scenario:
     keys: tuple[str, ...] = ()  # keys given to the applies (-p), in order
     mutation: Mutation | None = None
     fat_regions: tuple[tuple[int, int], ...] = ()  # (block offset, block count)
-    inspect: tuple[tuple[str, ...], ...] = ()  # -V / -l / -m runs (argv without -i)
+    # -V / -l / -m runs: argv without -i (a last "<stdin": the archive comes on stdin)
+    inspect: tuple[tuple[str, ...], ...] = ()
     notes: dict[str, str] = field(default_factory=dict)
 
     def write_inputs(self, folder: Path) -> Path:

@@ -51,6 +51,10 @@ FAT_NAMES = (
     "zImage",
     "EFI/BOOT/grubenv",
     "émigré.txt",
+    "ÉMIGRÉ.TXT",
+    "naïve long name.txt",
+    "Ünï",
+    "Ünï/é.t",
     "sp ace",
 )
 UBOOT_NAMES = ("a", "nerves_fw_active", "bootcmd", "x.y", "LONG_NAME_0123456789", "k")
@@ -401,7 +405,9 @@ class _Builder:
             command = self.pick(("-V", "-l", "-m"))
             extra = ("--framing",) if self.chance(0.5) else ()
             key_args = tuple(a for k in keys for a in ("-p", KEYS[k][0].name))  # type: ignore[union-attr]
-            inspect.append((str(command), *extra, *key_args))
+            # "<stdin": the archive on stdin (framed with --framing) instead of -i FILE.
+            source = ("<stdin",) if self.chance(0.3) else ()
+            inspect.append((str(command), *extra, *key_args, *source))
         return Scenario(
             conf="\n".join(parts) + "\n",
             files=tuple(files),
