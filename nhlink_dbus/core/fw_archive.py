@@ -595,20 +595,7 @@ class ZipStreamReader:
                 self._end_of_entry = True
                 return b""
             # Return the bytes up to where a data descriptor might start.
-            p = 1
-            while p < avail - 4:
-                c = view[p + 3]
-                if c == 0x50:
-                    p += 3
-                elif c == 0x4B:
-                    p += 2
-                elif c == 0x07:
-                    p += 1
-                elif c == 0x08 and view[p : p + 3] == b"PK\x07":
-                    break
-                else:
-                    p += 4
-            count = p
+            count, _found = _scan_descriptor(view, 1, avail - 4)
             data = view[:count]
         else:
             if self._remaining == 0:
@@ -716,21 +703,29 @@ class ZipStreamReader:
             if avail < 16 or buff is None:
                 raise _Error(_FATAL, "Truncated ZIP file data")
             view = bytes(buff[:avail])
-            p = 0
-            while p <= avail - 16:
-                c = view[p + 3]
-                if c == 0x50:
-                    p += 3
-                elif c == 0x4B:
-                    p += 2
-                elif c == 0x07:
-                    p += 1
-                elif c == 0x08 and view[p : p + 3] == b"PK\x07":
-                    yield from f.consume(p + (24 if entry.zip64 else 16))
-                    return None
-                else:
-                    p += 4
+            p, found = _scan_descriptor(view, 0, avail - 15)
+            if found:
+                yield from f.consume(p + (24 if entry.zip64 else 16))
+                return None
             yield from f.consume(p)
+
+
+def _scan_descriptor(view: bytes, p: int, end: int) -> tuple[int, bool]:
+    """libarchive's search for a ``PK\\007\\010`` signature from ``p`` while ``p < end``:
+    (its position, True) or (where the search stopped, False)."""
+    while p < end:
+        c = view[p + 3]
+        if c == 0x50:
+            p += 3
+        elif c == 0x4B:
+            p += 2
+        elif c == 0x07:
+            p += 1
+        elif c == 0x08 and view[p : p + 3] == b"PK\x07":
+            return p, True
+        else:
+            p += 4
+    return p, False
 
 
 def _bid(head: bytes) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.fwup_diff.differ import RunRecord, replay_run
+from tests.fwup_diff.record import parse_scenario
 
 DIFF = Path(__file__).resolve().parent.parent / "fixtures" / "fwup" / "diff"
 CASES = sorted(DIFF.glob("*.json"))
@@ -24,7 +25,8 @@ def test_recorded_divergence(case: Path, tmp_path: Path) -> None:
     data = json.loads(case.read_text())
     archive = case.with_suffix(".fw").read_bytes()
     regions = tuple((int(a), int(b)) for a, b in data["fat_regions"])
-    assert data["runs"]
+    assert data["runs"] and data["why"]
+    assert parse_scenario(data["scenario"]).conf == data["fwup_conf"]  # it can be re-recorded
     for i, run_json in enumerate(data["runs"]):
         run = RunRecord.from_json(run_json)
         _ours, problems = replay_run(run, archive, tmp_path / f"run-{i}", regions)
