@@ -17,8 +17,8 @@ APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
                 xvfb xdotool imagemagick gir1.2-gtk-3.0 python3-gi python3-gbulb \
                 python3-pyqt5 python3-dbus-next time
 
-.PHONY: setup apt venv venv-deb12 test test-long fuzz lint typecheck pytest pytest-deb12 bench \
-        demo clean deb deb-test
+.PHONY: setup apt venv venv-deb12 test test-long fuzz lint typecheck pytest pytest-deb12 difftest \
+        bench demo clean deb deb-test
 
 setup: apt venv
 
@@ -104,6 +104,13 @@ test-long: setup
 FUZZ_BUDGET ?= 100000
 fuzz: setup
 	$(VPY) -m tests.fuzz --budget $(FUZZ_BUDGET)
+
+# Only the differential tests against the real fwup (README), 2000 cases unless
+# FWUP_DIFF_CASES says otherwise; the reference comes from FWUP_REF or is built from
+# ../shared/tools/fwup.
+difftest: venv
+	FWUP_DIFF_REQUIRED=1 FWUP_DIFF_CASES=$${FWUP_DIFF_CASES:-2000} $(VPY) -m pytest -q \
+	  tests/fwup_diff tests/fwup/test_diff_fixtures.py
 
 bench: setup
 	$(VPY) bench/bench_fwup_apply.py

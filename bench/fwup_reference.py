@@ -1,9 +1,8 @@
 """The real fwup the benchmarks compare with, and the facts every benchmark prints.
 
-The reference: ``FWUP_REF`` (an fwup 1.16.0 executable); else the build under
-``.tools/fwup`` made by ``../shared/tools/fwup/build.sh`` (run when that script is
-there; about 15 s the first time, then reused). Without either, a benchmark says so
-and compares with what it can, labelled as such.
+The reference is found as the differential tests find it (tests/fwup_diff/reference.py:
+``FWUP_REF``, else the build of ``../shared/tools/fwup/build.sh`` under ``.tools/fwup``).
+Without one, a benchmark says so and compares with what it can, labelled as such.
 """
 
 from __future__ import annotations
@@ -18,35 +17,19 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD_SCRIPT = ROOT.parent / "shared" / "tools" / "fwup" / "build.sh"
-BUILD_DIR = ROOT / ".tools" / "fwup"
-VERSION = "1.16.0"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# One finder for the differential tests and the benchmarks.
+from tests.fwup_diff.reference import VERSION, find_reference  # noqa: E402
+
+__all__ = ["VERSION", "compile_bytecode", "find_fwup", "machine", "median_ratio", "run_measured"]
 
 
 def find_fwup() -> tuple[Path | None, str]:
     """(the reference fwup or None, where it comes from or why there is none)."""
-    env = os.environ.get("FWUP_REF")
-    if env:
-        return _checked(Path(env), "FWUP_REF")
-    if not BUILD_SCRIPT.is_file():
-        return None, f"FWUP_REF is not set and {BUILD_SCRIPT} is not there"
-    build = subprocess.run(
-        ["bash", str(BUILD_SCRIPT), str(BUILD_DIR)], capture_output=True, text=True, check=False
-    )
-    lines = build.stdout.strip().splitlines()
-    if build.returncode != 0 or not lines:
-        return None, f"building fwup failed: {' '.join(build.stderr.splitlines()[-2:])}"
-    return _checked(Path(lines[-1]), "built by ../shared/tools/fwup/build.sh:")
-
-
-def _checked(path: Path, origin: str) -> tuple[Path | None, str]:
-    try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
-    except OSError as exc:
-        return None, f"{origin} {path} cannot run: {exc.strerror}"
-    if out.stdout.strip() != VERSION:
-        return None, f"{origin} {path} is not fwup {VERSION} ({out.stdout.strip()!r})"
-    return path, f"{origin} {path}"
+    reference = find_reference()
+    return reference.fwup, reference.reason
 
 
 def compile_bytecode() -> None:

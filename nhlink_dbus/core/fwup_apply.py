@@ -41,7 +41,7 @@ from nhlink_dbus.core import uboot_env
 from nhlink_dbus.core.block_cache import BLOCK, BlockCache, PadToBlockWriter, sync_range
 from nhlink_dbus.core.digest import Digest, DigestFactory, new_digest
 from nhlink_dbus.core.fw_archive import (
-    ArchiveEnd,
+    DataFailed,
     EntryData,
     EntryEnd,
     EntryStart,
@@ -59,7 +59,7 @@ from nhlink_dbus.core.fwup_conf import (
     load_meta_conf,
     parse_int,
 )
-from nhlink_dbus.core.fwup_meta import archive_resource_name, meta_variables
+from nhlink_dbus.core.fwup_meta import HeadReader, archive_resource_name, meta_variables
 from nhlink_dbus.errors import FirmwareError, NhlinkError
 
 if TYPE_CHECKING:
@@ -67,9 +67,6 @@ if TYPE_CHECKING:
 
 # MBR, GPT and VCDIFF codecs are imported where an action needs them: most archives
 # use none of them, and every import is paid at the start of every apply.
-
-SIG_ENTRY = "meta.conf.ed25519"
-META_ENTRY = "meta.conf"
 
 
 def _c_int(value: int) -> int:
@@ -174,6 +171,9 @@ class ApplyOptions:
     progress_high: int = 100
     # reboot_param("..."): where the text goes (a host file); None = the action fails.
     reboot_param: Callable[[str], None] | None = None
+    # The archive's name in fwup's "Expecting meta.conf to be at the beginning of %s"
+    # (its -i argument; C's printf shows "(null)" for stdin).
+    archive_name: str = "(null)"
 
 
 class _Progress:
@@ -393,8 +393,10 @@ class ApplyEngine:
         self.reader = ZipStreamReader(digests)
         self.progress = _Progress(listener, options.progress_low, options.progress_high)
         self.signature: bytes | None = None
-        self.sig_buf = bytearray()
-        self.meta_buf = bytearray()
+        self.head = HeadReader(
+            self.reader,
+            wrong_first=f"Expecting meta.conf to be at the beginning of {options.archive_name}",
+        )
         self.conf: MetaConf | None = None
         self.task: Task | None = None
         self.done = False
@@ -406,6 +408,10 @@ class ApplyEngine:
         self._hasher: Digest | None = None
         self._cursor: _SparseCursor | _DeltaCursor | None = None
         self._seen: set[str] = set()
+        # An error fwup records without failing (fat_attrib's, a U-Boot environment read
+        # that uboot_recover or the other copy makes good): reported if on-error ends
+        # after it without an error of its own.
+        self._last_error: FirmwareError | None = None
 
     # -- driving ----------------------------------------------------------------------
 
@@ -421,57 +427,74 @@ class ApplyEngine:
             events = self.reader.stream(chunk, read_size)
         self._guard(lambda: self._events(events))
 
-    def finish(self) -> None:
-        """End of input. Raises if the archive was cut short."""
+    def finish(self, read_error: str | None = None) -> None:
+        """End of input (``read_error``: reading it failed, with fwup's text for that).
+        Raises if the archive was cut short where fwup notices it."""
         if self.done or self.failed:
             return
-        self._guard(lambda: self._events(self.reader.finish()))
+        self._guard(lambda: self._events(self.reader.finish(read_error)))
 
     def _guard(self, step: Callable[[], None]) -> None:
         try:
             step()
-        except NhlinkError:
-            self._fail()
+        except NhlinkError as exc:
+            later = self._fail()
+            if later is not None:
+                raise later from exc
             raise
 
-    def _fail(self) -> None:
+    def _fail(self) -> NhlinkError | None:
+        """After a failure: on-error, as fwup runs it. Returns on-error's own error, which
+        is the one fwup reports then (its last error text replaces the first)."""
         self.failed = True
         if self._consumer is not None:
             self._consumer.abort()
             self._consumer = None
         self.cache.discard()
+        later: NhlinkError | None = None
+        self._last_error = None
         if self.task is not None:
             # As fwup: on-error's own writes are kept (flushed), unless one of its actions
-            # fails, when what they wrote so far is thrown away; the first error is reported.
+            # fails, when what they wrote so far is thrown away.
             try:
                 for action in self.task.on_error:
                     self._run(action)
-            except NhlinkError:
+            except NhlinkError as exc:
                 self.cache.discard()
+                later = exc
             with contextlib.suppress(NhlinkError):
                 self.cache.flush()
+        return later or self._last_error
 
     def _events(self, events: Iterable[Event]) -> None:
         for ev in events:
-            if isinstance(ev, EntryData):
+            if self.conf is None:
+                if self.head.event(ev):
+                    self.signature = self.head.signature
+                    self._load_meta(self.head.meta_conf)
+            elif isinstance(ev, EntryData):
                 self._data(ev)
             elif isinstance(ev, EntryStart):
                 self._start(ev)
             elif isinstance(ev, EntryEnd):
                 self._end(ev)
-            elif isinstance(ev, ArchiveEnd):
+            elif isinstance(ev, DataFailed):
+                if self._consumer is not None:
+                    raise FirmwareError(ev.text)
+            else:  # ArchiveEnd, HeaderFailed: fwup's resource loop just ends
                 self._archive_end()
+            if self.done:
+                return
+            if self.conf is not None and self._consumer is None:
+                # fwup reads an entry's data only inside an on-resource action that
+                # consumes it: otherwise its next header skips the rest.
+                self.reader.skip()
 
     # -- archive entries ------------------------------------------------------------------
 
     def _start(self, ev: EntryStart) -> None:
         self._entry = ev.name
-        if self.conf is None:
-            if ev.name == SIG_ENTRY and self.signature is None and not self.meta_buf:
-                return
-            if ev.name == META_ENTRY:
-                return
-            raise FirmwareError("Expecting meta.conf to be at the beginning of the archive")
+        assert self.conf is not None
         name = archive_resource_name(ev.name)
         resource = self.conf.resources.get(name)
         if not name or resource is None:
@@ -558,12 +581,6 @@ class ApplyEngine:
         )
 
     def _data(self, ev: EntryData) -> None:
-        if self.conf is None:
-            buf = self.sig_buf if ev.name == SIG_ENTRY else self.meta_buf
-            buf += ev.data
-            if len(buf) > 1 << 20:
-                raise FirmwareError(f"{ev.name} is too large")
-            return
         consumer = self._consumer
         if consumer is None:
             return  # resource not used by this task, or its actions are done
@@ -583,14 +600,6 @@ class ApplyEngine:
             self._run_until_consumer()
 
     def _end(self, ev: EntryEnd) -> None:
-        if self.conf is None:
-            if ev.name == SIG_ENTRY:
-                if len(self.sig_buf) != 64:
-                    raise FirmwareError("Invalid signature file in archive")
-                self.signature = bytes(self.sig_buf)
-            else:
-                self._load_meta(bytes(self.meta_buf))
-            return
         if isinstance(self._cursor, _DeltaCursor):
             self._cursor.end()  # the whole patch is read: xdelta3 outputs nothing more
         if self._consumer is not None:
@@ -630,10 +639,9 @@ class ApplyEngine:
         consumer.close()
 
     def _archive_end(self) -> None:
-        if self.conf is None:
-            raise FirmwareError("Invalid firmware archive: no meta.conf")
         assert self.task is not None
-        for name in self.task.on_resource:
+        # fwup's resource list is built by prepending: it names the last one missing.
+        for name in reversed(list(self.task.on_resource)):
             if name not in self._seen:
                 raise FirmwareError(f"Resource {name} not found in archive")
         for action in self.task.on_finish:
@@ -684,14 +692,26 @@ class ApplyEngine:
     def _select_task(self, conf: MetaConf) -> Task:
         wanted = self.options.task
         for task in conf.tasks:
-            if task.name.startswith(wanted) and all(
-                self._requirement(r) for r in task.requirements
-            ):
+            if task.name.startswith(wanted) and self._requirements_met(task):
                 return task
         raise FirmwareError(
             f"Couldn't find applicable task '{wanted}'. If task is available, the task's"
             " requirements may not be met."
         )
+
+    def _requirements_met(self, task: Task) -> bool:
+        """A task's require-* conditions in order, up to the first one not met; with -v
+        each says so, as fwup's requirement.c reports them (its first two arguments)."""
+        for req in task.requirements:
+            met = self._requirement(req)
+            if self.options.verbose:
+                shown = req.args[0] if req.args else ""
+                if len(req.args) >= 2:
+                    shown += f", {req.args[1]}"
+                self.listener.warning(f"{req.name}({shown}) -> {'met' if met else 'not met'}")
+            if not met:
+                return False
+        return True
 
     def _requirement(self, req: Action) -> bool:
         assert self.conf is not None
@@ -926,11 +946,14 @@ class ApplyEngine:
                 )
                 return uboot_env.EnvRead(pairs, 0, True, False, primary)
             secondary = self.cache.pread(size, env.block_offset_redund * BLOCK)
-            return uboot_env.read_redundant(
+            state = uboot_env.read_redundant(
                 primary, secondary, block_offset=env.block_offset, errors="surrogateescape"
             )
         except uboot_env.UbootEnvError as exc:
             raise FirmwareError(str(exc)) from None
+        if state.first_error is not None:
+            self._last_error = FirmwareError(state.first_error)  # fwup's text from now on
+        return state
 
     def _run(self, action: Action) -> None:
         assert self.conf is not None
@@ -980,11 +1003,21 @@ class ApplyEngine:
             env = self.conf.uboot_envs[a[0]]
             try:
                 self._env_values(env)
-            except FirmwareError:
-                # Neither copy is valid: a clean environment to every copy.
+            except FirmwareError as exc:
+                # Not valid: a clean environment to every copy. fwup's read failed, so its
+                # text is fwup's last error from now on, though uboot_recover succeeds.
+                self._last_error = exc
                 self._write_env(env, [])
         elif name == "trim":
             self.cache.trim(parse_int(a[0], name) * BLOCK, parse_int(a[1], name) * BLOCK)
+        elif name == "fat_attrib":
+            try:
+                self._fat_action(name, a)
+            except FirmwareError as exc:
+                # fwup's fat_attrib_run returns 1, not -1, when FatFs fails: the apply goes
+                # on (without its progress), but the text is fwup's last error from now on.
+                self._last_error = exc
+                return
         elif name.startswith("fat_"):
             self._fat_action(name, a)
         elif name == "execute":

@@ -166,6 +166,11 @@ class InputDeframer:
         return out
 
     @property
+    def in_frame(self) -> bool:
+        """True if input stopped inside a frame's data (its length was read)."""
+        return self._remaining > 0
+
+    @property
     def mid_frame(self) -> bool:
         """True if input stopped inside a frame or its length."""
         return self._remaining > 0 or bool(self._buf)

@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING
 from nhlink_dbus.core import confuse
 from nhlink_dbus.core.digest import blake2b
 from nhlink_dbus.core.fw_archive import (
-    ArchiveEnd,
+    DataFailed,
     EntryData,
     EntryEnd,
     EntryStart,
+    Event,
+    HeaderFailed,
     ZipStreamReader,
 )
 from nhlink_dbus.core.fwup_conf import META_KEYS, MetaConf, load_meta_conf
@@ -38,6 +40,11 @@ from nhlink_dbus.errors import FirmwareError
 
 if TYPE_CHECKING:
     from nhlink_dbus.core.vcdiff import VcdiffDecoder
+
+SIG_ENTRY = "meta.conf.ed25519"
+META_ENTRY = "meta.conf"
+SIGNATURE_LEN = 64
+META_CONF_MAX = 50000  # cfgfile.c: what fwup reads of meta.conf at most
 
 _UUID_PREFIX = bytes.fromhex("2053dffbd51e4310b93b956da89f9f34")
 _BARE = re.compile(r"[A-Za-z0-9_.]+")
@@ -136,6 +143,74 @@ class FwArchiveHead:
         return "".join(f"{name}\n" for name in sorted({t.name for t in self.conf.tasks}))
 
 
+class HeadReader:
+    """fwup's reading of an archive's head: an optional ``meta.conf.ed25519``, then
+    ``meta.conf`` (fwup_apply.c, fwup_verify.c, cfgfile.c ``archive_read_all_data``).
+
+    Give it the reader's events until :meth:`event` returns True; then ``meta_conf``,
+    ``signature`` and ``mtime`` hold what fwup read. It raises :class:`FirmwareError`
+    with fwup's texts: ``wrong_first`` when the entry is not meta.conf, ``first_failed``
+    when there is no first entry (None: libarchive's own text, "(null)" if none; a
+    failure to open the archive always gives libarchive's text).
+    """
+
+    def __init__(
+        self, reader: ZipStreamReader, *, wrong_first: str, first_failed: str | None = None
+    ) -> None:
+        self.reader = reader
+        self.wrong_first = wrong_first
+        self.first_failed = first_failed
+        self.headers = 0
+        self.signature: bytes | None = None
+        self.meta_conf = b""
+        self.mtime: datetime | None = None
+        self._reading = ""
+        self._limit = 0
+        self._buf = bytearray()
+
+    def event(self, ev: Event) -> bool:
+        if isinstance(ev, EntryData):
+            self._buf += ev.data[: self._limit - len(self._buf)]
+            return len(self._buf) >= self._limit and self._done(bytes(self._buf))
+        if isinstance(ev, EntryEnd):
+            return self._done(bytes(self._buf))
+        if isinstance(ev, DataFailed):
+            # archive_read_all_data asks for everything in one archive_read_data call,
+            # which returns the error: nothing counts as read.
+            return self._done(b"")
+        self.headers += 1
+        if isinstance(ev, EntryStart):
+            if self.headers == 1 and ev.name == SIG_ENTRY:
+                self._reading, limit = SIG_ENTRY, SIGNATURE_LEN
+            elif ev.name == META_ENTRY:
+                self._reading, limit = META_ENTRY, META_CONF_MAX
+                self.mtime = ev.mtime
+            else:
+                raise FirmwareError(self.wrong_first)
+            # fwup reads what the header's size says, when it gives one, up to its limit.
+            self._limit = limit if ev.size is None else min(ev.size, limit)
+            self._buf = bytearray()
+            return self._limit == 0 and self._done(b"")
+        if self.headers > 1:
+            raise FirmwareError("Expecting more than meta.conf.ed25519 in archive")
+        text = None if isinstance(ev, HeaderFailed) and ev.opening else self.first_failed
+        if text is None and isinstance(ev, HeaderFailed):
+            text = ev.text
+        raise FirmwareError("(null)" if text is None else text)
+
+    def _done(self, data: bytes) -> bool:
+        self.reader.skip()  # fwup reads no more of the entry
+        if self._reading == SIG_ENTRY:
+            if len(data) != SIGNATURE_LEN:
+                raise FirmwareError(f"Unexpected meta.conf.ed25519 size: {len(data)}")
+            self.signature = data
+            return False
+        if not 10 <= len(data) < META_CONF_MAX:
+            raise FirmwareError(f"Unexpected meta.conf size: {len(data)}")
+        self.meta_conf = data
+        return True
+
+
 @dataclass(slots=True)
 class ArchiveInspector:
     """Reads the head of an archive (and with ``verify``, every resource).
@@ -147,17 +222,27 @@ class ArchiveInspector:
     public_keys: Sequence[bytes]
     check_signature: Callable[[bytes, bytes, bytes], bool]
     verify: bool = False
+    archive_name: str = "(null)"  # the -i argument, as fwup names it in its errors
     info: FwArchiveHead | None = None
     verified: bool = False
     _reader: ZipStreamReader = field(default_factory=ZipStreamReader)
-    _sig: bytearray = field(default_factory=bytearray)
-    _meta: bytearray = field(default_factory=bytearray)
-    _created: datetime | None = None
+    _head: HeadReader | None = None
     _hash: blake2b | None = None
     _length: int = 0
     _name: str = ""
     _checked: set[str] = field(default_factory=set)
     _delta: VcdiffDecoder | None = None
+
+    def __post_init__(self) -> None:
+        if self.verify:  # fwup_verify.c
+            wrong = f"Expecting meta.conf to be at the beginning of {self.archive_name}"
+            self._head = HeadReader(self._reader, wrong_first=wrong)
+        else:  # cfgfile.c cfgfile_parse_fw_meta_conf (-l, -m)
+            self._head = HeadReader(
+                self._reader,
+                wrong_first=f"Expecting meta.conf to be at beginning of {self.archive_name}",
+                first_failed=f"Corrupt archive '{self.archive_name}'",
+            )
 
     @property
     def complete(self) -> bool:
@@ -171,17 +256,19 @@ class ArchiveInspector:
         if not self.complete:
             self._events(self._reader.finish())
 
-    def _events(self, events: list[EntryStart | EntryData | EntryEnd | ArchiveEnd]) -> None:
+    def _events(self, events: Iterator[Event]) -> None:
         for ev in events:
             if self.complete:
                 return
+            if self.info is None:
+                assert self._head is not None
+                if self._head.event(ev):
+                    self._load(self._head)
+                continue
             if isinstance(ev, EntryStart):
                 self._start(ev)
             elif isinstance(ev, EntryData):
-                if self.info is None:
-                    buf = self._sig if ev.name == "meta.conf.ed25519" else self._meta
-                    buf += ev.data
-                elif self._delta is not None:
+                if self._delta is not None:
                     from nhlink_dbus.core.vcdiff import VcdiffError  # noqa: PLC0415
 
                     try:
@@ -189,30 +276,29 @@ class ArchiveInspector:
                             pass  # header_only: nothing comes out
                     except VcdiffError as exc:
                         raise FirmwareError(f"xdelta3 error: {exc}") from None
+                    if self._delta.header_seen:
+                        self._reader.skip()  # fwup reads the patch's header only
                 elif self._hash is not None:
                     self._hash.update(ev.data)
                     self._length += len(ev.data)
             elif isinstance(ev, EntryEnd):
                 self._end(ev)
-            else:
-                if self.info is None:
-                    raise FirmwareError("Invalid firmware archive: no meta.conf")
-                if self.verify:
-                    for name in self.info.conf.resources:
-                        if name not in self._checked:
-                            raise FirmwareError(f"Resource {name} not found in archive")
+            elif isinstance(ev, DataFailed):
+                raise FirmwareError(ev.text)
+            else:  # next_header gave no entry: the loop ends (fwup_verify.c)
+                # fwup's resource list is built by prepending: it names the last missing.
+                for name in reversed(list(self.info.conf.resources)):
+                    if name not in self._checked:
+                        raise FirmwareError(f"Resource {name} not found in archive")
                 self.verified = True
 
     def _start(self, ev: EntryStart) -> None:
-        if self.info is None:
-            if ev.name not in ("meta.conf.ed25519", "meta.conf"):
-                raise FirmwareError("Expecting meta.conf to be at the beginning of the archive")
-            if ev.name == "meta.conf":
-                self._created = ev.mtime
-            return
+        assert self.info is not None
         self._name = archive_resource_name(ev.name)
+        self._hash = None
+        self._delta = None
         if not self._name:
-            self._hash = None  # "data/" itself: zip(1) adds it; fwup skips it
+            self._reader.skip()  # "data/" itself: zip(1) adds it; fwup skips it
             return
         if self._name not in self.info.conf.resources:
             raise FirmwareError(f"Can't find file-resource for {self._name}")
@@ -227,16 +313,14 @@ class ArchiveInspector:
             from nhlink_dbus.core.vcdiff import VcdiffDecoder  # noqa: PLC0415
 
             self._delta = VcdiffDecoder(header_only=True)
-            self._hash = None
             return
+        if ev.size is not None and ev.size != res.length:
+            raise FirmwareError(f"ZIP local header length mismatch for {self._name}")
         self._hash = blake2b(digest_size=32)
         self._length = 0
 
     def _end(self, ev: EntryEnd) -> None:
-        if self.info is None:
-            if ev.name == "meta.conf":
-                self._load()
-            return
+        assert self.info is not None
         if self._delta is not None:
             self._delta = None
             return
@@ -244,16 +328,14 @@ class ArchiveInspector:
             return  # a skipped entry
         res = self.info.conf.resources[self._name]
         if self._length != res.length:
-            raise FirmwareError(f"Length mismatch for {self._name}")
+            raise FirmwareError(f"ZIP data length mismatch for {self._name}")
         if self._hash.hexdigest() != res.blake2b_256:
             raise FirmwareError(f"Detected blake2b digest mismatch for {self._name}")
         self._hash = None
 
-    def _load(self) -> None:
-        text = bytes(self._meta)
-        signature = bytes(self._sig) if self._sig else None
-        if signature is not None and len(signature) != 64:
-            raise FirmwareError("Invalid signature file in archive")
+    def _load(self, head: HeadReader) -> None:
+        text = head.meta_conf
+        signature = head.signature
         verified = False
         if self.public_keys:
             if signature is None:
@@ -264,7 +346,7 @@ class ArchiveInspector:
                 )
             verified = True
         conf = load_meta_conf(text, meta_variables(text))
-        self.info = FwArchiveHead(text, conf, signature, self._created, verified)
+        self.info = FwArchiveHead(text, conf, signature, head.mtime, verified)
 
     def verify_text(self) -> str:
         """fwup ``-V``'s success line."""

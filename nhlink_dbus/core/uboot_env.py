@@ -177,6 +177,9 @@ class EnvRead:
     write_primary: bool
     write_secondary: bool
     block: bytes  # the copy the entries come from
+    # Why the copy tried first was not used (then the other one was): fwup sets this as
+    # its last error text even though the read succeeds.
+    first_error: str | None = None
 
     @property
     def values(self) -> dict[str, str]:
@@ -206,10 +209,10 @@ def read_redundant(
     try:
         pairs = decode_pairs(first, redundant=True, block_offset=block_offset, errors=errors)
         return EnvRead(pairs, first[4], not first_is_primary, first_is_primary, first)
-    except UbootEnvError:
-        pass
+    except UbootEnvError as exc:
+        first_error = str(exc)
     pairs = decode_pairs(second, redundant=True, block_offset=block_offset, errors=errors)
-    return EnvRead(pairs, second[4], first_is_primary, not first_is_primary, second)
+    return EnvRead(pairs, second[4], first_is_primary, not first_is_primary, second, first_error)
 
 
 def as_single_copy(block: bytes) -> bytes:

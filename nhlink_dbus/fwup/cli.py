@@ -19,6 +19,7 @@ import argparse
 import base64
 import binascii
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -271,23 +272,52 @@ def _pretty(amount: int) -> str:
     return f"{amount:.2f} bytes"
 
 
-def _chunks(source: BinaryIO, framed: bool) -> Iterator[memoryview | bytes]:
-    """The archive as fwup's reader sees it: reads of at most 16 KiB (the frames of
-    framed input), or, unframed, runs of whole 16 KiB reads to be cut by the reader."""
+class _Input:
+    """How reading the archive ended: ``error`` is the text of fwup's failed read when
+    framed stdin stops without its zero-length frame (src/archive_open.c)."""
+
+    error: str | None = None
+
+
+def _chunks(
+    source: BinaryIO, framed: bool, ended: _Input, bulk: bool = False
+) -> Iterator[memoryview | bytes]:
+    """The archive as fwup's reader sees it: pieces of at most 16 KiB, or with ``bulk``
+    a regular file in runs of whole 16 KiB reads, for the reader to cut (one Python
+    call per megabyte instead of one per read)."""
     fd = source.fileno()
     if framed:
         deframer = InputDeframer(READ_SIZE)
         while not deframer.ended:
             data = os.read(fd, BULK_READ)
             if not data:
+                cut = deframer.in_frame
                 yield from deframer.finish()
+                # fwup's framed_stdin_read: a frame cut short, or no length to read.
+                ended.error = (
+                    "Received EOF even though framing indicated more bytes"
+                    if cut
+                    else "Error reading stdin"
+                )
                 return
             yield from deframer.feed(data)
         return
-    while data := os.read(fd, BULK_READ):
-        # fwup read(2)s 16 KiB at a time: a file in 16 KiB pieces, a pipe in what
-        # each read returns (at most 16 KiB); the session cuts our larger reads so.
-        yield data
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        # A pipe: each of fwup's read(16 KiB) returns what is there, and so does ours
+        # (the archive reader's pieces, and with them the progress packets, follow them).
+        while data := os.read(fd, READ_SIZE):
+            yield data
+        return
+    while True:
+        data = os.read(fd, BULK_READ)
+        if not data:
+            return
+        if bulk:
+            yield data
+            continue
+        view = memoryview(data)
+        for start in range(0, len(view), READ_SIZE):
+            yield view[start : start + READ_SIZE]
 
 
 MAX_PUBLIC_KEYS = 10  # fwup's FWUP_MAX_PUBLIC_KEYS
@@ -359,16 +389,21 @@ def _apply(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
             verify_writes=args.verify_writes,
             progress_range=(args.progress_low, args.progress_high),
             reboot_param_path=args.reboot_param_path,
+            archive_name="(null)" if from_stdin else args.input,
         ) as session:
             out.units = lambda: (session.consumed, *session.units)
             if args.enable_trim and not session.target.is_block_device:
                 out.warning("ignoring --enable-trim since operating on a regular file")
-            for chunk in _chunks(source, framed=from_stdin and args.framing):
+            ended = _Input()
+            for chunk in _chunks(source, from_stdin and args.framing, ended, bulk=True):
                 if session.feed(chunk, READ_SIZE):
                     break
-            session.finish()
-    finally:
+            session.finish(ended.error)
+    except BaseException:
         out.units = None
+        raise
+    finally:
+        # On success the units stay: fwup's bar shows them at 100% too.
         if not from_stdin:
             source.close()
 
@@ -377,10 +412,17 @@ def _inspect(args: argparse.Namespace, out: Output, keys: list[bytes]) -> None:
     from nhlink_dbus.core.fwup_meta import ArchiveInspector  # noqa: PLC0415  (not needed to apply)
     from nhlink_dbus.fwup.signature import check_signature  # noqa: PLC0415
 
+    if args.command == "verify" and args.input in (None, "-"):
+        raise NhlinkError("Specify an input firmware file")  # fwup_verify.c: no stdin
     source, from_stdin = _open_input(args)
-    inspector = ArchiveInspector(keys, check_signature, verify=args.command == "verify")
+    inspector = ArchiveInspector(
+        keys,
+        check_signature,
+        verify=args.command == "verify",
+        archive_name="(null)" if from_stdin else args.input,
+    )
     try:
-        for chunk in _chunks(source, framed=from_stdin and args.framing):
+        for chunk in _chunks(source, from_stdin and args.framing, _Input()):
             inspector.feed(chunk)
             if inspector.complete:
                 break

@@ -225,10 +225,17 @@ def _mkfs_sectors(g: FatGeometry) -> list[tuple[int, bytes]]:
     return out
 
 
+def _oem(path: str) -> str:
+    """The characters FatFs sees in ``path``: fwup builds it with FF_LFN_UNICODE 0 and
+    FF_CODE_PAGE 850, so each byte of the (UTF-8) text is one code page 850 character
+    ("é", C3 A9, is "├®"); mtools, run in a UTF-8 locale, then stores the same name."""
+    return path.encode("utf-8", "surrogateescape").decode("cp850")
+
+
 def _split_path(path: str) -> list[str]:
     """Split and check a path as FatFs does (ff.c follow_path/create_name, no RPATH)."""
     parts: list[str] = []
-    for raw in re.split(r"[/\\]", path):
+    for raw in re.split(r"[/\\]", _oem(path)):
         if not raw:
             continue  # FatFs skips repeated separators
         name = raw.rstrip(" .")  # create_name strips trailing spaces and dots
@@ -265,10 +272,77 @@ class _Entry:
     short: str
     is_dir: bool
     size: int
+    has_long_name: bool = False
 
     def matches(self, name: str) -> bool:
         key = name.upper()
         return key in (self.name.upper(), self.short.upper())
+
+
+# ff.c's ExCvt table for code page 850 (TBL_CT850): the short-name "upper case" of each
+# byte 0x80-0xFF; accented letters lose their accent ("ë" is "E").
+_CP850_UPPER = bytes.fromhex(
+    "43554541414141434545454949494141"
+    "4592924f4f4f5555594f554f9c4f9e9f"
+    "41494f55a5a5a6a7a8a9aaabacadaeaf"
+    "b0b1b2b3b4414141b8b9babbbcbdbebf"
+    "c0c1c2c3c4c54141c8c9cacbcccdcecf"
+    "d1d145454549494949d9dadbdcdd49df"
+    "4fe14f4f4f4fe6e8e85555555959eeef"
+    "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff"
+)
+
+
+def _sfn_checksum(sfn: bytes) -> int:
+    total = 0
+    for byte in sfn:
+        total = (((total & 1) << 7) + (total >> 1) + byte) & 0xFF
+    return total
+
+
+def _lfn_entries(name: str, sfn: bytes) -> bytes:
+    """The long-name directory entries of ``name`` for short name ``sfn``, in disk order."""
+    units = list(struct.unpack(f"<{len(name.encode('utf-16-le')) // 2}H", name.encode("utf-16-le")))
+    count = -(-len(units) // 13)
+    units += [0] if len(units) % 13 else []
+    units += [0xFFFF] * (count * 13 - len(units))
+    checksum = _sfn_checksum(sfn)
+    out = []
+    for seq in range(count, 0, -1):
+        chars = units[(seq - 1) * 13 : seq * 13]
+        order = seq | (0x40 if seq == count else 0)
+        out.append(
+            struct.pack("<B5H", order, *chars[:5])
+            + bytes([0x0F, 0, checksum])
+            + struct.pack("<6HH2H", *chars[5:11], 0, *chars[11:13])
+        )
+    return b"".join(out)
+
+
+def _short_name_bytes(shown: str) -> bytes:
+    """The 11 bytes of a short name as mdir shows it ("BASE.EXT", code page 850)."""
+    base, _, ext = shown.partition(".")
+    return base.ljust(8).encode("cp850", "replace") + ext.ljust(3).encode("cp850", "replace")
+
+
+def _fatfs_short_name(leaf: str) -> bytes | None:
+    """FatFs's 11-byte short name for ``leaf`` when it fits 8.3 without loss (code page
+    850, upper-cased); None when FatFs would mangle it (a numeric tail)."""
+    base, dot, ext = leaf.rpartition(".")
+    if not dot:
+        base, ext = leaf, ""
+    if not base or "." in base or len(base) > 8 or len(ext) > 3:
+        return None
+    if any(ch in "+,;=[] " for ch in base + ext):
+        return None  # replaced or dropped by create_name: a lossy name
+    try:
+        raw = (base.ljust(8) + ext.ljust(3)).encode("cp850")
+    except UnicodeEncodeError:
+        return None
+    raw = bytes(_CP850_UPPER[b - 0x80] if b >= 0x80 else ord(chr(b).upper()) for b in raw)
+    if raw[0] == 0xE5:
+        raw = b"\x05" + raw[1:]  # ff.c: a first byte of 0xE5 is stored as 0x05
+    return raw
 
 
 # One entry line of `mdir -a` (mtools 4.0.32): 8.3 columns, size or <DIR>, date, time, long name.
@@ -295,7 +369,7 @@ def mtools_environment() -> dict[str, str]:
         "MTOOLS_DATE_STRING": "yyyy-mm-dd",
         "SOURCE_DATE_EPOCH": _EPOCH_1980,
         "TZ": "UTC",
-        "LC_ALL": "C",
+        "LC_ALL": "C.UTF-8",  # names go to mtools as UTF-8 (see _oem)
     }
 
 
@@ -405,7 +479,11 @@ class FatFilesystem:
         dst_path = "/".join([*self._canonical_parts(dst_parts[:-1]), dst_parts[-1]])
         if entry.is_dir:
             # Directories are renamed in place; mtools keeps the old entry's case flags.
-            self._run("mmove", ["-D", "o", self._mpath(src_path), self._mpath(dst_path)])
+            self._named(
+                dst_path,
+                lambda at: self._run("mmove", ["-D", "o", self._mpath(src_path), self._mpath(at)]),
+                lambda at: self._run("mmove", ["-D", "o", self._mpath(at), self._mpath(src_path)]),
+            )
             return
         # A file is re-created under its new name so that its short name and case flags are
         # made from that name, as FatFs's dir_register does; mmove would keep the old ones.
@@ -415,7 +493,11 @@ class FatFilesystem:
             self._run("mcopy", ["-n", self._mpath(src_path), local])
             self._run("mattrib", ["-r", self._mpath(src_path)])
             self._run("mdel", [self._mpath(src_path)])
-            self._run("mcopy", ["-D", "o", local, self._mpath(dst_path)])
+            self._named(
+                dst_path,
+                lambda at: self._run("mcopy", ["-D", "o", local, self._mpath(at)]),
+                lambda at: self._run("mdel", [self._mpath(at)]),
+            )
         self._set_attributes(dst_path, attrs | {"A"})
 
     def rm(self, path: str, must_exist: bool) -> None:
@@ -434,7 +516,11 @@ class FatFilesystem:
             raise _firmware_error("fat_mkdir", path, _Fr.EXIST)
         parts = _split_path(path)
         target = "/".join([*self._canonical_parts(parts[:-1]), parts[-1]])
-        self._run("mmd", [self._mpath(target)])
+        self._named(
+            target,
+            lambda at: self._run("mmd", [self._mpath(at)]),
+            lambda at: self._run("mrd", [self._mpath(at)]),
+        )
 
     def setlabel(self, label: str) -> None:
         """fat_setlabel: set (or, with an empty label, remove) the volume label.
@@ -445,8 +531,9 @@ class FatFilesystem:
         mlabel keeps both copies equal, and we let it (a deliberate, harmless difference
         from fwup's bytes: the file system then checks clean).
         """
-        value = self._guard("fat_setlabel", label, lambda: _fat_label(label))
+        # ff.c f_setlabel mounts the volume before it looks at the label.
         self._guard("fat_setlabel", label, self._require_fs)
+        value = self._guard("fat_setlabel", label, lambda: _fat_label(label))
         if value:
             self._run("mlabel", [f"::{value}"])
         else:
@@ -514,8 +601,13 @@ class FatFilesystem:
 
     # -- FatFs semantics on top of mtools -----------------------------------------------------
 
-    def _create_from(self, path: str, local: str, *, context: str) -> None:
-        """f_open(FA_CREATE_ALWAYS | FA_WRITE) and write ``local``'s bytes."""
+    def check_create(self, path: str) -> None:
+        """fat_write's first step (src/fatfs.c fatfs_truncate, before any data is read):
+        fail as its f_open(FA_CREATE_ALWAYS | FA_WRITE) would, changing nothing."""
+        self._create_target(path, context="Can't open file on FAT partition")
+
+    def _create_target(self, path: str, *, context: str) -> str:
+        """Where f_open(FA_CREATE_ALWAYS | FA_WRITE) puts ``path``, or its error."""
         entry = self._guard(context, path, lambda: self._lookup(path))
         parts = self._guard(context, path, lambda: _split_path(path))
         if not parts:
@@ -524,11 +616,64 @@ class FatFilesystem:
             target = self._canonical(path)
             if entry.is_dir or "R" in self._attributes(target):
                 raise _firmware_error(context, path, _Fr.DENIED)
-        else:
-            target = "/".join([*self._canonical_parts(parts[:-1]), parts[-1]])
+            return target
+        return "/".join([*self._canonical_parts(parts[:-1]), parts[-1]])
+
+    def _create_from(self, path: str, local: str, *, context: str) -> None:
+        """f_open(FA_CREATE_ALWAYS | FA_WRITE) and write ``local``'s bytes."""
+        target = self._create_target(path, context=context)
         # An existing entry is rewritten under its own spelling, so its case is kept.
-        self._run("mcopy", ["-D", "o", local, self._mpath(target)])
+        self._named(
+            target,
+            lambda at: self._run("mcopy", ["-D", "o", local, self._mpath(at)]),
+            lambda at: self._run("mdel", [self._mpath(at)]),
+        )
         self._set_attributes(target, {"A"})
+
+    def _named(
+        self, path: str, create: Callable[[str], object], undo: Callable[[str], object]
+    ) -> None:
+        """``create`` the entry ``path`` (canonical directories) under FatFs's name rule.
+
+        A name with an extended character (ff.c create_name): FatFs gives it a long-name
+        entry even when it fits 8.3, and a short name upper-cased in code page 850 with no
+        numeric tail when nothing is lost; mtools may write only the short name (with case
+        flags) or another short name. The entry is then made again under a stand-in name of
+        the same length that mtools must give a long name (one character replaced by "+"),
+        and its entries rewritten to FatFs's: long name, short name and their checksum.
+        """
+        create(path)
+        directory, _, leaf = path.rpartition("/")
+        want = None if all(ord(ch) < 0x80 for ch in leaf) else _fatfs_short_name(leaf)
+        if want is None:
+            return  # ASCII, or a lossy name: FatFs's numeric tail and mtools' agree
+        entry = next(e for e in self._list(directory) if e.matches(leaf))
+        if entry.has_long_name:
+            have = _short_name_bytes(entry.short)
+            if have == want:
+                return
+            self._rewrite_entries(path, leaf, have, want)
+            return
+        undo(path)
+        stand_in = leaf.replace(next(ch for ch in leaf if ord(ch) >= 0x80), "+", 1)
+        create(f"{directory}/{stand_in}" if directory else stand_in)
+        made = next(e for e in self._list(directory) if e.name == stand_in)
+        self._rewrite_entries(path, stand_in, _short_name_bytes(made.short), want, leaf)
+
+    def _rewrite_entries(
+        self, path: str, name: str, sfn: bytes, want: bytes, new_name: str | None = None
+    ) -> None:
+        """Find the long-name entries of ``name`` and its short name ``sfn`` in the volume and
+        make them ``new_name``'s (default: ``name``) with short name ``want``."""
+        old = _lfn_entries(name, sfn) + sfn
+        volume = self._pread(0, self._image_size() - self._offset)
+        at = volume.find(old)
+        if at < 0 or volume.find(old, at + 1) >= 0:
+            raise TargetError(f"cannot give {path!r} FatFs's names (entries not found)")
+        entry = bytearray(volume[at + len(old) - 11 : at + len(old) + 21])
+        entry[:11] = want
+        entry[12] = 0  # no case flags with a long name
+        self._pwrite(at, _lfn_entries(new_name or name, want) + bytes(entry))
 
     def _remove(self, path: str, *, must_exist: bool, context: str) -> None:
         try:
@@ -615,6 +760,7 @@ class FatFilesystem:
                     short=short,
                     is_dir=is_dir,
                     size=0 if is_dir else int(size),
+                    has_long_name=bool(m["long"]),
                 )
             )
         return entries

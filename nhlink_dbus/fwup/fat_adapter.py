@@ -258,6 +258,9 @@ class MtoolsFat:
             self.cache.pwrite(data, at, sector == block_count - 1 or sector > _STREAMED_AFTER)
 
     def open_write(self, block_offset: int, path: str) -> _SpooledFatWrite:
+        # fwup opens (creates) the file before it reads the resource: its errors come first.
+        with self.volume(block_offset, readonly=True) as fs:
+            fs.check_create(path)
         return _SpooledFatWrite(self, block_offset, path)
 
     def mv(self, block_offset: int, src: str, dst: str, force: bool) -> None:

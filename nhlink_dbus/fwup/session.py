@@ -87,6 +87,7 @@ class ApplySession:
         verify_writes: bool | None = None,
         progress_range: tuple[int, int] = (0, 100),
         reboot_param_path: str | None = None,
+        archive_name: str = "(null)",
     ) -> None:
         if public_keys:
             signature.load()  # now, not when meta.conf arrives
@@ -118,6 +119,7 @@ class ApplySession:
                     progress_low=progress_range[0],
                     progress_high=progress_range[1],
                     reboot_param=self._write_reboot_param,
+                    archive_name=archive_name,
                 ),
                 cache,
                 listener,
@@ -165,10 +167,11 @@ class ApplySession:
         self.applier.feed(chunk, read_size)
         return self.applier.done
 
-    def finish(self) -> None:
-        """End of input: raise if the archive was cut short, else sync the target."""
+    def finish(self, read_error: str | None = None) -> None:
+        """End of input (``read_error``: reading it failed so): raise if the archive was
+        cut short, else sync the target."""
         if not self.applier.done:
-            self.applier.finish()
+            self.applier.finish(read_error)
         self.target.sync()
 
     def close(self) -> None:

@@ -7,37 +7,30 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nhlink_dbus.core.fw_archive import Event, ZipStreamReader
-from nhlink_dbus.errors import FirmwareError
+from nhlink_dbus.core.fw_archive import DataFailed, Event, ZipStreamReader
 from tests.fwup.expect_records import FIXTURES
 
 ARCHIVES = {name: (FIXTURES / f"{name}.fw").read_bytes() for name in ("ab", "fat", "simple")}
 CORRUPT = (FIXTURES / "corrupt-resource-zipcrc.fw").read_bytes()
 
 
-def per_read(data: bytes, read_size: int) -> tuple[list[Event], str | None]:
+def per_read(data: bytes, read_size: int) -> list[Event]:
     reader = ZipStreamReader()
     events: list[Event] = []
-    try:
-        for start in range(0, len(data), read_size):
-            events += reader.feed(data[start : start + read_size])
-    except FirmwareError as exc:
-        return events, str(exc)
-    return events, None
+    for start in range(0, len(data), read_size):
+        events += reader.feed(data[start : start + read_size])
+    return events + list(reader.finish())
 
 
-def streamed(data: bytes, read_size: int, cuts: list[int]) -> tuple[list[Event], str | None]:
+def streamed(data: bytes, read_size: int, cuts: list[int]) -> list[Event]:
     """``data`` in buffers that hold whole reads (split at multiples of ``read_size``)."""
     reader = ZipStreamReader()
     events: list[Event] = []
     bounds = sorted({0, len(data), *(min(c * read_size, len(data)) for c in cuts)})
-    try:
-        for start, end in itertools.pairwise(bounds):
-            events.extend(reader.stream(data[start:end], read_size))
-    except FirmwareError as exc:
-        return events, str(exc)
+    for start, end in itertools.pairwise(bounds):
+        events.extend(reader.stream(data[start:end], read_size))
     assert reader.consumed == len(data) or reader.finished
-    return events, None
+    return events + list(reader.finish())
 
 
 @settings(max_examples=60, deadline=None)
@@ -52,7 +45,8 @@ def test_stream_equals_one_feed_per_read(name: str, read_size: int, cuts: list[i
 
 
 @given(read_size=st.sampled_from([512, 16384]), cuts=st.lists(st.integers(0, 50), max_size=3))
-def test_stream_raises_where_one_feed_per_read_does(read_size: int, cuts: list[int]) -> None:
-    events, error = streamed(CORRUPT, read_size, cuts)
-    assert error is not None and error.startswith("ZIP bad CRC")
-    assert (events, error) == per_read(CORRUPT, read_size)
+def test_stream_fails_where_one_feed_per_read_does(read_size: int, cuts: list[int]) -> None:
+    events = streamed(CORRUPT, read_size, cuts)
+    failed = [e for e in events if isinstance(e, DataFailed)]
+    assert len(failed) == 1 and failed[0].text.startswith("ZIP bad CRC")
+    assert events == per_read(CORRUPT, read_size)

@@ -101,12 +101,15 @@ def stdin_bytes(name: str | None) -> bytes:
     if not m:
         raise ValueError(f"unknown stdin {name}")
     data = (FIXTURES / m.group(3)).read_bytes()
-    if m.group(2):
-        data = data[: int(m.group(2))]
     if not m.group(4):
-        return data
+        return data[: int(m.group(2))] if m.group(2) else data
     size = 4096 if m.group(5) == "4k" else len(data)
-    return frame(data, size, end=m.group(6) is None)
+    framed = frame(data, size, end=m.group(6) is None)
+    # "first-N-bytes-of-X.fw.framed4k": the first N bytes of the framed stream, as it was
+    # recorded (the stream stops inside a frame: fwup's read fails, "Truncated ZIP file
+    # body"; a cut archive framed whole would end cleanly and read "ZIP decompression
+    # failed (-5)" instead).
+    return framed[: int(m.group(2))] if m.group(2) else framed
 
 
 @dataclass(frozen=True)

