@@ -326,7 +326,15 @@ public_keys = ["{public}"]
 timeout_ms = 600000
 [reboot]
 delay_ms = 0
+[service]
+state_dir = "{run.dir / "state"}"
+[archives]
+dir = "{run.dir / "archives"}"
+[media]
+enabled = false
 """)
+    # Its own state folder: the update journal this run leaves ("applied, awaiting the
+    # reboot", on this boot) must not make the testbed's installed service reboot it.
     run.spawn("nhlink-dbus", ["/usr/bin/nhlink-dbus", "--config", str(config)])
 
     def device() -> dict[str, object]:
