@@ -17,7 +17,9 @@ the update after 3 failures of one part. Rules here:
   count) are not used, as nerves_hub_link falls back to the whole-file check.
 * Without part checksums bytes pass at once; :meth:`PartVerifier.finish` checks
   the size and the whole-file checksum (the applier verifies every resource of
-  a ``.fw`` anyway).
+  a ``.fw`` anyway). With them, every byte is covered by its part's SHA-256 from
+  the same message, so the whole-file hash (a second pass over every byte) adds
+  nothing and is not computed; the size is checked all the same.
 * ``restart`` (the server ignored Range and sends from byte 0): everything
   starts over.
 """
@@ -74,7 +76,11 @@ class PartVerifier:
 
     def _reset(self) -> None:
         self.verified = 0  # bytes handed on
-        self._part = bytearray()
+        # The part being received: its pieces as they came (no copy but at a part's
+        # boundaries) and its hash, kept up to date piece by piece.
+        self._held: list[bytes] = []
+        self._held_len = 0
+        self._part_hash = hashlib.sha256()
         self._whole = hashlib.sha256()
 
     @property
@@ -84,7 +90,7 @@ class PartVerifier:
     @property
     def received(self) -> int:
         """Bytes taken so far (handed on or held)."""
-        return self.verified + len(self._part)
+        return self.verified + self._held_len
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Take ``chunk`` (the next bytes); return what may go to the applier now."""
@@ -95,28 +101,36 @@ class PartVerifier:
             self._whole.update(chunk)
             return [chunk]
         out: list[bytes] = []
-        view = memoryview(chunk)
-        while view:
+        while chunk:
             room = self._part_end() - self.received
-            take, view = view[:room], view[room:]
-            self._part += take
+            if len(chunk) <= room:
+                take, chunk = chunk, b""
+            else:
+                take, chunk = chunk[:room], chunk[room:]
+            self._held.append(take)
+            self._held_len += len(take)
+            self._part_hash.update(take)
             if self.received == self._part_end():
-                out.append(self._seal())
+                out += self._seal()
         return out
 
     def finish(self) -> list[bytes]:
         """The body ended cleanly: the last part, then the size and whole-file checks."""
         out: list[bytes] = []
-        if self._part:
+        if self._held_len:
             if self.size is None and self.partials:
-                out.append(self._seal())  # the last part is shorter
+                out += self._seal()  # the last part is shorter
             else:
                 raise VerifyError(f"the download ended at byte {self.received}, short")
         if self.size is not None and self.verified != self.size:
             raise VerifyError(f"{self.verified} bytes received, {self.size} announced")
         if self.partials and self.verified < (len(self.partials) - 1) * self.part_size + 1:
             raise VerifyError(f"{self.verified} bytes cannot hold {len(self.partials)} parts")
-        if self.checksum is not None and self._whole.hexdigest() != self.checksum:
+        if (
+            not self.partials
+            and self.checksum is not None
+            and self._whole.hexdigest() != self.checksum
+        ):
             raise VerifyError("the download does not match its checksum")
         return out
 
@@ -131,13 +145,14 @@ class PartVerifier:
         end = (index + 1) * self.part_size
         return end if self.size is None else min(end, self.size)
 
-    def _seal(self) -> bytes:
+    def _seal(self) -> list[bytes]:
+        """The part just completed, once its checksum matched."""
         index = self.verified // self.part_size
         if index >= len(self.partials):
             raise VerifyError(f"the download has more than the {len(self.partials)} parts known")
-        data = bytes(self._part)
-        self._part = bytearray()
-        if hashlib.sha256(data).hexdigest() != self.partials[index]:
+        pieces, size, digest = self._held, self._held_len, self._part_hash.hexdigest()
+        self._held, self._held_len, self._part_hash = [], 0, hashlib.sha256()
+        if digest != self.partials[index]:
             attempt = self.failures.get(index, 0) + 1
             self.failures[index] = attempt
             if attempt >= self.max_attempts:
@@ -146,6 +161,6 @@ class PartVerifier:
                 )
             self.refetched += 1
             raise PartMismatch(index, self.verified, attempt)
-        self.verified += len(data)
-        self._whole.update(data)
-        return data
+        self.verified += size
+        # One write per verified part (one copy of it: cheap beside its two hashes).
+        return pieces if len(pieces) == 1 else [b"".join(pieces)]
