@@ -8,6 +8,9 @@ Run under the umockdev preload by ``test_media_removal.py``::
 
 ``CASE`` is ``copy`` (``nerves-hub/content.fw``, an archive, being copied into the
 archives folder) or ``apply`` (``nerves-hub/update.fw``, a firmware, being applied);
+``kill`` is ``copy`` with the process SIGKILLed mid-way instead of the stick pulled
+(it prints the folder as it was, then dies), and ``restart`` the next start with the
+stick still in: the archive offered, decided ``download`` and ready (no gate);
 ``CONFIG`` says ``HUB_URL`` where the simulator's URL goes. The medium's reader is the
 real one with a gate: on the chosen read of the file (an archive: 1 head, 2 the copy,
 verified on the way; a firmware: 1 head, 2 verification, 3 the apply) it stops after the
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
@@ -36,7 +40,7 @@ from tests.harness.umockdev import Testbed, usb_stick
 from tests.integration.daemon_helpers import DEVICE, sim_config
 from tests.service.test_root import Recorder
 
-CHOSEN_READ = {"copy": 2, "apply": 3}
+CHOSEN_READ = {"copy": 2, "apply": 3, "kill": 2, "restart": 0}
 
 
 class Gate:
@@ -93,13 +97,23 @@ async def scenario(case: str, work: Path, devnode: str, config_path: Path) -> di
                 await sim.wait_for_join(DEVICE, timeout=30)
                 record, partition = usb_stick(devnode, "ext4")
                 bed.add(record)
+                folder = Path(config.archives.dir)
+                if case == "restart":
+                    ((rid, _info),) = await recorder.wait_for("archive_available")
+                    service.decide(rid, "download", 0, Caller(0, ":test"))
+                    ((_rid, _info, path),) = await recorder.wait_for("archive_ready")
+                    result["ready"] = path
+                    result["left"] = sorted(p.name for p in folder.iterdir())
+                    return result
                 if case == "apply":
                     ((rid, _info),) = await recorder.wait_for("update_available")
                     service.decide(rid, "apply", 0, Caller(0, ":test"))
                 async with asyncio.timeout(60):
                     await GATE.reached.wait()
-                folder = Path(config.archives.dir)
                 result["mid_way"] = {p.name: p.stat().st_size for p in folder.iterdir()}
+                if case == "kill":
+                    print(json.dumps(result), flush=True)
+                    os.kill(os.getpid(), signal.SIGKILL)
                 bed.remove(partition)  # pulled, mid-way
                 await recorder.wait_for("media_removed")
                 GATE.release.set()
@@ -114,7 +128,7 @@ async def scenario(case: str, work: Path, devnode: str, config_path: Path) -> di
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            result["calls"] = [[name, list(args)] for name, args in recorder.calls]
+                result["calls"] = [[name, list(args)] for name, args in recorder.calls]
     finally:
         bed.close()
     return result

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,16 @@ from nhlink_dbus.core.kv_format import active_slot_metadata
 from nhlink_dbus.kv_store import read_kv
 from nhlink_devtools.ab_layout import AbLayout
 from tests.harness.umockdev import PRELOAD, ROOT
-from tests.integration.archive_helpers import make_archive, running_device
+from tests.integration.archive_helpers import make_archive, running_device, sha256
 from tests.integration.daemon_helpers import make_firmware, write_config
 from tests.media.media_helpers import attached, ext4_image, mounts_of
 
 
-def run_scenario(case: str, tmp_path: Path, devnode: str, image: Path) -> dict[str, Any]:
+def run_scenario(
+    case: str, tmp_path: Path, devnode: str, image: Path, *, namespace: bool = False
+) -> dict[str, Any]:
+    """The scenario's JSON line. ``namespace``: in a mount namespace of its own, as
+    systemd runs the service (its mounts go when its last process does)."""
     config = write_config(
         tmp_path,
         ws_url="HUB_URL",
@@ -35,8 +40,10 @@ def run_scenario(case: str, tmp_path: Path, devnode: str, image: Path) -> dict[s
     )
     env = {**os.environ, "LD_PRELOAD": PRELOAD, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
     env.pop("UMOCKDEV_DIR", None)
+    unshare = ["unshare", "--mount", "--propagation", "private"] if namespace else []
     done = subprocess.run(
         [
+            *unshare,
             sys.executable,
             "-m",
             "tests.media.removal_scenario",
@@ -52,7 +59,10 @@ def run_scenario(case: str, tmp_path: Path, devnode: str, image: Path) -> dict[s
         timeout=180,
         check=False,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
+    expected = -signal.SIGKILL if case == "kill" else 0
+    if namespace and case == "kill":
+        expected = 128 + signal.SIGKILL  # unshare forks; the child's death is its status
+    assert done.returncode in (expected, -signal.SIGKILL), done.stdout + done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -103,3 +113,29 @@ def test_removal_mid_apply_fails_cleanly_and_keeps_the_running_slot(tmp_path: Pa
     after = image.read_bytes()
     a0, a1 = 4096 * 512, layout.rootfs_b * 512
     assert after[a0:a1] == before[a0:a1]  # the running slot was not touched
+
+
+def test_a_kill_mid_copy_presents_nothing_partial_and_the_next_start_copies_again(
+    tmp_path: Path,
+) -> None:
+    """Issue 14's kill matrix, for a copy from media: the service SIGKILLed in the middle
+    of copying an archive from a stick, then started again with the stick still in."""
+    _fw, image = running_device(tmp_path)
+    stick = tmp_path / "stick"
+    (stick / "nerves-hub").mkdir(parents=True)
+    archive, uuid = make_archive(stick / "nerves-hub", "content", size=6 << 20)
+    with attached(ext4_image(stick, tmp_path / "stick.img")) as devnode:
+        killed = run_scenario("kill", tmp_path, devnode, image, namespace=True)
+        ((name, size),) = killed["mid_way"].items()
+        assert name.endswith(".copy") and 0 < size < 6 << 20  # killed one chunk in
+        assert mounts_of(devnode) == []  # its mount went with its namespace
+        folder = tmp_path / "archives"
+        assert sorted(p.name for p in folder.iterdir()) == [name]  # the leftover, as killed
+        again = run_scenario("restart", tmp_path, devnode, image, namespace=True)
+        assert mounts_of(devnode) == []
+    called = names(again)
+    assert called.count("archive_ready") == 1 and "error" not in called
+    ready = Path(again["ready"])
+    # The leftover was deleted at start; the archive, copied again, is the stick's.
+    assert again["left"] == [ready.name] == [f"{uuid}.fw"]
+    assert sha256(ready) == sha256(archive)
