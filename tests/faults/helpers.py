@@ -90,6 +90,15 @@ class LinkClient(harness_link_client.LinkClient):
         )  # fmt: skip
         return value
 
+    async def wait_property(self, prop: str, value: Any, timeout: float = 30) -> None:
+        """Until the service's property ``prop`` reads ``value`` (asked every 50 ms)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while (now := await self.get(prop)) != value:
+            if loop.time() > end:
+                raise AssertionError(f"{prop} is still {now!r}, not {value!r}")
+            await asyncio.sleep(0.05)
+
     async def wait_for_service(self, daemon: Daemon, timeout: float = 20) -> None:
         """Until the daemon answers on the bus."""
         loop = asyncio.get_running_loop()

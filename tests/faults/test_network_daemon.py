@@ -81,6 +81,9 @@ async def test_a_hub_restart_during_a_decision_keeps_the_question(
             await sim.wait_for(
                 lambda: len([f for f in record.frames_sent if f.event == "update"]) >= 2
             )
+            # The hub has sent its join reply; the daemon may not have read it yet (seen
+            # on one slow core): CheckForUpdate needs the daemon joined, so wait for that.
+            await ui.wait_property("Connected", True)
             check = await ui.reply("CheckForUpdate")
             assert check.message_type == MessageType.METHOD_RETURN, check.body
             assert await ui.pending() == [request_id]
