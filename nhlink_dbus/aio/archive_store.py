@@ -71,11 +71,17 @@ class _PartFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-        self.fd = os.open(path, flags, FILE_MODE)
+        try:
+            self.fd = os.open(path, flags, FILE_MODE)
+        except OSError as exc:
+            raise TargetError(f"cannot create {path}: {exc.strerror}") from exc
         self.size = 0
 
     async def write(self, chunk: bytes) -> None:
-        await run_blocking(_write_all, self.fd, chunk)
+        try:
+            await run_blocking(_write_all, self.fd, chunk)
+        except OSError as exc:  # a full archives folder, above all
+            raise TargetError(f"writing {self.path} failed: {exc.strerror}") from exc
         self.size += len(chunk)
 
     async def restart(self) -> None:
@@ -267,7 +273,10 @@ class ArchiveStore:
         target = Path(path)
         if target.parent != self.folder:
             raise TargetError(f"{path} is not in {self.folder}")
-        target.unlink(missing_ok=True)
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            raise TargetError(f"cannot delete {path}: {exc.strerror}") from exc
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -198,8 +198,10 @@ async def _inhibitor(logind: Logind | None) -> AsyncIterator[Callable[[], Awaita
     finally:
         if taking.done():
             _release_taken(taking)
-        else:  # left before logind answered (a failure, a stop): release when it does
-            taking.cancel()
+        else:
+            # Left before logind answered (a failure, a stop): release the lock when the
+            # answer comes (within the call's timeout). Not cancelled: a reply arriving
+            # after a cancel would be dropped with the lock's fd in it, held until exit.
             taking.add_done_callback(_release_taken)
 
 

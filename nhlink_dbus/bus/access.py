@@ -74,8 +74,9 @@ class AccessPolicy:
     async def _judge_and_remember(self, sender: str) -> Caller:
         try:
             caller = await self._judge(sender)
-        except _Gone:
-            raise
+        except _Gone as gone:
+            # Not remembered; and the caller sees the documented name, not this class's.
+            raise AccessDenied(str(gone)) from None
         except AccessDenied:
             self._remember(sender, None)
             raise

@@ -248,7 +248,6 @@ class _Entry:
     uncompressed_size: int
     zip64: bool
     regular: bool
-    decdat: int
 
 
 def _ut_mtime(extra: bytes) -> datetime | None:
@@ -400,7 +399,7 @@ class ZipStreamReader:
             f.error = None  # archive_clear_error: each next_header starts without one
             try:
                 if reading:
-                    self._data_skip()
+                    self.skip()
                     yield from self._skip_rest()
                 entry, warn = yield from self._read_header()
             except _Error as exc:
@@ -424,9 +423,6 @@ class ZipStreamReader:
                     yield from self._emit(DataFailed(entry.name, text or ""))
                     break
                 yield from self._emit(EntryData(entry.name, data))
-
-    def _data_skip(self) -> None:
-        self._skip = True
 
     # -- libarchive's streamable ZIP format -------------------------------------------
 
@@ -480,7 +476,6 @@ class ZipStreamReader:
         method = method & 0xFF
         if method >= 0x80:
             method -= 0x100  # libarchive keeps it in a (signed) char
-        decdat = head[11] if flags & FLAG_LENGTH_AT_END else head[17]
         yield from f.consume(30)
         p, _ = yield from f.ahead(nlen)
         if p is None:
@@ -498,7 +493,7 @@ class ZipStreamReader:
         if p is None:
             raise _Error(_FATAL, "Truncated ZIP file header")
         extra = bytes(p[:elen])
-        entry = _Entry(name, flags, method, crc, csize, usize, False, True, decdat)
+        entry = _Entry(name, flags, method, crc, csize, usize, False, True)
         try:
             _process_extra(extra, entry)
         except _Error as exc:

@@ -647,7 +647,7 @@ class FatFilesystem:
         want = None if all(ord(ch) < 0x80 for ch in leaf) else _fatfs_short_name(leaf)
         if want is None:
             return  # ASCII, or a lossy name: FatFs's numeric tail and mtools' agree
-        entry = next(e for e in self._list(directory) if e.matches(leaf))
+        entry = self._listed(directory, lambda e: e.matches(leaf), leaf)
         if entry.has_long_name:
             have = _short_name_bytes(entry.short)
             if have == want:
@@ -657,7 +657,7 @@ class FatFilesystem:
         undo(path)
         stand_in = leaf.replace(next(ch for ch in leaf if ord(ch) >= 0x80), "+", 1)
         create(f"{directory}/{stand_in}" if directory else stand_in)
-        made = next(e for e in self._list(directory) if e.name == stand_in)
+        made = self._listed(directory, lambda e: e.name == stand_in, stand_in)
         self._rewrite_entries(path, stand_in, _short_name_bytes(made.short), want, leaf)
 
     def _rewrite_entries(
@@ -739,6 +739,14 @@ class FatFilesystem:
         names = self._canonical_parts(parts[:-1])
         last = next(e for e in self._list("/".join(names)) if e.matches(parts[-1]))
         return "/".join([*names, last.name])
+
+    def _listed(self, directory: str, wanted: Callable[[_Entry], bool], name: str) -> _Entry:
+        """The entry of ``directory`` that ``wanted`` picks: one just made, so mtools
+        listing it otherwise is an error of the target, not a StopIteration."""
+        for entry in self._list(directory):
+            if wanted(entry):
+                return entry
+        raise TargetError(f"mdir does not list {name!r} in {directory or '/'!r} after mcopy")
 
     def _list(self, directory: str) -> list[_Entry]:
         """The entries of ``directory`` (canonical path, "" = root), without "." and ".."."""

@@ -66,11 +66,19 @@ class MediaWiring:
     def perform(self, effects: Sequence[link.Effect]) -> None:
         raise NotImplementedError  # the root's
 
+    def _discard_staged(self, effect: am.DiscardStaged) -> None:
+        # Best effort: the decision is made; a copy that cannot be deleted stays a leftover,
+        # deleted at the next start. An effect handler never raises into the caller.
+        try:
+            self.store.discard(effect.path)
+        except NhlinkError as exc:
+            logger.warning("staged archive not deleted: %s", exc)
+
     def media_effects(self) -> dict[type[Any], Callable[[Any], object]]:
         """This half's rows of the root's one effect table."""
         return {
             am.StartArchiveDownload: lambda e: self.tasks.spawn("archive", self._archive(e)),
-            am.DiscardStaged: lambda e: self.store.discard(e.path),
+            am.DiscardStaged: self._discard_staged,
             media.AttachMedium: self._attach_medium,
             media.DetachMedium: self._detach_medium,
             media.MediaAdded: self._media_added,

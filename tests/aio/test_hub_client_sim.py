@@ -304,9 +304,9 @@ async def test_set_backoff_replaces_the_list_and_a_lasting_connection_resets_it(
     good.session.backoff.attempt = 5
     async with running(good):
         device = await sim.wait_for_join(DEV)
-        joined_at = time.monotonic()
-        await asyncio.sleep(0.2)  # the connection must outlast 120 ms: time is the subject
-        assert time.monotonic() - joined_at >= 0.12
+        # The connection must outlast 120 ms on the client's clock: time is the subject
+        # here (the real one: this client has no clock to inject); 0.2 s is enough.
+        await asyncio.sleep(0.2)
         await sim.close_device(DEV, 1000)
         (lost,) = await rec.wait(Disconnected)
         assert lost.reconnect_in_ms == 30 and good.session.backoff.attempt == 1
