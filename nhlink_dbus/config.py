@@ -45,7 +45,6 @@ import re
 import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal, cast
 
@@ -66,6 +65,7 @@ from nhlink_dbus.core.kv_format import parse_kv_spec
 from nhlink_dbus.core.link import LinkSettings
 from nhlink_dbus.core.media import folder_problem
 from nhlink_dbus.core.nh1 import NH1Params
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.core.recovery import JOURNAL_FILE
 from nhlink_dbus.core.validation import POLICIES as VALIDATION_POLICIES
 from nhlink_dbus.errors import ConfigError

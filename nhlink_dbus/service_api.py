@@ -9,8 +9,9 @@ methods, signals and properties. Values are plain Python: info dictionaries are
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+from nhlink_dbus.core.records import dataclass
 
 InfoValue = str | int
 Info = Mapping[str, InfoValue]

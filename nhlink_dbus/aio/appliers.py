@@ -48,7 +48,6 @@ import signal
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from enum import Enum
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -61,6 +60,7 @@ from nhlink_dbus.core.fwup_framing import (
     PacketType,
     encode_input_frame,
 )
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import ConfigError, FirmwareError, ProtocolError, StateError
 from nhlink_dbus.fwup.signature import parse_public_key
 

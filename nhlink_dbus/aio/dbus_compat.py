@@ -40,7 +40,6 @@ import array
 import contextlib
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from dbus_next.aio import message_bus as _aio_message_bus
@@ -49,6 +48,8 @@ from dbus_next.constants import BusType
 from dbus_next.message import Message
 from dbus_next.service import ServiceInterface
 from dbus_next.signature import SignatureTree
+
+from nhlink_dbus.core.records import dataclass
 
 # The private helpers are untyped static methods; reach them through Any once.
 _SERVICE: Any = ServiceInterface

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
 from typing import Final
 
 from dbus_next.aio.message_bus import MessageBus
@@ -26,6 +25,7 @@ from dbus_next.aio.message_bus import MessageBus
 from nhlink_dbus import names
 from nhlink_dbus.aio.dbus_calls import CallError, SignalWatch, call, get_property, set_property
 from nhlink_dbus.core.geo import NO_LOCATION, Location, LocationError
+from nhlink_dbus.core.records import dataclass
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from nhlink_dbus.aio.hub_tls import server_hostname, tls_context
 from nhlink_dbus.core import hub_messages as hm
+from nhlink_dbus.core import records
 from nhlink_dbus.core import update_mode as um
 from nhlink_dbus.core.backoff import BackoffHook, ReconnectBackoff
 from nhlink_dbus.core.hub_session import (
@@ -154,7 +154,7 @@ class HubClient:
 
     def set_meta(self, meta: dict[str, bool]) -> None:
         """The firmware validation state for the next join's ``meta``."""
-        self.session.set_device(dataclasses.replace(self.session.device, meta=meta))
+        self.session.set_device(records.replace(self.session.device, meta=meta))
 
     async def check_update(self, timeout: float = 15.0) -> um.UpdateAvailability:
         """Device-managed ``check_update``: the hub's ``update_available`` (metadata, no URL)."""

@@ -36,7 +36,6 @@ import os
 import shutil
 import stat
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from nhlink_dbus.aio.archive_store import ArchiveStore
@@ -44,6 +43,7 @@ from nhlink_dbus.aio.blocking import run_blocking
 from nhlink_dbus.aio.media_mounts import MediaMounts, owned
 from nhlink_dbus.core import media
 from nhlink_dbus.core.fwup_meta import ArchiveInspector, FwArchiveHead, firmware_metadata
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError, NhlinkError, TargetError
 from nhlink_dbus.fwup.fat import FatFilesystem, mtools_environment
 from nhlink_dbus.fwup.signature import check_signature, parse_public_key

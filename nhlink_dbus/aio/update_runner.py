@@ -20,13 +20,13 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from nhlink_dbus.aio.logind import Inhibitor, Logind
 from nhlink_dbus.config import ApplierKind
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.core.partials import PartMismatch, PartVerifier
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import DownloadError, LogindError, NhlinkError
 
 if TYPE_CHECKING:

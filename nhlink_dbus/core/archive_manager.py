@@ -25,10 +25,10 @@ is ready or failed, and what is ready (the shelf: ``GetArchives``). Rules:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from nhlink_dbus.core.hub_messages import ArchiveInfo
 from nhlink_dbus.core.media import MediaFile
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import StateError
 
 Info = dict[str, str | int]

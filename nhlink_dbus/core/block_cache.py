@@ -88,20 +88,27 @@ class BlockCache:
         device: BlockDevice,
         end_offset: int | None = None,
         allocate: Callable[[int], SegmentBuffer] | None = None,
-        write_streamed: Callable[[SegmentBuffer, int], None] | None = None,
+        write_streamed: Callable[[SegmentBuffer, int], int] | None = None,
     ) -> None:
         """``write_streamed(data, offset)``, when given, writes a completed streamed
         segment the way fwup's writer thread does: it may return before the write is
-        done, keeps ``data`` until the device's next call returns, and reports a
-        failure from a later call."""
+        done and reports a failure from a later call. It keeps ``data`` until it says
+        it is done with it: it returns how many of the buffers handed to it before
+        are free again (the oldest first), and after any other call of the device
+        returns, all are."""
         self._dev = device
         self._end = end_offset
         self._allocate = allocate or _memory
         self._free: list[SegmentBuffer] = []  # buffers of segments that hold no data
         self._streamed_write = write_streamed
-        self._in_flight: SegmentBuffer | None = None  # the device may still be writing it
+        self._in_flight: list[SegmentBuffer] = []  # the device may still be writing them
         self._segs: OrderedDict[int, _Segment] = OrderedDict()  # LRU order, oldest first
         self._trimmed: set[int] = set()
+
+    @property
+    def end_offset(self) -> int | None:
+        """The offset no write may reach (None: unlimited)."""
+        return self._end
 
     # -- segment management -------------------------------------------------------
 
@@ -131,10 +138,10 @@ class BlockCache:
             seg.valid[:] = _NONE_DIRTY
 
     def _landed(self) -> None:
-        """A device call returned: a streamed write handed over before it is done."""
-        if self._in_flight is not None:
-            self._free.append(self._in_flight)
-            self._in_flight = None
+        """A device call returned: the streamed writes handed over before are done."""
+        if self._in_flight:
+            self._free += self._in_flight
+            self._in_flight.clear()
 
     def _read_segment(self, offset: int) -> bytes:
         if offset in self._trimmed:
@@ -211,12 +218,15 @@ class BlockCache:
                 # A completely dirty streamed segment goes to the target at once.
                 if self._streamed_write is not None and self._whole(seg_off):
                     # Asynchronously, as fwup's writer thread does; the buffer serves
-                    # the next segment but one (the device keeps it until its next call).
-                    self._streamed_write(data, seg_off)
+                    # again once the device says it is done with it.
+                    done = self._streamed_write(data, seg_off)
                     self._trimmed.discard(seg_off)
                     seg.dirty[:] = _NONE_DIRTY
-                    self._landed()
-                    self._in_flight, seg.data = data, None
+                    if done:
+                        self._free += self._in_flight[:done]
+                        del self._in_flight[:done]
+                    self._in_flight.append(data)
+                    seg.data = None
                     seg.valid[:] = _NONE_DIRTY
                 else:
                     whole = self._write_out(data, seg_off)

@@ -11,10 +11,10 @@ refuse the same values with the same words::
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any, Final
 
+from nhlink_dbus.core import records
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import ConfigError
 
 # Upper bound of every duration (ms): ten years. Larger values are typos.
@@ -42,7 +42,7 @@ class Bounds:
 
 def bounded(default: int, minimum: int, maximum: int = MAX_MS) -> Any:
     """A dataclass field holding an integer: its default and its :class:`Bounds`."""
-    return dataclasses.field(default=default, metadata={_METADATA_KEY: Bounds(minimum, maximum)})
+    return records.field(default=default, metadata={_METADATA_KEY: Bounds(minimum, maximum)})
 
 
 def bounds_of(cls: type, name: str) -> Bounds:
@@ -56,16 +56,16 @@ def bounds_of(cls: type, name: str) -> Bounds:
 def default_of(cls: type, name: str) -> Any:
     """The default of field ``name`` of dataclass ``cls`` (KeyError if it has none)."""
     found = field_of(cls, name)
-    if found.default is not dataclasses.MISSING:
+    if found.default is not records.MISSING:
         return found.default
-    if found.default_factory is not dataclasses.MISSING:
+    if found.default_factory is not records.MISSING:
         return found.default_factory()
     raise KeyError(f"{cls.__name__}.{name} has no default")
 
 
-def field_of(cls: type, name: str) -> dataclasses.Field[Any]:
+def field_of(cls: type, name: str) -> records.Field:
     """Field ``name`` of dataclass ``cls`` (KeyError if there is none)."""
-    for found in dataclasses.fields(cls):
+    for found in records.fields(cls):
         if found.name == name:
             return found
     raise KeyError(f"{cls.__name__} has no field {name!r}")
@@ -73,7 +73,7 @@ def field_of(cls: type, name: str) -> dataclasses.Field[Any]:
 
 def bounded_fields(cls: type) -> tuple[str, ...]:
     """The names of the bounded fields of dataclass ``cls``, in declaration order."""
-    return tuple(f.name for f in dataclasses.fields(cls) if _METADATA_KEY in f.metadata)
+    return tuple(f.name for f in records.fields(cls) if _METADATA_KEY in f.metadata)
 
 
 def check_bounds(settings: object, table: str) -> None:

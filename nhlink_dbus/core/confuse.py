@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+from nhlink_dbus.core.records import dataclass, field
 
 Value = str
 Entry = tuple[Value, ...]  # a scalar is a 1-tuple, a list has any length

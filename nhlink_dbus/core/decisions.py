@@ -36,9 +36,9 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from enum import Enum
 
+from nhlink_dbus.core.records import dataclass, field, replace
 from nhlink_dbus.errors import InvalidArgument, InvalidDecision, UnknownRequest
 
 RESCHEDULE = "reschedule"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 from nhlink_dbus.core import extensions as ext
@@ -33,6 +32,7 @@ from nhlink_dbus.core import update_mode as um
 from nhlink_dbus.core import validation as val
 from nhlink_dbus.core.bounds import bounded, check_bounds
 from nhlink_dbus.core.health import HealthRegistry, HealthSample, build_report
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.core.update_status import HubPush
 
 logger = logging.getLogger(__name__)

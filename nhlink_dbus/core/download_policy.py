@@ -65,12 +65,12 @@ import enum
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 from nhlink_dbus.core.backoff import round_half_away
 from nhlink_dbus.core.bounds import bounded, check_bounds
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import StateError
 
 MIN_WORST_CASE_MS: Final = 60_000

@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
+
+from nhlink_dbus.core.records import dataclass
 
 logger = logging.getLogger(__name__)
 

@@ -27,10 +27,10 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from nhlink_dbus.core.digest import Digest, DigestFactory, new_digest
+from nhlink_dbus.core.records import dataclass
 
 _LOCAL = struct.Struct("<4sBBHHIIIIHH")  # 30 bytes: sig, version, system, flags, method, ...
 
@@ -43,6 +43,7 @@ FLAG_CENTRAL_DIRECTORY_ENCRYPTED = 1 << 13
 METHOD_STORED = 0
 METHOD_DEFLATE = 8
 INFLATE_OUTPUT = 256 * 1024  # libarchive's uncompressed_buffer_size
+BULK_OUTPUT = 128 << 10  # at most this much output in one event of several reads
 
 # libarchive's compression_methods table (for "Unsupported ZIP compression method").
 _METHOD_NAMES = {
@@ -68,8 +69,13 @@ class EntryStart:
 
 @dataclass(frozen=True, slots=True)
 class EntryData:
+    """Entry data: the output of one read of libarchive's, or of several in a row
+    (:attr:`ZipStreamReader.bulk_limit`); then ``tail`` is the size of the last
+    read's output, at the end of ``data`` (0: ``data`` is one read's)."""
+
     name: str
     data: bytes
+    tail: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,10 +156,30 @@ class _Filter:
         self.cnext = 0
         self.cavail = 0
         self.ctotal = 0
+        # A large buffer handed in whole (ZipStreamReader.stream): the read callback
+        # returns it ``read_size`` bytes at a time, after any pending piece.
+        self.bulk = memoryview(b"")
+        self.bulk_pos = 0
+        self.read_size = 0
+        self.taken = 0  # bytes the read callback returned from bulk buffers
+
+    def peek_bulk(self) -> memoryview | None:
+        """The read callback's next piece from the bulk buffer, not taken yet."""
+        if self.pending or self.bulk_pos >= len(self.bulk):
+            return None
+        return self.bulk[self.bulk_pos : self.bulk_pos + self.read_size]
+
+    def take_bulk(self, size: int) -> None:
+        self.bulk_pos += size
+        self.taken += size
 
     def _read(self) -> Generator[_Need, None, memoryview | None]:
         """The read callback: a piece, or None at the end (raises on a read error)."""
         while not self.pending:
+            piece = self.peek_bulk()
+            if piece is not None:
+                self.take_bulk(len(piece))
+                return piece
             if self.input_ended:
                 if self.read_error is not None:
                     self.client, self.cnext, self.cavail, self.ctotal = None, 0, 0, 0
@@ -318,7 +344,11 @@ class ZipStreamReader:
         self._out: deque[Event] = deque()
         self._machine = self._run()
         self.finished = False  # no more events will come (end, or a failure)
-        self.consumed = 0  # input bytes fed so far (fwup's count of bytes in)
+        self._fed = 0  # input bytes fed piece by piece
+        # Output bytes one EntryData may hold when several reads in a row are
+        # plain (see _extend); 0: one read per event, always. The consumer sets it.
+        self.bulk_limit = 0
+        self._tail = 0
         # per entry (libarchive's struct zip)
         self._entry: _Entry | None = None
         self._unconsumed = 0
@@ -334,21 +364,27 @@ class ZipStreamReader:
 
     # -- public -----------------------------------------------------------------
 
+    @property
+    def consumed(self) -> int:
+        """Input bytes read so far (fwup's count of bytes in)."""
+        return self._fed + self._f.taken
+
     def feed(self, chunk: bytes | memoryview) -> Iterator[Event]:
         """One piece of input (one read of fwup's); the events it completes, lazily."""
         if len(chunk):
-            self.consumed += len(chunk)
+            self._fed += len(chunk)
             self._f.pending.append(chunk)
         return self._pump()
 
     def stream(self, chunk: bytes | memoryview, read_size: int) -> Iterator[Event]:
         """The events of ``chunk`` read ``read_size`` bytes at a time, as they come: the
         same as :meth:`feed` called once per read (one call per large buffer instead)."""
-        view = memoryview(chunk)
-        for start in range(0, len(view), read_size):
-            if self.finished:
-                return
-            yield from self.feed(view[start : start + read_size])
+        f = self._f
+        f.bulk, f.bulk_pos, f.read_size = memoryview(chunk), 0, read_size
+        try:
+            yield from self._pump()
+        finally:
+            f.bulk, f.bulk_pos = memoryview(b""), 0
 
     def finish(self, read_error: str | None = None) -> Iterator[Event]:
         """The input ended: fwup's read callback returns 0 from now on, or fails with
@@ -422,7 +458,7 @@ class ZipStreamReader:
                 if code != _OK:
                     yield from self._emit(DataFailed(entry.name, text or ""))
                     break
-                yield from self._emit(EntryData(entry.name, data))
+                yield from self._emit(EntryData(entry.name, data, self._tail))
 
     # -- libarchive's streamable ZIP format -------------------------------------------
 
@@ -525,6 +561,7 @@ class ZipStreamReader:
         """archive_read_format_zip_read_data."""
         entry = self._entry
         assert entry is not None
+        self._tail = 0
         if self._end_of_entry or not entry.regular:
             return _EOF, b""
         yield from self._f.consume(self._unconsumed)
@@ -655,7 +692,60 @@ class ZipStreamReader:
             self._end_of_entry = True
             self._inflater = None
             yield from self._optional_marker()
+        elif self.bulk_limit and not left and not f.copy and f.cavail == 0:
+            return self._extend(inflater, out, not entry.flags & FLAG_LENGTH_AT_END)
         return out
+
+    def _extend(self, inflater: zlib._Decompress, first: bytes, sized: bool) -> bytes:
+        """The next reads of a deflated entry at once, while each is plain: a whole
+        piece from the bulk buffer, wholly consumed, short of the entry's end, its
+        output under the read limit, no error. For those, the calls to inflate are
+        the ones libarchive makes, one per read, and joining their outputs changes
+        nothing a consumer sees but the number of events (``tail`` keeps the last
+        read's output apart: fwup's pad-to-block writer holds back a block by the
+        size of the last write). The first read that is not plain is undone and left
+        to :meth:`_data_deflate`, which makes it as libarchive does."""
+        f = self._f
+        # Each read gives at most INFLATE_OUTPUT: stop before the limit could be passed.
+        cap = min(self.bulk_limit - INFLATE_OUTPUT, BULK_OUTPUT)
+        total = len(first)
+        outs = [first] if first else []
+        taken: list[memoryview] = []
+        last = len(first)
+        snapshot: zlib._Decompress | None = None
+        while total < cap:
+            piece = f.peek_bulk()
+            if piece is None or (sized and len(piece) >= self._remaining):
+                break  # (an entry whose size comes after it ends where its stream does)
+            if snapshot is None:
+                snapshot = inflater.copy()
+            try:
+                out = inflater.decompress(piece, INFLATE_OUTPUT)
+            except zlib.error:
+                out = None
+            if out is None or inflater.unconsumed_tail or inflater.eof:
+                # Undo it: replay the plain reads on the state before them.
+                inflater = snapshot
+                for done in taken:
+                    inflater.decompress(done, INFLATE_OUTPUT)
+                self._inflater = inflater
+                break
+            f.take_bulk(len(piece))
+            taken.append(piece)
+            self._remaining -= len(piece)
+            self._read_compressed += len(piece)
+            self._read_uncompressed += len(out)
+            if out:
+                outs.append(out)
+                last = len(out)
+                total += len(out)
+        if not taken:
+            return first
+        # The filter as after the last of them: its piece read and wholly consumed.
+        piece = taken[-1]
+        f.client, f.cnext, f.cavail, f.ctotal = piece, len(piece), 0, len(piece)
+        self._tail = last
+        return b"".join(outs)
 
     def _optional_marker(self) -> _Steps:
         """consume_optional_marker: the data descriptor after a deflated entry."""

@@ -34,13 +34,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
 from nhlink_dbus.core import uboot_env
 from nhlink_dbus.core.block_cache import BLOCK, BlockCache, PadToBlockWriter, sync_range
 from nhlink_dbus.core.digest import Digest, DigestFactory, new_digest
 from nhlink_dbus.core.fw_archive import (
+    INFLATE_OUTPUT,
     DataFailed,
     EntryData,
     EntryEnd,
@@ -60,6 +60,7 @@ from nhlink_dbus.core.fwup_conf import (
     parse_int,
 )
 from nhlink_dbus.core.fwup_meta import HeadReader, archive_resource_name, meta_variables
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError, NhlinkError
 
 if TYPE_CHECKING:
@@ -447,6 +448,7 @@ class ApplyEngine:
         """After a failure: on-error, as fwup runs it. Returns on-error's own error, which
         is the one fwup reports then (its last error text replaces the first)."""
         self.failed = True
+        self.reader.bulk_limit = 0
         if self._consumer is not None:
             self._consumer.abort()
             self._consumer = None
@@ -585,15 +587,24 @@ class ApplyEngine:
         if consumer is None:
             return  # resource not used by this task, or its actions are done
         assert self._hasher is not None and self._cursor is not None
-        for offset, piece in self._cursor.pieces(ev.data):
-            self._hasher.update(piece)
-            consumer.sink(piece, offset)
-            consumer.written += len(piece)
-            if consumer.count_holes:
-                self.progress.report(offset + len(piece) - consumer.mark)
-                consumer.mark = offset + len(piece)
-            else:
-                self.progress.report(len(piece))
+        parts: tuple[bytes, ...] = (ev.data,)
+        if 0 < ev.tail < len(ev.data):
+            # Several reads at once: the last one's output is written by itself, as
+            # fwup writes it (the pad-to-block writer's state depends on it). Views,
+            # not copies: only raw_write reads in bulk (_bulk_limit), and its
+            # pad-to-block writer and the hash take any buffer.
+            view = memoryview(ev.data)
+            parts = (cast(bytes, view[: -ev.tail]), cast(bytes, view[-ev.tail :]))
+        for part in parts:
+            for offset, piece in self._cursor.pieces(part):
+                self._hasher.update(piece)
+                consumer.sink(piece, offset)
+                consumer.written += len(piece)
+                if consumer.count_holes:
+                    self.progress.report(offset + len(piece) - consumer.mark)
+                    consumer.mark = offset + len(piece)
+                else:
+                    self.progress.report(len(piece))
         if self._cursor.ended:
             # fwup reads no further: the rest of the entry is skipped.
             self._finish_consumer()
@@ -615,6 +626,7 @@ class ApplyEngine:
         blake2b-256 checks, then the action's own close."""
         consumer, res = self._consumer, self._resource
         assert consumer is not None and res is not None and self._hasher is not None
+        self.reader.bulk_limit = 0
         hole = res.ending_hole
         if hole > 0:
             consumer.final_hole(hole, res.size)
@@ -800,6 +812,7 @@ class ApplyEngine:
                 self._hasher = self.digests("blake2b-256")
                 res = self._resource
                 assert res is not None and self._cursor is not None
+                self.reader.bulk_limit = self._bulk_limit(action, res)
                 digest = res.blake2b_256
                 if len(digest) != 64:
                     raise FirmwareError(f"invalid blake2b hash for '{res.name}'")
@@ -809,6 +822,21 @@ class ApplyEngine:
                 self._finish_consumer()
                 continue
             self._run(action)
+
+    def _bulk_limit(self, action: Action, res: FileResource) -> int:
+        """How much output the archive reader may hand over in one event of several
+        reads (0: one read per event, as fwup). Only for a raw_write of a resource read
+        as it is stored (no delta) that fits on the target, so that nothing can fail
+        between the reads, and only while no event advances the progress by more than
+        one percent, so that every percent fwup reports is reported."""
+        if action.name != "raw_write" or not isinstance(self._cursor, _SparseCursor):
+            return 0
+        end = self.cache.end_offset
+        dest = parse_int(action.args[0], action.name) * BLOCK
+        if end is not None and dest + res.size > end:
+            return 0
+        per_percent = self.progress.total // max(self.progress.range, 1)
+        return per_percent if per_percent >= INFLATE_OUTPUT else 0
 
     def _open_consumer(self, action: Action) -> _Consumer:
         name = action.name

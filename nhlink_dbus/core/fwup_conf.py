@@ -12,9 +12,9 @@ Requirements use the same shape in ``reqlist``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 from nhlink_dbus.core import confuse
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import FirmwareError
 
 META_KEYS = (

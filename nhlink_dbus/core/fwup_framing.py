@@ -17,9 +17,9 @@ Both decoders here are sans-I/O: feed bytes, collect values.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from enum import Enum
 
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError, ProtocolError
 
 HANDSHAKE_MARK = 0x1A

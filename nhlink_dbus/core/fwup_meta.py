@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -36,6 +35,7 @@ from nhlink_dbus.core.fw_archive import (
 )
 from nhlink_dbus.core.fwup_conf import META_KEYS, MetaConf, load_meta_conf
 from nhlink_dbus.core.fwup_nickname import nickname
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import FirmwareError
 
 if TYPE_CHECKING:

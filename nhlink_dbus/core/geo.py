@@ -14,8 +14,9 @@ bus, else a fixed location from the configuration (``[geo]``), else the error.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Final
+
+from nhlink_dbus.core.records import dataclass
 
 NO_LOCATION: Final = "NO_LOCATION"
 

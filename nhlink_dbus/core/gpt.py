@@ -24,8 +24,8 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError
 
 __all__ = ["GptPartition", "GptSpec", "build_gpt", "parse_gpt"]

@@ -34,9 +34,9 @@ import datetime
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
 
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import InvalidArgument, NotPossible
 
 # Bounds on what kiosk apps may add (DESIGN: counts bounded, names validated).

@@ -9,9 +9,9 @@ carries one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import ProtocolError
 
 DEVICE_TOPIC = "device"

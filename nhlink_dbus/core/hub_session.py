@@ -26,7 +26,6 @@ import enum
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from nhlink_dbus.core import extensions as ext
@@ -34,6 +33,7 @@ from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import phoenix
 from nhlink_dbus.core import update_mode as um
 from nhlink_dbus.core.backoff import ReconnectBackoff
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import ProtocolError, StateError
 
 logger = logging.getLogger(__name__)

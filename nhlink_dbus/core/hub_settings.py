@@ -6,11 +6,11 @@ environment. Secrets are kept out of ``repr``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from nhlink_dbus.core.bounds import bounded, check_bounds
 from nhlink_dbus.core.nh1 import NH1Params, sign_headers
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.core.redact import redact_url
 from nhlink_dbus.errors import ConfigError
 

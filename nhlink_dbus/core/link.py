@@ -29,7 +29,6 @@ configured firmware keys, else those the hub pushed for archives. No key at all
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from nhlink_dbus.core import device_api as da
 from nhlink_dbus.core import hub_messages as hm
@@ -53,6 +52,7 @@ from nhlink_dbus.core.decisions import (
     Question,
     Withdrawn,
 )
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.core.update_manager import (
     Finished,
     Offer,

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 from nhlink_dbus.core.fwup_conf import Mbr, MbrPartition
+from nhlink_dbus.core.records import dataclass, replace
 from nhlink_dbus.errors import FirmwareError
 
 BLOCK = 512

@@ -45,10 +45,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import StateError
 
 CANDIDATE_SUFFIX: Final = ".fw"

@@ -18,8 +18,8 @@ import base64
 import hashlib
 import hmac
 import struct
-from dataclasses import dataclass
 
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import AuthError
 
 SIGNATURE_VERSION = "NH1"

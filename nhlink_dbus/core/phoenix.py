@@ -56,9 +56,9 @@ import json
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import ProtocolError, StateError
 
 logger = logging.getLogger(__name__)

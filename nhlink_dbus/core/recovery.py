@@ -67,12 +67,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Final
 
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.kv_format import active_slot_metadata
+from nhlink_dbus.core.records import dataclass, replace
 from nhlink_dbus.errors import JournalError
 
 JOURNAL_FILE: Final = "update-journal.json"

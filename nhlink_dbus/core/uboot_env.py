@@ -24,8 +24,8 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError
 
 #: The message fwup gives when the variables do not fit in the block.

@@ -30,12 +30,12 @@ changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.hub_messages import UpdateInfo
 from nhlink_dbus.core.media import MediaFile
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.core.update_status import HubPush
 from nhlink_dbus.errors import StateError
 

@@ -27,10 +27,10 @@ Parsers return a value or raise :class:`ProtocolError`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 from nhlink_dbus.core.hub_messages import FirmwareMetadata, parse_firmware_metadata
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import InvalidArgument, ProtocolError
 
 MODES: Final = ("automatic", "device_managed", "off")

@@ -33,8 +33,9 @@ removable medium has no in-flight update on the server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
+
+from nhlink_dbus.core.records import dataclass
 
 STAGE_UPDATING: Final = "updating"
 PROGRESS_INTERVAL_S: Final = 0.5

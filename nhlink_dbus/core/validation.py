@@ -40,10 +40,10 @@ bootloader's fall-back (:mod:`.recovery`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import NotPossible
 
 RECHECK_S: Final = 10.0  # nerves_hub_link @firmware_validation_check_interval

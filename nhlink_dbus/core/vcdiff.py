@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError
 
 ReadSource = Callable[[int, int], bytes]

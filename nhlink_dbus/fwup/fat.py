@@ -31,10 +31,10 @@ import struct
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError, TargetError
 
 _T = TypeVar("_T")

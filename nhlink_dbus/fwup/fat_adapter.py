@@ -20,9 +20,9 @@ import struct
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from nhlink_dbus.core.block_cache import BlockCache
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import TargetError
 from nhlink_dbus.fwup.fat import SECTOR, FatFilesystem, mkfs_writes
 

@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +29,7 @@ from nhlink_dbus.core.geo import Location, LocationError
 from nhlink_dbus.core.health import HealthSample
 from nhlink_dbus.core.kv_format import KVError
 from nhlink_dbus.core.partials import PartVerifier
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.core.update_manager import Offer
 from nhlink_dbus.errors import HubConnectionError, NotPossible, StateError
 from nhlink_dbus.kv_store import read_kv, update_kv

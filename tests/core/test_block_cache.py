@@ -105,9 +105,11 @@ class DeferringDevice(Device):
             self.pending = None
             super().pwrite(data, offset)
 
-    def pwrite_streamed(self, data: bytes | bytearray | memoryview, offset: int) -> None:
+    def pwrite_streamed(self, data: bytes | bytearray | memoryview, offset: int) -> int:
+        landed = self.pending is not None
         self._land()
         self.pending = (data, offset)
+        return 1 if landed else 0
 
     def pwrite(self, data: bytes | bytearray | memoryview, offset: int) -> None:
         self._land()

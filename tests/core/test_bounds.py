@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from nhlink_dbus.core.bounds import (
@@ -16,6 +14,7 @@ from nhlink_dbus.core.bounds import (
     default_of,
     same_as,
 )
+from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import ConfigError
 
 

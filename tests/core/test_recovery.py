@@ -4,7 +4,6 @@ the records written along an update, and the journal file's format."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 
 import pytest
 from hypothesis import given
@@ -12,6 +11,7 @@ from hypothesis import strategies as st
 
 from nhlink_dbus.core import recovery as rec
 from nhlink_dbus.core import update_status as us
+from nhlink_dbus.core.records import replace as replace_record
 from nhlink_dbus.errors import JournalError
 
 BOOT = "6f2d3c1e-0000-4000-8000-000000000001"
@@ -29,7 +29,7 @@ PARTLY = BEFORE | {"b.nerves_fw_uuid": "v2"}  # slot b's metadata written, not s
 
 def record(phase: str = rec.UPDATING, **changes: object) -> rec.JournalRecord:
     base = rec.updating("u-tok-1", "v2", "2.0.0", "hub", BOOT, RUNNING)
-    return dataclasses.replace(base, phase=phase, **changes)  # type: ignore[arg-type]
+    return replace_record(base, phase=phase, **changes)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -103,14 +103,14 @@ def test_a_local_file_tells_the_hub_nothing() -> None:
 
 
 def test_reinstalling_the_running_firmware_is_never_taken_for_applied() -> None:
-    same = dataclasses.replace(record(), uuid="v1")
+    same = replace_record(record(), uuid="v1")
     assert not rec.installed(same, BEFORE)  # same slot, same UUID: cannot tell
     assert rec.recover(same, LATER, BEFORE).found is rec.Found.INTERRUPTED
     # Into the other slot it can be told (the active slot changed).
     moved = BEFORE | {"nerves_fw_active": "b", "b.nerves_fw_uuid": "v1"}
     assert rec.installed(same, moved)
     # Single-slot systems: only a changed UUID says so.
-    single = dataclasses.replace(record(), running=rec.RunningFirmware(None, "v1", True))
+    single = replace_record(record(), running=rec.RunningFirmware(None, "v1", True))
     assert rec.installed(single, {"nerves_fw_uuid": "v2"})
     assert not rec.installed(single, {"nerves_fw_uuid": "v1"})
 

@@ -109,8 +109,10 @@ class _Builder:
         kind = self.pick(("random", "random", "zeros", "pattern", "sparse"))
         sizes = SIZES + SIZES_BIG if self.chance(0.4) else SIZES
         size = int(self.pick(sizes))  # type: ignore[call-overload]
-        if kind in ("zeros", "pattern") and self.chance(0.1):
-            # Inflates to far more than its 16 KiB input reads: libarchive's 256 KiB steps.
+        if self.chance(0.1):
+            # zeros, pattern: inflate to far more than their 16 KiB input reads
+            # (libarchive's 256 KiB steps); random: with a narrow progress range (below),
+            # large enough for our reader to hand several reads over at once.
             size = int(self.pick((600000, 1 << 20)))  # type: ignore[call-overload]
         seed = self.draw(st.integers(0, 2**16))
         if kind != "sparse":
@@ -314,6 +316,11 @@ class _Builder:
             framed_opts += ("-q",)
         if self.chance(0.05):
             framed_opts += ("--progress-low", "10", "--progress-high", "90")
+        elif self.chance(0.1):
+            # A percent is then a large share of the data: nhlink-fwup's reader groups
+            # reads for a raw_write (fw_archive.ZipStreamReader.bulk_limit).
+            high = str(self.pick(("1", "2", "3")))
+            framed_opts += ("--progress-low", "0", "--progress-high", high)
         chunk = self.pick((None, None, 4096, 16384, 65536, 1000, 777, 1 << 20))
         text_chunk = None if self.chance(0.85) else 4096
         return (
