@@ -89,13 +89,18 @@ class BlockCache:
         end_offset: int | None = None,
         allocate: Callable[[int], SegmentBuffer] | None = None,
         write_streamed: Callable[[SegmentBuffer, int], int] | None = None,
+        soft_end: int = 0,
     ) -> None:
         """``write_streamed(data, offset)``, when given, writes a completed streamed
         segment the way fwup's writer thread does: it may return before the write is
         done and reports a failure from a later call. It keeps ``data`` until it says
         it is done with it: it returns how many of the buffers handed to it before
         are free again (the oldest first), and after any other call of the device
-        returns, all are."""
+        returns, all are.
+
+        ``soft_end`` is fwup's soft end of a regular file that had a size (0: none):
+        the size it had, pushed to the end of every segment read or written past it.
+        :attr:`soft_end` says where it is (MBR and GPT ``expand`` read it)."""
         self._dev = device
         self._end = end_offset
         self._allocate = allocate or _memory
@@ -104,6 +109,7 @@ class BlockCache:
         self._in_flight: list[SegmentBuffer] = []  # the device may still be writing them
         self._segs: OrderedDict[int, _Segment] = OrderedDict()  # LRU order, oldest first
         self._trimmed: set[int] = set()
+        self.soft_end = soft_end
 
     @property
     def end_offset(self) -> int | None:
@@ -143,9 +149,15 @@ class BlockCache:
             self._free += self._in_flight
             self._in_flight.clear()
 
+    def _reach(self, offset: int) -> None:
+        """fwup's calculate_io_size: a segment read or written past a soft end moves it."""
+        if self.soft_end and offset + SEGMENT > self.soft_end:
+            self.soft_end = offset + SEGMENT
+
     def _read_segment(self, offset: int) -> bytes:
         if offset in self._trimmed:
             return bytes(SEGMENT)
+        self._reach(offset)
         data = self._dev.pread(SEGMENT, offset)
         self._landed()
         if len(data) < SEGMENT:
@@ -179,6 +191,7 @@ class BlockCache:
             if offset + len(data) > self._end:
                 data = memoryview(data)[: self._end - offset]
                 whole = False
+        self._reach(offset)
         self._dev.pwrite(data, offset)
         self._landed()
         self._trimmed.discard(offset)

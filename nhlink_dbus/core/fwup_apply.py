@@ -823,6 +823,12 @@ class ApplyEngine:
                 continue
             self._run(action)
 
+    def _total_blocks(self) -> int | None:
+        """The target's size in blocks for MBR and GPT ``expand``, as fwup reads it: a
+        regular file's soft end where it has moved to (BlockCache.soft_end)."""
+        soft = self.cache.soft_end
+        return soft // BLOCK if soft else self.options.total_blocks
+
     def _bulk_limit(self, action: Action, res: FileResource) -> int:
         """How much output the archive reader may hand over in one event of several
         reads (0: one read per event, as fwup). Only for a raw_write of a resource read
@@ -1011,7 +1017,7 @@ class ApplyEngine:
         elif name == "mbr_write":
             from nhlink_dbus.core import mbr as mbr_codec  # noqa: PLC0415
 
-            for at, sector in mbr_codec.encode_all(self.conf.mbrs[a[0]], self.options.total_blocks):
+            for at, sector in mbr_codec.encode_all(self.conf.mbrs[a[0]], self._total_blocks()):
                 self.cache.pwrite(sector, at * BLOCK, False)
         elif name == "gpt_write":
             self._gpt_write(a[0])
@@ -1065,7 +1071,7 @@ class ApplyEngine:
         section = self.conf.gpts[gpt_name]
         spec = gpt.parse_gpt(section.options, section.partitions)
         # fwup passes 0 ("size unknown") when it cannot size the destination.
-        for offset, data in gpt.build_gpt(spec, self.options.total_blocks or 0):
+        for offset, data in gpt.build_gpt(spec, self._total_blocks() or 0):
             self.cache.pwrite(data, offset, False)
 
     def _fat_action(self, name: str, a: tuple[str, ...]) -> None:

@@ -107,6 +107,7 @@ class ApplySession:
             self.target.hard_end,
             self.target.allocate,
             self.target.pwrite_streamed if self.target.is_block_device else None,
+            soft_end=self.target.soft_end,
         )
         try:
             self.applier = ApplyEngine(

@@ -102,6 +102,14 @@ class FileTarget:
         self._writer: threading.Thread | None = None
 
     @property
+    def soft_end(self) -> int:
+        """fwup's soft end: a regular file's size at the start when it had one and no
+        ``--max-size`` is given (writes may pass it, and move it; 0: none)."""
+        if self.is_block_device or self.is_char_device or self.hard_end is not None:
+            return 0
+        return self.size
+
+    @property
     def total_blocks(self) -> int:
         return (self.hard_end if self.hard_end is not None else self.size) // 512
 

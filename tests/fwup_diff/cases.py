@@ -65,6 +65,17 @@ CASES = {
         fat_regions=((128, 1024),),
         steps=(Step("complete", "start", BOTH), Step("upgrade", "start", BOTH)),
     ),
+    "soft-end-moves": Scenario(
+        conf="mbr m {\n  partition 0 {\n    block-offset = 1\n    block-count = 1\n"
+        "    type = 0xc\n    expand = true\n  }\n}\n"
+        'file-resource r { host-path = "r.bin" }\n'
+        "task complete {\n  on-resource r { raw_write(256) }\n  on-finish { mbr_write(m) }\n}\n"
+        "task upgrade {\n  on-resource r { raw_write(256) raw_write(256) }\n"
+        "  on-error { mbr_write(m) }\n}\n",
+        files=(HostFile("r.bin", 300000, "random", 21),),
+        start=StartImage(131072),
+        steps=(Step("complete", "start", BOTH), Step("upgrade", "start", BOTH)),
+    ),
     "bar-final-units": Scenario(
         conf='file-resource r { host-path = "r.bin" }\n'
         "task complete {\n  on-resource r { raw_write(4) }\n  on-finish { raw_memset(200, 3, 1) "
