@@ -84,7 +84,9 @@ MessageKind = Literal["ok", "warning", "error"]
 OnProgress = Callable[[int], None]
 OnMessage = Callable[[MessageKind, int, str], None]
 
-MAX_IN_FLIGHT = 512 << 10  # bytes queued for the worker thread before write() waits
+MAX_IN_FLIGHT = 2 << 20  # bytes queued for the worker thread before write() waits: two
+# verified parts of a download (partials.PART_SIZE), so that the worker has the next one
+# while the loop receives and checks the one after
 TERM_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when stopping a program
 STDERR_LINES = 5  # last stderr lines kept for a failure without ER
 READ_CHUNK = 65536

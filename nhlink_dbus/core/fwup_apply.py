@@ -95,6 +95,11 @@ class FatWriter(Protocol):
     def abort(self) -> None: ...
 
 
+class FatFileWriter(FatWriter, Protocol):
+    def fill(self, count: int, expected: int) -> None:
+        """``count`` zero bytes before a write of ``expected`` bytes (0: the file's end)."""
+
+
 class FatOps(Protocol):
     """FAT file system operations on the target at a block offset.
 
@@ -107,7 +112,7 @@ class FatOps(Protocol):
 
     def mkfs(self, block_offset: int, block_count: int) -> None: ...
 
-    def open_write(self, block_offset: int, path: str) -> FatWriter: ...
+    def open_write(self, block_offset: int, path: str) -> FatFileWriter: ...
 
     def mv(self, block_offset: int, src: str, dst: str, force: bool) -> None: ...
 
@@ -251,6 +256,28 @@ class _SequentialSink:
         self.fill(offset - self.pos)
         self.write(data)
         self.pos = offset + len(data)
+
+
+class _FatSink:
+    """fat_write's writer, fed at rising offsets: a gap is zeros the FAT file writes itself
+    (fwup's fatfs_pwrite fills it before the write that follows, and reports a full volume
+    with that write's size)."""
+
+    def __init__(self, file: FatFileWriter) -> None:
+        self.file = file
+        self.pos = 0
+
+    def pwrite(self, data: bytes, offset: int) -> None:
+        if offset > self.pos:
+            self.file.fill(offset - self.pos, len(data))
+        self.file.write(data)
+        self.pos = offset + len(data)
+
+    def grow(self, size: int) -> None:
+        """A file that ends in a hole: fatfs_pwrite(file_size, NULL, 0) fills it."""
+        if size > self.pos:
+            self.file.fill(size - self.pos, 0)
+            self.pos = size
 
 
 class _PipeSink(_SequentialSink):
@@ -885,14 +912,13 @@ class ApplyEngine:
             block_offset = parse_int(action.args[0], name)
             if not fat.through_cache:
                 sync_range(self.cache, block_offset * BLOCK, None)
-            fw = fat.open_write(block_offset, action.args[1])
-            fat_sink = _SequentialSink(fw.write)
+            fat_sink = _FatSink(fat.open_write(block_offset, action.args[1]))
             return _Consumer(
                 name,
                 fat_sink.pwrite,
-                fw.commit,
-                fw.abort,
-                lambda _hole, size: fat_sink.fill(size - fat_sink.pos),  # grows the file
+                fat_sink.file.commit,
+                fat_sink.file.abort,
+                lambda _hole, size: fat_sink.grow(size),
                 count_holes=True,
             )
         host = self._host_ops(name)
@@ -1122,6 +1148,7 @@ __all__ = [
     "ApplyEngine",
     "ApplyListener",
     "ApplyOptions",
+    "FatFileWriter",
     "FatOps",
     "FatWriter",
     "HostOps",

@@ -162,5 +162,4 @@ class PartVerifier:
             self.refetched += 1
             raise PartMismatch(index, self.verified, attempt)
         self.verified += size
-        # One write per verified part (one copy of it: cheap beside its hash).
-        return pieces if len(pieces) == 1 else [b"".join(pieces)]
+        return pieces  # as received: no copy

@@ -601,13 +601,15 @@ class FatFilesystem:
 
     # -- FatFs semantics on top of mtools -----------------------------------------------------
 
-    def check_create(self, path: str) -> None:
+    def check_create(self, path: str) -> int:
         """fat_write's first step (src/fatfs.c fatfs_truncate, before any data is read):
-        fail as its f_open(FA_CREATE_ALWAYS | FA_WRITE) would, changing nothing."""
-        self._create_target(path, context="Can't open file on FAT partition")
+        fail as its f_open(FA_CREATE_ALWAYS | FA_WRITE) would, changing nothing. Returns the
+        size of the file the truncation empties (0 for a new file)."""
+        return self._create_target(path, context="Can't open file on FAT partition")[1]
 
-    def _create_target(self, path: str, *, context: str) -> str:
-        """Where f_open(FA_CREATE_ALWAYS | FA_WRITE) puts ``path``, or its error."""
+    def _create_target(self, path: str, *, context: str) -> tuple[str, int]:
+        """Where f_open(FA_CREATE_ALWAYS | FA_WRITE) puts ``path`` and the size of the file
+        it empties there (0: none), or its error."""
         entry = self._guard(context, path, lambda: self._lookup(path))
         parts = self._guard(context, path, lambda: _split_path(path))
         if not parts:
@@ -616,12 +618,12 @@ class FatFilesystem:
             target = self._canonical(path)
             if entry.is_dir or "R" in self._attributes(target):
                 raise _firmware_error(context, path, _Fr.DENIED)
-            return target
-        return "/".join([*self._canonical_parts(parts[:-1]), parts[-1]])
+            return target, entry.size
+        return "/".join([*self._canonical_parts(parts[:-1]), parts[-1]]), 0
 
     def _create_from(self, path: str, local: str, *, context: str) -> None:
         """f_open(FA_CREATE_ALWAYS | FA_WRITE) and write ``local``'s bytes."""
-        target = self._create_target(path, context=context)
+        target = self._create_target(path, context=context)[0]
         # An existing entry is rewritten under its own spelling, so its case is kept.
         self._named(
             target,

@@ -18,18 +18,19 @@ from __future__ import annotations
 import os
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from nhlink_dbus.core.block_cache import BlockCache
 from nhlink_dbus.core.records import dataclass
-from nhlink_dbus.errors import TargetError
+from nhlink_dbus.errors import FirmwareError, TargetError
 from nhlink_dbus.fwup.fat import SECTOR, FatFilesystem, mkfs_writes
 
 # src/fatfs.c disk_write: a write to a sector past this one is a "streamed" cache write.
 _STREAMED_AFTER = 2048
 _CHUNK = 1024 * 1024  # bytes per copy step between the cache and a shadow volume
 _ZERO_CHUNK = bytes(4096)
+_ZERO_FILL = bytes(1 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,18 +190,60 @@ class _Shadow:
         self.cache.pwrite(data, self.base + at, at >= limit)
 
 
+def _write_room(read: Callable[[int, int], bytes], replaced: int) -> int | None:
+    """How many bytes a file emptied by fat_write can take: the volume's free clusters and
+    those of the ``replaced`` bytes it held (FatFs f_write stops where create_chain finds no
+    free cluster). None when the volume is not FAT (mtools then refuses it)."""
+    layout = _layout(read(0, SECTOR))
+    if layout is None:
+        return None
+    fat = read(layout.fat_start * SECTOR, (layout.data_start - layout.fat_start) * SECTOR)
+    used = sum(count for _first, count in _used_clusters(layout, fat))
+    cluster = layout.cluster_sectors * SECTOR
+    return (layout.clusters - used + -(-replaced // cluster)) * cluster
+
+
 class _SpooledFatWrite:
-    def __init__(self, owner: MtoolsFat, block_offset: int, path: str) -> None:
+    """One fat_write: the data is spooled and copied in on commit; a write that would not fit
+    in the volume fails when it is made, with fwup's message (src/fatfs.c fatfs_pwrite)."""
+
+    def __init__(self, owner: MtoolsFat, block_offset: int, path: str, room: int | None) -> None:
         self.owner = owner
         self.block_offset = block_offset
         self.path = path
+        self.room = room
+        self.pos = 0
         self.tmp = tempfile.NamedTemporaryFile(prefix="nhlink-fat-", delete=True)  # noqa: SIM115
 
+    def _full(self, expected: int, written: int) -> FirmwareError:
+        return FirmwareError(
+            f"Error writing file to FAT: {self.path}, expected {expected} bytes written, "
+            f"got {written} (maybe the disk is full?)"
+        )
+
     def write(self, data: bytes) -> None:
+        if self.room is not None and self.pos + len(data) > self.room:
+            raise self._full(len(data), max(0, self.room - self.pos))
+        self._spool(data)
+
+    def fill(self, count: int, expected: int) -> None:
+        """Zeros up to a later write of ``expected`` bytes (or the end of a file that ends in
+        a hole: 0). fwup writes them 512 bytes at a time; the piece that does not fit is the
+        one it reports, with the size of the write that was to follow."""
+        if self.room is not None and self.pos + count > self.room:
+            piece = self.pos + (self.room - self.pos) // SECTOR * SECTOR
+            raise self._full(expected, self.room - piece)
+        while count > 0:
+            n = min(count, len(_ZERO_FILL))
+            self._spool(_ZERO_FILL if n == len(_ZERO_FILL) else _ZERO_FILL[:n])
+            count -= n
+
+    def _spool(self, data: bytes) -> None:
         try:
             self.tmp.write(data)
         except OSError as exc:
             raise TargetError(f"fat_write: cannot spool data: {exc.strerror}") from exc
+        self.pos += len(data)
 
     def commit(self) -> None:
         try:
@@ -260,8 +303,19 @@ class MtoolsFat:
     def open_write(self, block_offset: int, path: str) -> _SpooledFatWrite:
         # fwup opens (creates) the file before it reads the resource: its errors come first.
         with self.volume(block_offset, readonly=True) as fs:
-            fs.check_create(path)
-        return _SpooledFatWrite(self, block_offset, path)
+            replaced = fs.check_create(path)
+        return _SpooledFatWrite(self, block_offset, path, self._room(block_offset, replaced))
+
+    def _room(self, block_offset: int, replaced: int) -> int | None:
+        base = block_offset * SECTOR
+        if self.cache is not None:
+            cache = self.cache
+            return _write_room(lambda at, n: cache.pread(n, base + at), replaced)
+        try:
+            with open(self.image_path, "rb") as f:
+                return _write_room(lambda at, n: os.pread(f.fileno(), n, base + at), replaced)
+        except OSError as exc:
+            raise TargetError(f"cannot read {self.image_path}: {exc}") from exc
 
     def mv(self, block_offset: int, src: str, dst: str, force: bool) -> None:
         with self.volume(block_offset) as fs:

@@ -225,9 +225,26 @@ class HttpLogEntry:
         }
 
 
+_CHECKSUMS: dict[tuple[str, int, int, int], tuple[int, str, list[str]]] = {}
+
+
 def file_checksums(path: Path) -> tuple[int, str, list[str]]:
     """``size``, ``checksum`` and ``partials_checksums`` as nerves_hub_web computes them
-    (``firmwares.ex``: SHA-256 of the file and of every 1 MiB part, upper-case hex)."""
+    (``firmwares.ex``: SHA-256 of the file and of every 1 MiB part, upper-case hex).
+
+    Kept per file (path, inode, size, modification time), as the server computes them
+    once, at upload: offering a large file again does not read it again (a benchmark's
+    clock would otherwise count the hub's hashing as the device's time)."""
+    st = path.stat()
+    key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    cached = _CHECKSUMS.get(key)
+    if cached is None:
+        cached = _CHECKSUMS[key] = _compute_checksums(path)
+    size, checksum, parts = cached
+    return size, checksum, list(parts)
+
+
+def _compute_checksums(path: Path) -> tuple[int, str, list[str]]:
     whole = hashlib.sha256()
     parts: list[str] = []
     size = 0

@@ -172,3 +172,52 @@ def test_not_a_fat_volume_through_the_cache(tmp_path: Path) -> None:
     assert not fat.exists(OFFSET, "x")
     dev.close()
     assert image.read_bytes() == bytes(1024 * 1024)
+
+
+# fat_mkfs(63, 128): FAT12, 1 sector per cluster; 128 - 1 boot - 2 FATs - 32 root = 93 data
+# clusters (47616 bytes).
+SMALL = 128
+SMALL_ROOM = 93 * 512
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["direct", "cache"])
+def test_fat_write_fails_at_the_write_that_does_not_fit(tmp_path: Path, cached: bool) -> None:
+    image = tmp_path / "image.img"
+    image.write_bytes(bytes((OFFSET + SMALL) * 512))
+    FatFilesystem(str(image), OFFSET).mkfs(SMALL)
+    device = FileDevice(image)
+    cache = BlockCache(device) if cached else None
+    fat = MtoolsFat(str(image), cache)
+    try:
+        first = fat.open_write(OFFSET, "a.bin")
+        first.write(b"a" * 30000)
+        first.commit()
+        if cache is not None:
+            cache.flush()
+        # Rewritten in place, a.bin may take its own 59 clusters back: the room is the volume.
+        again = fat.open_write(OFFSET, "A.BIN")
+        again.write(b"b" * (SMALL_ROOM - 100))
+        with pytest.raises(FirmwareError) as excinfo:
+            again.write(b"c" * 300)
+        assert str(excinfo.value) == (
+            "Error writing file to FAT: A.BIN, expected 300 bytes written, got 100 "
+            "(maybe the disk is full?)"
+        )
+        again.abort()
+        # A gap is zeros written 512 at a time from where the file ends; the piece that does
+        # not fit is reported with the size of the write that was to follow it. a.bin holds
+        # 59 clusters, so new.bin has 17408 bytes: the piece at 1000 + 32 * 512 = 17384 fits
+        # 24 of its bytes.
+        other = fat.open_write(OFFSET, "new.bin")
+        other.write(b"x" * 1000)
+        with pytest.raises(FirmwareError) as excinfo:
+            other.fill(17000, 4096)
+        assert "new.bin, expected 4096 bytes written, got 24 " in str(excinfo.value)
+        other.abort()
+        if cache is not None:
+            cache.flush()
+        # Nothing of the failed writes reached the volume.
+        assert fat.read(OFFSET, "a.bin") == b"a" * 30000
+        assert fat.read(OFFSET, "new.bin") is None
+    finally:
+        device.close()

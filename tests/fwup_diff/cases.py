@@ -76,6 +76,36 @@ CASES = {
         start=StartImage(131072),
         steps=(Step("complete", "start", BOTH), Step("upgrade", "start", BOTH)),
     ),
+    # A 64 KiB FAT12 volume holds 93 clusters (47616 bytes): a file rewritten in place may use
+    # the clusters it held; a write (or the zeros before it, for a hole) that does not fit
+    # fails at once, with fwup's message.
+    "fat-write-full": Scenario(
+        conf='file-resource a { host-path = "a.bin" }\n'
+        'file-resource b { host-path = "b.bin" }\n'
+        'file-resource big { host-path = "big.bin" }\n'
+        'file-resource s { host-path = "s.bin" }\n'
+        "task complete {\n  on-init { fat_mkfs(128, 128) }\n  on-resource a { fat_write(128, "
+        '"a.bin") }\n}\n'
+        'task replace {\n  on-resource b { fat_write(128, "A.BIN") }\n}\n'
+        'task full {\n  on-resource big { fat_write(128, "big.bin") }\n'
+        "  on-error { raw_memset(0, 1, 0x55) }\n}\n"
+        "task sparse {\n  on-init { fat_mkfs(128, 128) }\n  on-resource s { fat_write(128, "
+        '"s.bin") }\n}\n',
+        files=(
+            HostFile("a.bin", 30000, "random", 31),
+            HostFile("b.bin", 40000, "random", 32),
+            HostFile("big.bin", 100000, "random", 33),
+            HostFile("s.bin", 60000, "random", 34, holes=((8192, 40960),)),
+        ),
+        start=StartImage(1 << 20),
+        fat_regions=((128, 128),),
+        steps=(
+            Step("complete", "start", BOTH),
+            Step("replace", "previous", BOTH),
+            Step("full", "previous", BOTH),
+            Step("sparse", "start", BOTH),
+        ),
+    ),
     "bar-final-units": Scenario(
         conf='file-resource r { host-path = "r.bin" }\n'
         "task complete {\n  on-resource r { raw_write(4) }\n  on-finish { raw_memset(200, 3, 1) "
