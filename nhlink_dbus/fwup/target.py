@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import mmap
 import os
@@ -18,6 +19,7 @@ from nhlink_dbus.errors import TargetError
 _DIRECT_ALIGN = 512
 _BOUNCE = 128 * 1024
 BATCH_SEGMENTS = 4  # streamed segments per write (see FileTarget)
+BATCHES_IN_FLIGHT = 2  # handed to the writer thread and not yet written
 
 _Buffer = bytes | bytearray | memoryview
 
@@ -45,8 +47,10 @@ class FileTarget:
     uses it for block devices). Where fwup hands its thread one 128 KiB segment at a
     time, consecutive segments are gathered here into one ``pwritev`` of up to
     :data:`BATCH_SEGMENTS` (and one read-back): the same bytes in the same places,
-    with a tenth of the system calls and thread hand-offs. One batch is in flight
-    at a time; every segment handed over is written, even when the apply fails
+    with a tenth of the system calls and thread hand-offs. Up to
+    :data:`BATCHES_IN_FLIGHT` batches are in flight while the next is gathered (a device
+    that takes each write in turn, as O_DIRECT does, is kept busy); every segment
+    handed over is written, even when the apply fails
     afterwards, as with fwup. Unlike fwup, a device that fails a write may already
     hold some of the segments after the failing one in its batch.
     """
@@ -90,14 +94,13 @@ class FileTarget:
         self.direct = direct and _set_direct(self.fd)
         self._bounce: dict[str, mmap.mmap] = {}  # "read", "write": aligned scratch memory
         # The writer thread: batches of consecutive segments in, one result per batch
-        # out (None, or the offset that failed); None as a job stops it. One batch in
-        # flight at a time, the next one gathered meanwhile.
+        # out (None, or the offset that failed); None as a job stops it.
         self._jobs: queue.SimpleQueue[tuple[list[_Buffer], int] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._batch: list[_Buffer] = []
         self._batch_offset = 0  # where the gathered batch starts
         self._batch_end = 0
-        self._in_flight = 0  # segments in the batch being written
+        self._in_flight: collections.deque[int] = collections.deque()  # segments per batch
         self._bad_offset: int | None = None
         self._writer: threading.Thread | None = None
 
@@ -154,25 +157,32 @@ class FileTarget:
         return done
 
     def _submit(self) -> int:
-        """Hand the gathered batch to the writer thread once the one in flight has
-        finished; return how many segments that one had (raise if it failed)."""
-        done = self._wait()
+        """Hand the gathered batch to the writer thread, once the oldest in flight has
+        finished if there are as many as may be; return how many segments finished
+        (raise if a write failed)."""
+        done = self._wait_one() if len(self._in_flight) >= BATCHES_IN_FLIGHT else 0
         self._check()
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="nhlink-write")
             self._writer.daemon = True
             self._writer.start()
         self._jobs.put((self._batch, self._batch_offset))
-        self._in_flight = len(self._batch)
+        self._in_flight.append(len(self._batch))
         self._batch = []
         return done
 
+    def _wait_one(self) -> int:
+        """Wait for the oldest batch in flight; how many segments it had."""
+        done = self._in_flight.popleft()
+        failed = self._results.get()
+        if failed is not None and self._bad_offset is None:
+            self._bad_offset = failed
+        return done
+
     def _wait(self) -> int:
-        done, self._in_flight = self._in_flight, 0
-        if done:
-            failed = self._results.get()
-            if failed is not None and self._bad_offset is None:
-                self._bad_offset = failed
+        done = 0
+        while self._in_flight:
+            done += self._wait_one()
         return done
 
     def _check(self) -> None:
