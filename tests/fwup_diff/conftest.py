@@ -22,6 +22,7 @@ REFERENCE = pytest.StashKey[Reference]()
 class DiffStats:
     cases: int = 0  # generated scenarios applied by both tools
     refused: int = 0  # scenarios the real fwup would not create (discarded)
+    varied: int = 0  # scenarios where the real fwup's own result varied (discarded)
     runs: int = 0  # commands compared (each apply with both tools)
     seconds: float = 0.0
 
@@ -70,5 +71,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     write(
         f"fwup differential tests: {STATS.cases} generated cases, {STATS.runs} runs compared "
         f"with {reference.reason} in {STATS.seconds:.0f} s ({STATS.refused} configs the "
-        "real fwup refused to create were dropped)"
+        f"real fwup refused to create were dropped, and {STATS.varied} where its own result "
+        "varied from one run to the next)"
     )

@@ -90,5 +90,6 @@ def test_nhlink_fwup_matches_real_fwup(
         differ.close()
         STATS.cases += differ.created
         STATS.refused += differ.refused
+        STATS.varied += differ.varied
         STATS.runs += differ.applies
         STATS.seconds += time.monotonic() - started
