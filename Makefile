@@ -11,7 +11,7 @@ VENV_DEB    := .venv-deb12
 DEB12_PINS  := websockets==10.4 httpx==0.23.3 dbus-next==0.2.3 pyudev==0.24.0 cryptography==38.0.4
 DEB12_TEST_TOOLS := pytest pytest-timeout pytest-asyncio hypothesis
 
-APT_PACKAGES := mtools dosfstools dbus curl libdbus-1-dev libglib2.0-dev \
+APT_PACKAGES := mtools dosfstools dbus curl libsodium23 libdbus-1-dev libglib2.0-dev \
                 libgirepository1.0-dev libcairo2-dev pkg-config systemd gcc \
                 libglib2.0-bin fdisk gdisk xdelta3 umockdev gir1.2-umockdev-1.0 e2fsprogs \
                 xvfb xdotool imagemagick gir1.2-gtk-3.0 python3-gi python3-gbulb \

@@ -43,7 +43,7 @@ FLAG_CENTRAL_DIRECTORY_ENCRYPTED = 1 << 13
 METHOD_STORED = 0
 METHOD_DEFLATE = 8
 INFLATE_OUTPUT = 256 * 1024  # libarchive's uncompressed_buffer_size
-BULK_OUTPUT = 128 << 10  # at most this much output in one event of several reads
+BULK_OUTPUT = 512 << 10  # at most this much output in one event of several reads
 
 # libarchive's compression_methods table (for "Unsupported ZIP compression method").
 _METHOD_NAMES = {
