@@ -630,15 +630,16 @@ async def main() -> None:
         f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 "
         f"{percentile(latencies, 99) * 1000:.1f} ms | — | — |"
     )
+    from nhlink_dbus.fwup import signature  # noqa: PLC0415
+
     wheel, debian = crypto_share(sys.executable), crypto_share("/usr/bin/python3")
+    note = f"signatures (meta.conf) are checked here by {signature.backend()}"
     if wheel is not None:
-        note = f"cryptography (verifying meta.conf) adds {wheel:.1f} MiB to the daemon here"
+        note += f"; cryptography's Ed25519, the fallback, would add {wheel:.1f} MiB"
         note += " (the PyPI wheel, with its own OpenSSL)"
         if debian is not None:
-            note += (
-                f"; Debian 12's python3-cryptography adds {debian:.1f} MiB (it shares libcrypto)"
-            )
-        print(f"\n{note}.")
+            note += f", Debian 12's python3-cryptography {debian:.1f} MiB (it shares libcrypto)"
+    print(f"\n{note}.")
     print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
