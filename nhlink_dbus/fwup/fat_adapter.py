@@ -30,7 +30,6 @@ from nhlink_dbus.fwup.fat import SECTOR, FatFilesystem, mkfs_writes
 _STREAMED_AFTER = 2048
 _CHUNK = 1024 * 1024  # bytes per copy step between the cache and a shadow volume
 _ZERO_CHUNK = bytes(4096)
-_ZERO_FILL = bytes(1 << 20)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,17 +232,22 @@ class _SpooledFatWrite:
         if self.room is not None and self.pos + count > self.room:
             piece = self.pos + (self.room - self.pos) // SECTOR * SECTOR
             raise self._full(expected, self.room - piece)
-        while count > 0:
-            n = min(count, len(_ZERO_FILL))
-            self._spool(_ZERO_FILL if n == len(_ZERO_FILL) else _ZERO_FILL[:n])
-            count -= n
+        if count > 0:
+            # The spool grows by a hole, which reads back as zeros.
+            self._spooling(lambda: self.tmp.truncate(self.pos + count))
+            self._spooling(lambda: self.tmp.seek(self.pos + count))
+            self.pos += count
 
     def _spool(self, data: bytes) -> None:
+        self._spooling(lambda: self.tmp.write(data))
+        self.pos += len(data)
+
+    @staticmethod
+    def _spooling(step: Callable[[], object]) -> None:
         try:
-            self.tmp.write(data)
+            step()
         except OSError as exc:
             raise TargetError(f"fat_write: cannot spool data: {exc.strerror}") from exc
-        self.pos += len(data)
 
     def commit(self) -> None:
         try:

@@ -37,9 +37,12 @@ def sodium_verifier() -> _Verify | None:
             break
         except OSError:
             continue
-    if lib is None or lib.sodium_init() < 0:
+    try:
+        if lib is None or lib.sodium_init() < 0:
+            return None
+        verify = lib.crypto_sign_ed25519_verify_detached
+    except AttributeError:  # a library of that name without these functions
         return None
-    verify = lib.crypto_sign_ed25519_verify_detached
     verify.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulonglong, ctypes.c_char_p]
     verify.restype = ctypes.c_int
 

@@ -214,6 +214,14 @@ def test_fat_write_fails_at_the_write_that_does_not_fit(tmp_path: Path, cached: 
             other.fill(17000, 4096)
         assert "new.bin, expected 4096 bytes written, got 24 " in str(excinfo.value)
         other.abort()
+        # Gaps that fit are zeros in the file, a final one included (a file ending in a hole).
+        gaps = fat.open_write(OFFSET, "gaps.bin")
+        gaps.write(b"x" * 10)
+        gaps.fill(1000, 5)
+        gaps.write(b"y" * 5)
+        gaps.fill(700, 0)
+        gaps.commit()
+        assert fat.read(OFFSET, "gaps.bin") == b"x" * 10 + bytes(1000) + b"y" * 5 + bytes(700)
         if cache is not None:
             cache.flush()
         # Nothing of the failed writes reached the volume.
