@@ -121,17 +121,22 @@ class InputDeframer:
 
     ``feed`` returns the payload slices; fwup reads at most ``max_read`` bytes
     at a time (16 KiB), so a large frame comes out in pieces of that size.
-    ``ended`` turns true at the zero-length frame.
+    With ``runs``, consecutive pieces of one frame come out joined instead (a
+    whole number of ``max_read`` pieces, or the rest of the frame), for a reader
+    that cuts them into reads of ``max_read`` again: the same reads, one call
+    for many. ``ended`` turns true at the zero-length frame.
     """
 
-    def __init__(self, max_read: int = 16384) -> None:
+    def __init__(self, max_read: int = 16384, *, runs: bool = False) -> None:
         self._buf = bytearray()
         self._remaining = 0  # bytes left in the current frame
         self._max_read = max_read
+        self._runs = runs
         self.ended = False
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Feed stdin bytes; return the archive slices completed by them."""
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
+        """Feed stdin bytes (copied: ``data`` may be reused); return the archive
+        slices completed by them."""
         if self.ended:
             return []
         self._buf += data
@@ -160,7 +165,12 @@ class InputDeframer:
             if len(self._buf) < want and not at_eof:
                 break
             n = min(want, len(self._buf))
-            out.append(bytes(self._buf[:n]))
+            if self._runs and n == want:
+                # As many whole reads as are here, and the frame's end if it is.
+                have = min(self._remaining, len(self._buf))
+                n = have if have == self._remaining else have - have % self._max_read
+            with memoryview(self._buf) as view:
+                out.append(bytes(view[:n]))  # one copy, not a bytearray's and a bytes'
             del self._buf[:n]
             self._remaining -= n
         return out

@@ -283,14 +283,17 @@ def _chunks(
     source: BinaryIO, framed: bool, ended: _Input, bulk: bool = False
 ) -> Iterator[memoryview | bytes]:
     """The archive as fwup's reader sees it: pieces of at most 16 KiB, or with ``bulk``
-    a regular file in runs of whole 16 KiB reads, for the reader to cut (one Python
-    call per megabyte instead of one per read)."""
+    runs of them for the reader to cut into 16 KiB reads again (one Python call per
+    run instead of one per read): a regular file's whole reads, a frame's whole reads,
+    and what a pipe holds."""
     fd = source.fileno()
     if framed:
-        deframer = InputDeframer(READ_SIZE)
+        deframer = InputDeframer(READ_SIZE, runs=bulk)
+        buffer = bytearray(BULK_READ)  # see below: one buffer for every read
+        view = memoryview(buffer)
         while not deframer.ended:
-            data = os.read(fd, BULK_READ)
-            if not data:
+            got = view[: os.readv(fd, [buffer])]
+            if not got:
                 cut = deframer.in_frame
                 yield from deframer.finish()
                 # fwup's framed_stdin_read: a frame cut short, or no length to read.
@@ -300,13 +303,23 @@ def _chunks(
                     else "Error reading stdin"
                 )
                 return
-            yield from deframer.feed(data)
+            yield from deframer.feed(got)
         return
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        # A pipe: each of fwup's read(16 KiB) returns what is there, and so does ours
-        # (the archive reader's pieces, and with them the progress packets, follow them).
-        while data := os.read(fd, READ_SIZE):
-            yield data
+        # A pipe: each of fwup's read(16 KiB) returns what is there (the archive
+        # reader's pieces, and with them the progress packets, follow them). With
+        # ``bulk``, what the pipe holds is read at once and cut into 16 KiB reads,
+        # which is what fwup's reads return while the writer is ahead of it.
+        if not bulk:
+            while data := os.read(fd, READ_SIZE):
+                yield data
+            return
+        # Into one buffer: os.read(fd, 1 MiB) would map and unmap a megabyte for every
+        # read of the pipe's 64 KiB.
+        buffer = bytearray(BULK_READ)
+        with memoryview(buffer) as view:
+            while size := os.readv(fd, [buffer]):
+                yield bytes(view[:size])
         return
     while True:
         data = os.read(fd, BULK_READ)
