@@ -4,7 +4,8 @@ Archives are made by the real fwup (``fwup -c``, then ``fwup -S``) from incompre
 data (random bytes, as a squashfs root file system is) and compressible data (bytes of
 4-bit entropy, about 2:1 under deflate), 128 MiB and 1 GiB, with one ``raw_write``.
 Each is applied into a regular file and, where the machine allows (root, a free loop
-device), into a loop block device; the two tools run in turns (fwup, ours, fwup,
+device), into a loop block device, and at the first size into a regular file from a pipe
+(``cat FW | TOOL -i -``, as ``curl URL | fwup`` reads it); the tools run in turns (fwup, ours, fwup,
 ours, ...), each on a fresh target, and the figure is the median of the per-pair
 throughput ratios (ours / fwup; 1.0 = as fast). Peak RSS comes from GNU time. Images are
 compared after the first pair. Without a reference fwup the archives are made by
@@ -56,7 +57,7 @@ _FOUR_BITS = bytes(0x40 + (b & 0x0F) for b in range(256))
 class Case:
     data: str  # "random" | "compressible"
     mib: int
-    target: str  # "file" | "loop device"
+    target: str  # "file" | "loop device" | PIPED (a file, the archive from `cat FW |`)
     pairs: list[tuple[float, float]] = field(default_factory=list)  # (fwup s, ours s)
     rss: tuple[int, int] = (0, 0)  # peak KiB (fwup, ours)
     same_image: bool | None = None
@@ -103,7 +104,13 @@ def make_archive(fwup: Path | None, folder: Path, data: Path, name: str) -> Path
     return signed
 
 
-def apply_argv(tool: str, fw: Path, target: str, key: Path) -> list[str]:
+PIPED = "file, archive piped in"
+
+
+def apply_argv(tool: str, fw: Path, target: str, key: Path, piped: bool = False) -> list[str]:
+    if piped:  # as `curl URL | fwup -a -i - ...` reads it
+        shell = 'cat "$1" | "$2" -a -q -d "$3" -t upgrade -i - -p "$4"'
+        return ["sh", "-c", shell, "sh", str(fw), tool, target, str(key)]
     return [tool, "-a", "-q", "-d", target, "-t", "upgrade", "-i", str(fw), "-p", str(key)]
 
 
@@ -159,7 +166,8 @@ def measure(case: Case, fwup: Path | None, fw: Path, key: Path, folder: Path, ru
                 target = loop.path if loop is not None else str(folder / f"{name}.img")
                 if loop is None:
                     Path(target).unlink(missing_ok=True)
-                wall[name], rss = run_measured(apply_argv(str(tool), fw, target, key))
+                argv = apply_argv(str(tool), fw, target, key, case.target == PIPED)
+                wall[name], rss = run_measured(argv)
                 peak[name] = max(peak[name], rss)
                 if i == 0:
                     images[name] = digest(target, size)
@@ -241,7 +249,9 @@ def main() -> None:
                 make_data(data, mib, kind)
                 fw = make_archive(fwup, folder, data, f"{kind}-{mib}")
                 data.unlink()
-                for target in targets:
+                # From a pipe (the Nerves way, `curl | fwup`) at the first size only.
+                piped = [PIPED] if mib == sizes[0] else []
+                for target in targets + piped:
                     case = Case(kind, mib, target)
                     measure(case, fwup, fw, key, folder, runs)
                     cases.append(case)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import os
 import stat
 import sys
@@ -289,6 +290,8 @@ def _chunks(
     fd = source.fileno()
     if framed:
         deframer = InputDeframer(READ_SIZE, runs=bulk)
+        if bulk:
+            _widen_pipe(fd)
         buffer = bytearray(BULK_READ)  # see below: one buffer for every read
         view = memoryview(buffer)
         while not deframer.ended:
@@ -316,6 +319,7 @@ def _chunks(
             return
         # Into one buffer: os.read(fd, 1 MiB) would map and unmap a megabyte for every
         # read of the pipe's 64 KiB.
+        _widen_pipe(fd)
         buffer = bytearray(BULK_READ)
         with memoryview(buffer) as view:
             while size := os.readv(fd, [buffer]):
@@ -331,6 +335,17 @@ def _chunks(
         view = memoryview(data)
         for start in range(0, len(view), READ_SIZE):
             yield view[start : start + READ_SIZE]
+
+
+def _widen_pipe(fd: int) -> None:
+    """Let the pipe on stdin hold a megabyte instead of 64 KiB: the writer (curl) then
+    runs further ahead and each read takes more at once (a 128 MiB archive from `cat |`
+    0.81 -> 1.04 of fwup's speed in A/B pairs). Best effort: Linux's default
+    pipe-max-size is 1 MiB, and a pipe that cannot grow works as it is."""
+    import fcntl  # noqa: PLC0415
+
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not Linux
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, BULK_READ)
 
 
 MAX_PUBLIC_KEYS = 10  # fwup's FWUP_MAX_PUBLIC_KEYS
