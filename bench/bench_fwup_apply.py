@@ -249,6 +249,7 @@ def main() -> None:
                 make_data(data, mib, kind)
                 fw = make_archive(fwup, folder, data, f"{kind}-{mib}")
                 data.unlink()
+                os.sync()  # the archive written back now, not during the first pair
                 # From a pipe (the Nerves way, `curl | fwup`) at the first size only.
                 piped = [PIPED] if mib == sizes[0] else []
                 for target in targets + piped:
