@@ -65,7 +65,36 @@ def test_pieces_are_fwups_reads_however_stdin_arrives(
     assert cut(pieces) == expected(frames)
     assert runs.ended
     # A run never crosses a frame, so its reads start where fwup's do.
-    assert len(pieces) <= len(expected(frames))
+    ends = {sum(len(f) for f in frames[: i + 1]) for i in range(len(frames))}
+    at = 0
+    for piece in pieces:
+        assert not any(at < end < at + len(piece) for end in ends)
+        at += len(piece)
+
+
+@settings(max_examples=200, deadline=None)
+@given(frames=frames_st.filter(bool), data=st.data())
+def test_input_that_stops_anywhere(frames: list[bytes], data: st.DataObject) -> None:
+    stream = framed(frames, end=False)
+    cut_at = data.draw(st.integers(0, len(stream)))
+    # What fwup reads of the stream up to the cut: whole frames, then a frame's reads and
+    # the short read the end of input gives.
+    lengths: list[int] = []
+    at = 0
+    while at + 4 <= cut_at:
+        (length,) = struct.unpack_from(">I", stream, at)
+        lengths.append(min(length, cut_at - at - 4))
+        at += 4 + length
+    in_frame = bool(lengths) and at > cut_at
+    payload = expected([f[:n] for f, n in zip(frames, lengths, strict=False)])
+    for runs in (False, True):
+        deframer = InputDeframer(READ, runs=runs)
+        pieces = deframer.feed(stream[:cut_at])
+        assert deframer.in_frame == in_frame
+        assert deframer.mid_frame == (in_frame or at < cut_at)
+        pieces += deframer.finish()
+        assert cut(pieces) == payload
+        assert not deframer.ended
 
 
 def test_a_whole_frame_is_one_run_and_a_partial_frame_whole_reads() -> None:
