@@ -292,21 +292,18 @@ def _chunks(
         deframer = InputDeframer(READ_SIZE, runs=bulk)
         if bulk:
             _widen_pipe(fd)
-        buffer = bytearray(BULK_READ)  # see below: one buffer for every read
-        view = memoryview(buffer)
-        while not deframer.ended:
-            got = view[: os.readv(fd, [buffer])]
-            if not got:
-                cut = deframer.in_frame
-                yield from deframer.finish()
-                # fwup's framed_stdin_read: a frame cut short, or no length to read.
-                ended.error = (
-                    "Received EOF even though framing indicated more bytes"
-                    if cut
-                    else "Error reading stdin"
-                )
+        for got in _reads(fd):
+            yield from deframer.feed(got)  # copies what it keeps
+            if deframer.ended:
                 return
-            yield from deframer.feed(got)
+        cut = deframer.in_frame
+        yield from deframer.finish()
+        # fwup's framed_stdin_read: a frame cut short, or no length to read.
+        ended.error = (
+            "Received EOF even though framing indicated more bytes"
+            if cut
+            else "Error reading stdin"
+        )
         return
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         # A pipe: each of fwup's read(16 KiB) returns what is there (the archive
@@ -317,13 +314,9 @@ def _chunks(
             while data := os.read(fd, READ_SIZE):
                 yield data
             return
-        # Into one buffer: os.read(fd, 1 MiB) would map and unmap a megabyte for every
-        # read of the pipe's 64 KiB.
         _widen_pipe(fd)
-        buffer = bytearray(BULK_READ)
-        with memoryview(buffer) as view:
-            while size := os.readv(fd, [buffer]):
-                yield bytes(view[:size])
+        for got in _reads(fd):
+            yield bytes(got)
         return
     while True:
         data = os.read(fd, BULK_READ)
@@ -335,6 +328,16 @@ def _chunks(
         view = memoryview(data)
         for start in range(0, len(view), READ_SIZE):
             yield view[start : start + READ_SIZE]
+
+
+def _reads(fd: int) -> Iterator[memoryview]:
+    """What each read of ``fd`` (up to 1 MiB) returns, until its end, in one buffer that
+    the next read overwrites: os.read(fd, 1 MiB) would map and unmap a megabyte for
+    every read of a pipe's 64 KiB."""
+    buffer = bytearray(BULK_READ)
+    view = memoryview(buffer)
+    while size := os.readv(fd, [buffer]):
+        yield view[:size]
 
 
 def _widen_pipe(fd: int) -> None:
