@@ -78,7 +78,7 @@ HUB_CLIENT_TESTS := tests/core/test_phoenix.py tests/core/test_backoff.py \
                     tests/aio/test_dbus_compat.py \
                     tests/aio/test_hub_client_sim.py \
                     tests/core/test_download_policy.py tests/aio/test_downloader_sim.py \
-                    tests/aio/test_http_transport.py \
+                    tests/aio/test_http_transport.py tests/aio/test_system_trust.py \
                     tests/hubsim tests/integration tests/media \
                     tests/faults/test_tls_failures.py tests/faults/test_nh1_clock.py \
                     tests/faults/test_reconnect_storm.py tests/faults/test_slow_download.py \

@@ -11,10 +11,10 @@ one-request download needs it:
   client per attempt anyway); TLS by the given context, the SNI and the checked
   name being the URL's host, as httpx does;
 * h11 writes the request and reads the response head;
-* a body with a ``Content-Length`` (what firmware stores send) is received straight
-  into a 256 KiB buffer (``asyncio.BufferedProtocol``) and handed over in chunks of up
-  to that size, one copy per byte; reading pauses while two chunks wait for the
-  consumer, so a slow applier throttles TCP. Other bodies (chunked, or up to the
+* a body with a ``Content-Length`` (what firmware stores send) is handed over in the
+  chunks the socket gives (the loop reads up to 256 KiB at a time), with no copy in
+  Python; reading pauses while two chunks wait for the consumer, so a slow applier
+  throttles TCP. Other bodies (chunked, or up to the
   close) go through h11.
 
 Failures are httpx's exceptions, as its own transport raises them: ``ConnectError``
@@ -27,22 +27,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import h11
 import httpx
 
-BUFFER = 256 << 10  # bytes received at most per read
+BUFFER = 256 << 10  # bytes in a chunk at most: what the loop reads at once (asyncio)
 QUEUED = 2  # chunks waiting for the consumer before reading pauses
 
 
-class _Receiver(asyncio.BufferedProtocol):
-    """The connection's incoming bytes, as chunks, with flow control."""
+class _Receiver(asyncio.Protocol):
+    """The connection's incoming bytes, as chunks, with flow control.
+
+    A plain protocol, not a ``BufferedProtocol``: the loop's ``recv`` makes each chunk
+    a new ``bytes`` object already (of up to the transport's 256 KiB), which is handed
+    on as it is. Receiving into a buffer of our own would need a copy out of it for
+    every chunk, as a chunk outlives the next read."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._buffer = bytearray(BUFFER)
-        self._view = memoryview(self._buffer)
         self._chunks: collections.deque[bytes] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._transport: asyncio.BaseTransport | None = None
@@ -53,11 +56,8 @@ class _Receiver(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self._chunks.append(bytes(self._view[:nbytes]))
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
         if len(self._chunks) >= QUEUED and not self._paused:
             assert isinstance(self._transport, asyncio.ReadTransport)
             self._transport.pause_reading()
@@ -160,10 +160,16 @@ class _Body(httpx.AsyncByteStream):
 
 
 class FirmwareTransport(httpx.AsyncBaseTransport):
-    """See the module docstring; ``ssl_context`` serves ``https://`` URLs."""
+    """See the module docstring; ``ssl_context`` serves ``https://`` URLs: a context, or
+    a function that makes one (called in a thread, when the first such URL needs it)."""
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext]) -> None:
         self._ssl = ssl_context
+
+    async def _context(self) -> ssl.SSLContext:
+        if not isinstance(self._ssl, ssl.SSLContext):
+            self._ssl = await asyncio.to_thread(self._ssl)
+        return self._ssl
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -175,13 +181,14 @@ class FirmwareTransport(httpx.AsyncBaseTransport):
         port = url.port or (443 if tls else 80)
         timeouts = request.extensions.get("timeout", {})
         loop = asyncio.get_running_loop()
+        context = await self._context() if tls else None
         try:
             async with asyncio.timeout(timeouts.get("connect")):
                 transport, receiver = await loop.create_connection(
                     lambda: _Receiver(loop),
                     url.host,
                     port,
-                    ssl=self._ssl if tls else None,
+                    ssl=context,
                     server_hostname=url.host if tls else None,
                 )
         except TimeoutError as exc:

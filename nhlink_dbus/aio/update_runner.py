@@ -103,7 +103,8 @@ async def run_update(
     fd = job.local_fd
     try:
         async with _inhibitor(logind) as held:
-            make_applier = await asyncio.to_thread(_load, fd is None and job.chunks is None)
+            downloading = fd is None and job.chunks is None
+            make_applier = await asyncio.to_thread(_load, job.url if downloading else None)
             applier = make_applier(
                 job.applier, job.request, on_progress, on_message, fwup_path=job.fwup_path
             )
@@ -170,16 +171,16 @@ async def _feed(source: AsyncGenerator[bytes, None], applier: BaseApplier) -> No
             await applier.write(chunk)
 
 
-def _load(downloading: bool) -> Callable[..., BaseApplier]:
+def _load(url: str | None) -> Callable[..., BaseApplier]:
     """What an update needs, imported by the first one (then a dictionary lookup each
-    time), the downloader warmed up when there is something to download; run in a
-    thread. Returns :func:`~nhlink_dbus.aio.appliers.make_applier`."""
+    time), the downloader warmed up for ``url`` when there is something to download;
+    run in a thread. Returns :func:`~nhlink_dbus.aio.appliers.make_applier`."""
     from nhlink_dbus.aio.appliers import make_applier  # noqa: PLC0415
 
-    if downloading:
+    if url is not None:
         from nhlink_dbus.aio.downloader import warm_up  # noqa: PLC0415
 
-        warm_up()
+        warm_up(url)
     return make_applier
 
 
