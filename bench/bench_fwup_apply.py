@@ -6,7 +6,8 @@ data (random bytes, as a squashfs root file system is) and compressible data (by
 Each is applied into a regular file and, where the machine allows (root, a free loop
 device), into a loop block device, and at the first size into a regular file from a pipe
 (``cat FW | TOOL -i -``, as ``curl URL | fwup`` reads it); the tools run in turns (fwup, ours, fwup,
-ours, ...), each on a fresh target, and the figure is the median of the per-pair
+ours, ...), each on a fresh target with the page cache written back (sync) before it, and
+the figure is the median of the per-pair
 throughput ratios (ours / fwup; 1.0 = as fast). Peak RSS comes from GNU time. Images are
 compared after the first pair. Without a reference fwup the archives are made by
 nhlink_devtools and only our figures are printed, and the output says so.
@@ -167,6 +168,9 @@ def measure(case: Case, fwup: Path | None, fw: Path, key: Path, folder: Path, ru
                 if loop is None:
                     Path(target).unlink(missing_ok=True)
                 argv = apply_argv(str(tool), fw, target, key, case.target == PIPED)
+                # Nothing left to write back from the run before (the other tool's, into
+                # the same loop device): each timed run starts from a clean page cache.
+                os.sync()
                 wall[name], rss = run_measured(argv)
                 peak[name] = max(peak[name], rss)
                 if i == 0:

@@ -14,8 +14,7 @@ one-request download needs it:
 * a body with a ``Content-Length`` (what firmware stores send) is handed over in the
   chunks the socket gives (the loop reads up to 256 KiB at a time), with no copy in
   Python; reading pauses while two chunks wait for the consumer, so a slow applier
-  throttles TCP. Other bodies (chunked, or up to the
-  close) go through h11.
+  throttles TCP. Other bodies (chunked, or up to the close) go through h11.
 
 Failures are httpx's exceptions, as its own transport raises them: ``ConnectError``
 and ``ConnectTimeout`` for connecting (TLS included), ``ReadError`` for a connection
