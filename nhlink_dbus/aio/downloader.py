@@ -120,13 +120,14 @@ def system_trust_context(
 ) -> ssl.SSLContext:
     """A client context that trusts the system's certificate authorities.
 
-    Where the system keeps them as a hashed directory (Debian's ``/etc/ssl/certs``,
-    kept by ``update-ca-certificates``), the context looks a CA up there when a
-    handshake needs it: OpenSSL's default paths would also parse the whole bundle
-    (``ca-certificates.crt``, ~140 certificates: 17 ms and 1.7 MiB here) before the
-    first download could start. ``update-ca-certificates`` writes the same certificates
-    to both. Without such a directory, or with ``SSL_CERT_FILE``/``SSL_CERT_DIR`` set,
-    it is OpenSSL's defaults, as ``ssl.create_default_context()`` gives."""
+    Where the system keeps them as a hashed directory that holds what its bundle holds
+    (Debian's ``/etc/ssl/certs`` beside ``ca-certificates.crt``, both written by
+    ``update-ca-certificates``), the context looks a CA up in the directory when a
+    handshake needs it: OpenSSL's default paths would also parse the whole bundle (~140
+    certificates: 17 ms and 1.7 MiB here) before the first download could start.
+    Otherwise it is OpenSSL's defaults, as ``ssl.create_default_context()`` gives them:
+    with ``SSL_CERT_FILE`` or ``SSL_CERT_DIR`` set (even empty), or when the bundle may
+    hold a CA the directory does not (see :func:`_hashed_trust_dir`)."""
     capath = _hashed_trust_dir(paths, environ)
     if capath:
         return ssl.create_default_context(capath=capath)
@@ -136,20 +137,32 @@ def system_trust_context(
 def _hashed_trust_dir(
     paths: ssl.DefaultVerifyPaths | None = None, environ: Mapping[str, str] | None = None
 ) -> str:
-    """The system's hashed CA directory, or "" (none, empty, or overridden by the
-    environment; see :func:`system_trust_context`)."""
+    """The system's hashed CA directory if it can stand for the bundle, else "".
+
+    It can when the bundle (OpenSSL's default file) lies in the directory, is not newer
+    than the directory (a CA appended to the bundle by hand is not in the directory),
+    and holds as many certificates as the directory has hashed names (each CA is one
+    ``<subject hash>.<n>`` link). Counting reads the bundle but parses nothing."""
     paths = paths if paths is not None else ssl.get_default_verify_paths()
     environ = environ if environ is not None else os.environ
-    if environ.get(paths.openssl_cafile_env) or environ.get(paths.openssl_capath_env):
+    if paths.openssl_cafile_env in environ or paths.openssl_capath_env in environ:
         return ""
-    capath = paths.capath
-    if not capath:
+    capath, cafile = paths.capath, paths.cafile
+    if not capath or not cafile:
         return ""
     try:
-        names = os.listdir(capath)
+        directory = os.path.realpath(capath)
+        bundle = os.path.realpath(cafile)
+        if os.path.dirname(bundle) != directory:
+            return ""
+        if os.stat(bundle).st_mtime > os.stat(directory).st_mtime:
+            return ""
+        hashed = sum(1 for name in os.listdir(directory) if _HASHED_NAME.fullmatch(name))
+        with open(bundle, "rb") as fh:
+            certificates = fh.read().count(b"-----BEGIN CERTIFICATE-----")
     except OSError:
         return ""
-    return capath if any(_HASHED_NAME.fullmatch(name) for name in names) else ""
+    return capath if hashed and hashed == certificates else ""
 
 
 @functools.cache

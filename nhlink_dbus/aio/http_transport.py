@@ -12,9 +12,10 @@ one-request download needs it:
   name being the URL's host, as httpx does;
 * h11 writes the request and reads the response head;
 * a body with a ``Content-Length`` (what firmware stores send) is handed over in the
-  chunks the socket gives (the loop reads up to 256 KiB at a time), with no copy in
-  Python; reading pauses while two chunks wait for the consumer, so a slow applier
-  throttles TCP. Other bodies (chunked, or up to the close) go through h11.
+  chunks the loop delivers: over plain TCP the bytes of each ``recv`` of up to 256 KiB,
+  with no copy in Python; over TLS what asyncio's SSL layer decrypted, joined. Reading
+  pauses while two chunks wait for the consumer, so a slow applier throttles TCP. Other
+  bodies (chunked, or up to the close) go through h11.
 
 Failures are httpx's exceptions, as its own transport raises them: ``ConnectError``
 and ``ConnectTimeout`` for connecting (TLS included), ``ReadError`` for a connection
@@ -31,17 +32,18 @@ from collections.abc import AsyncIterator, Callable
 import h11
 import httpx
 
-BUFFER = 256 << 10  # bytes in a chunk at most: what the loop reads at once (asyncio)
+BUFFER = 256 << 10  # what the loop reads at once (asyncio): a plain-TCP chunk at most
 QUEUED = 2  # chunks waiting for the consumer before reading pauses
 
 
 class _Receiver(asyncio.Protocol):
     """The connection's incoming bytes, as chunks, with flow control.
 
-    A plain protocol, not a ``BufferedProtocol``: the loop's ``recv`` makes each chunk
-    a new ``bytes`` object already (of up to the transport's 256 KiB), which is handed
-    on as it is. Receiving into a buffer of our own would need a copy out of it for
-    every chunk, as a chunk outlives the next read."""
+    A plain protocol, not a ``BufferedProtocol``: over plain TCP the loop's ``recv``
+    makes each chunk a new ``bytes`` object already (of up to 256 KiB), which is handed
+    on as it is; receiving into a buffer of our own would need a copy out of it for
+    every chunk, as a chunk outlives the next read. (Over TLS asyncio joins decrypted
+    records into each chunk: one copy either way.)"""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -180,8 +182,8 @@ class FirmwareTransport(httpx.AsyncBaseTransport):
         port = url.port or (443 if tls else 80)
         timeouts = request.extensions.get("timeout", {})
         loop = asyncio.get_running_loop()
-        context = await self._context() if tls else None
         try:
+            context = await self._context() if tls else None
             async with asyncio.timeout(timeouts.get("connect")):
                 transport, receiver = await loop.create_connection(
                     lambda: _Receiver(loop),

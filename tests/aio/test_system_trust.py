@@ -1,6 +1,7 @@
-"""The downloader's system trust store: a hashed CA directory is looked up when a
-handshake needs it (nothing parsed up front), and it is trusted exactly as the
-certificates it holds; without one, OpenSSL's defaults."""
+"""The downloader's system trust store: a hashed CA directory that holds what the
+bundle holds is looked up when a handshake needs it (nothing parsed up front) and is
+trusted exactly as the certificates it holds; otherwise OpenSSL's defaults. The trust
+store is made for ``https://`` URLs only."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nhlink_dbus.aio import downloader
 from nhlink_dbus.aio.downloader import _hashed_trust_dir, download, system_trust_context
 from nhlink_dbus.aio.http_transport import FirmwareTransport
 from nhlink_dbus.core.download_policy import RetryPolicy
@@ -20,14 +22,15 @@ from nhlink_devtools.hubsim import HubSim, HubSimConfig
 from nhlink_devtools.hubsim.certs import generate_ca
 
 ONE_TRY = RetryPolicy(idle_timeout_ms=5000, time_between_retries_ms=10, max_disconnects=1)
+BUNDLE = "ca-certificates.crt"
 
 
-def paths(
-    capath: Path | None, real: ssl.DefaultVerifyPaths | None = None
-) -> ssl.DefaultVerifyPaths:
-    real = real or ssl.get_default_verify_paths()
+def paths(capath: Path | None, cafile: Path | None = None) -> ssl.DefaultVerifyPaths:
+    real = ssl.get_default_verify_paths()
+    if cafile is None and capath is not None:
+        cafile = capath / BUNDLE
     return ssl.DefaultVerifyPaths(
-        real.cafile,
+        str(cafile) if cafile is not None else None,
         str(capath) if capath is not None else None,
         real.openssl_cafile_env,
         real.openssl_cafile,
@@ -37,7 +40,8 @@ def paths(
 
 
 def hashed_dir(folder: Path, *certs: Path) -> Path:
-    """A CA directory as update-ca-certificates leaves it: ``<subject hash>.0`` links."""
+    """A CA directory as update-ca-certificates leaves it: ``<subject hash>.0`` links
+    and the bundle of the same certificates, written last."""
     folder.mkdir()
     for cert in certs:
         digest = subprocess.run(
@@ -47,7 +51,14 @@ def hashed_dir(folder: Path, *certs: Path) -> Path:
             text=True,
         ).stdout.strip()
         (folder / f"{digest}.0").symlink_to(cert)
+    (folder / BUNDLE).write_bytes(b"".join(cert.read_bytes() for cert in certs))
+    same_time(folder)
     return folder
+
+
+def same_time(folder: Path) -> None:
+    stamp = os.stat(folder).st_mtime_ns
+    os.utime(folder / BUNDLE, ns=(stamp, stamp))
 
 
 class Sink:
@@ -61,26 +72,38 @@ class Sink:
         self.data.clear()
 
 
-def test_the_hashed_directory_is_used_only_when_it_holds_hashed_names(tmp_path: Path) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "ca-certificates.crt").write_text("")
-    (other / "README").write_text("")
-    hashed = tmp_path / "hashed"
-    hashed.mkdir()
-    (hashed / "README").write_text("")
-    (hashed / "9d2f71b3.0").write_text("")
-    assert _hashed_trust_dir(paths(hashed), {}) == str(hashed)
-    assert _hashed_trust_dir(paths(empty), {}) == ""
-    assert _hashed_trust_dir(paths(other), {}) == ""
+def test_the_directory_stands_for_the_bundle_only_when_it_holds_the_same(tmp_path: Path) -> None:
+    cas = [Path(generate_ca(tmp_path / "cas", f"ca{i}").cert) for i in range(2)]
+    good = hashed_dir(tmp_path / "good", *cas)
+    assert _hashed_trust_dir(paths(good), {}) == str(good)
+    # A CA appended to the bundle by hand (the bundle is newer, and holds one more).
+    appended = hashed_dir(tmp_path / "appended", *cas)
+    with (appended / BUNDLE).open("ab") as fh:
+        fh.write(Path(generate_ca(tmp_path / "cas", "extra").cert).read_bytes())
+    os.utime(appended / BUNDLE, ns=(1, os.stat(appended).st_mtime_ns + 10**9))
+    assert _hashed_trust_dir(paths(appended), {}) == ""
+    same_time(appended)  # the same time: the count still differs
+    assert _hashed_trust_dir(paths(appended), {}) == ""
+    # A link fewer than the bundle's certificates.
+    fewer = hashed_dir(tmp_path / "fewer", *cas)
+    next(fewer.glob("*.0")).unlink()
+    same_time(fewer)
+    assert _hashed_trust_dir(paths(fewer), {}) == ""
+    # The bundle elsewhere, none, no hashed names, no directory.
+    assert _hashed_trust_dir(paths(good, tmp_path / "appended" / BUNDLE), {}) == ""
+    assert _hashed_trust_dir(paths(good, good / "missing.crt"), {}) == ""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / BUNDLE).write_bytes(b"")
+    (plain / "README").write_text("")
+    same_time(plain)
+    assert _hashed_trust_dir(paths(plain), {}) == ""
     assert _hashed_trust_dir(paths(tmp_path / "missing"), {}) == ""
     assert _hashed_trust_dir(paths(None), {}) == ""
-    # An administrator's SSL_CERT_FILE or SSL_CERT_DIR: OpenSSL's defaults, which read them.
-    assert _hashed_trust_dir(paths(hashed), {"SSL_CERT_FILE": "/x.pem"}) == ""
-    assert _hashed_trust_dir(paths(hashed), {"SSL_CERT_DIR": "/x"}) == ""
-    assert _hashed_trust_dir(paths(hashed), {"SSL_CERT_DIR": ""}) == str(hashed)
+    # SSL_CERT_FILE or SSL_CERT_DIR, even empty (OpenSSL then loads nothing): its defaults.
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        assert _hashed_trust_dir(paths(good), {name: "/x"}) == ""
+        assert _hashed_trust_dir(paths(good), {name: ""}) == ""
 
 
 def test_without_a_hashed_directory_the_defaults_are_loaded(tmp_path: Path) -> None:
@@ -107,13 +130,18 @@ async def test_a_ca_in_the_hashed_directory_is_trusted_when_needed(tmp_path: Pat
         # Another CA alone in the directory: the simulator's certificate is refused.
         stranger = generate_ca(tmp_path / "stranger", "stranger")
         untrusted = hashed_dir(tmp_path / "certs2", Path(stranger.cert))
+        context = system_trust_context(paths(untrusted), {})
         with pytest.raises(DownloadError, match=r"^max_disconnects_reached$"):
-            await download(url, Sink(), ONE_TRY, verify=system_trust_context(paths(untrusted), {}))
+            await download(url, Sink(), ONE_TRY, verify=context)
+        async with httpx.AsyncClient(transport=FirmwareTransport(context)) as client:
+            with pytest.raises(httpx.ConnectError) as refused:
+                await client.get(url)
+        assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
 
 
 async def test_the_trust_store_is_made_once_and_only_for_https(tmp_path: Path) -> None:
     """The transport makes its TLS context when the first ``https://`` URL needs it; a
-    plain HTTP download never makes one."""
+    plain HTTP download never makes one, nor does the default client's warm-up."""
     made: list[ssl.SSLContext] = []
 
     async with HubSim(HubSimConfig(http_tls=True, cert_dir=tmp_path / "pki")) as tls:
@@ -138,3 +166,13 @@ async def test_the_trust_store_is_made_once_and_only_for_https(tmp_path: Path) -
         transport = FirmwareTransport(lambda: pytest.fail("a TLS context for plain HTTP"))
         async with httpx.AsyncClient(transport=transport) as client:
             assert (await client.get(url)).content == data
+
+        # The downloader's own client and warm-up: the system's trust only for https.
+        downloader.system_tls_context.cache_clear()
+        downloader.warm_up(url)
+        sink = Sink()
+        await download(url, sink, ONE_TRY)
+        assert bytes(sink.data) == data
+        assert downloader.system_tls_context.cache_info().currsize == 0
+        downloader.warm_up(url.replace("http://", "https://"))
+        assert downloader.system_tls_context.cache_info().currsize == 1
