@@ -487,7 +487,35 @@ def _drain_stdin() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 success, 1 failure)."""
+    """Entry point; returns the exit status (0 success, 1 failure). As the program
+    (``argv`` None), a success ends the process at once (:func:`_leave`)."""
+    status = _main(argv)
+    if argv is None and status == 0:
+        _leave()
+    return status
+
+
+def _leave() -> None:
+    """End the process without the interpreter's teardown once all is done: no other
+    thread alive, stdout and stderr flushed. Tearing down the modules and objects of an
+    apply takes about 5 ms, an eighth of nhlink-fwup's start-up and exit (37 ms against
+    fwup's 4.5 ms for a small archive), which is what a 128 MiB apply spends beyond
+    fwup's. Only after a success: a failure may have left objects whose finalizers
+    clean up (temporary files). If anything is left to do, this returns and the normal
+    exit does it."""
+    import threading  # noqa: PLC0415  (loaded by now)
+
+    if threading.active_count() != 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return  # the normal exit reports it
+    os._exit(0)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:
