@@ -691,8 +691,8 @@ class ExternalApplier(BaseApplier):
 
 
 # bytes: Linux's default /proc/sys/fs/pipe-max-size, and the fastest of 64 KiB to 4 MiB
-# (256 MiB through fwup, in-process A/B on 2 cores: 64 KiB 0.75 s, 512 KiB 0.57 s, 1 MiB
-# 0.43-0.48 s, 2 MiB 0.75 s, 4 MiB 0.78 s; README, Benchmarks).
+# (256 MiB through fwup, in-process A/B on 2 cores: 64 KiB 0.76 s, 512 KiB 0.57 s, 1 MiB
+# 0.44-0.49 s, 2 MiB 0.75 s, 4 MiB 0.79 s; README, Benchmarks).
 PIPE_SIZE = 1 << 20
 
 
