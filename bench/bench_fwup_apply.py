@@ -5,10 +5,10 @@ data (random bytes, as a squashfs root file system is) and compressible data (by
 4-bit entropy, about 2:1 under deflate), 128 MiB and 1 GiB, with one ``raw_write``.
 Each is applied into a regular file and, where the machine allows (root, a free loop
 device), into a loop block device, and at the first size into a regular file from a pipe
-(``cat FW | TOOL -i -``, as ``curl URL | fwup`` reads it); the tools run in turns (fwup, ours, fwup,
-ours, ...), each on a fresh target with the page cache written back (sync) before it, and
-the figure is the median of the per-pair
-throughput ratios (ours / fwup; 1.0 = as fast). Peak RSS comes from GNU time. Images are
+(``cat FW | TOOL -i -``, as ``curl URL | fwup`` reads it); the tools run in turns (fwup,
+ours, fwup, ours, ...), each on a fresh target with the page cache written back (sync)
+before it, and the figure is the median of the per-pair throughput ratios (ours / fwup;
+1.0 = as fast). Peak RSS comes from GNU time. Images are
 compared after the first pair. Without a reference fwup the archives are made by
 nhlink_devtools and only our figures are printed, and the output says so.
 

@@ -62,6 +62,7 @@ from nhlink_dbus.core.fwup_framing import (
 )
 from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import ConfigError, FirmwareError, ProtocolError, StateError
+from nhlink_dbus.fwup.pipes import widen_pipe
 from nhlink_dbus.fwup.signature import parse_public_key
 
 if TYPE_CHECKING:
@@ -697,16 +698,12 @@ PIPE_SIZE = 1 << 20
 
 
 def _widen_pipe(stdin: asyncio.StreamWriter | None) -> None:
-    """Give the program's stdin a 1 MiB pipe instead of 64 KiB: the archive then
-    crosses in a few large writes instead of thousands of small ones (each one a wake-up
-    of the program and of the loop). Best effort: the size is a limit, not a need."""
-    import fcntl  # noqa: PLC0415
-
+    """Give the program's stdin a PIPE_SIZE pipe (``widen_pipe``)."""
     pipe = None if stdin is None else stdin.get_extra_info("pipe")
     if pipe is None:
         return
-    with contextlib.suppress(OSError, ValueError):  # ValueError: closed (the program died)
-        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    with contextlib.suppress(ValueError):  # closed (the program died)
+        widen_pipe(pipe.fileno(), PIPE_SIZE)
 
 
 def make_applier(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import contextlib
 import os
 import stat
 import sys
@@ -32,6 +31,7 @@ from nhlink_dbus.core.fwup_framing import (
     encode_packet,
 )
 from nhlink_dbus.errors import NhlinkError
+from nhlink_dbus.fwup.pipes import widen_pipe
 from nhlink_dbus.fwup.session import READ_SIZE, ApplySession, error_text
 
 FWUP_COMPAT_VERSION = "1.16.0"
@@ -291,7 +291,7 @@ def _chunks(
     if framed:
         deframer = InputDeframer(READ_SIZE, runs=bulk)
         if bulk:
-            _widen_pipe(fd)
+            widen_pipe(fd, BULK_READ)  # from `cat |` 128 MiB: 0.81 -> 1.03 of fwup
         for got in _reads(fd):
             yield from deframer.feed(got)  # copies what it keeps
             if deframer.ended:
@@ -314,7 +314,7 @@ def _chunks(
             while data := os.read(fd, READ_SIZE):
                 yield data
             return
-        _widen_pipe(fd)
+        widen_pipe(fd, BULK_READ)
         for got in _reads(fd):
             yield bytes(got)
         return
@@ -338,20 +338,6 @@ def _reads(fd: int) -> Iterator[memoryview]:
     view = memoryview(buffer)
     while size := os.readv(fd, [buffer]):
         yield view[:size]
-
-
-def _widen_pipe(fd: int) -> None:
-    """Let the pipe on stdin hold a megabyte instead of 64 KiB: the writer (curl) then
-    runs further ahead and each read takes more at once (a 128 MiB archive from `cat |`
-    0.81 -> 1.03 of fwup's speed in A/B pairs). Best effort, and never smaller: Linux's
-    default pipe-max-size is 1 MiB, and a pipe that cannot grow works as it is."""
-    try:
-        import fcntl  # noqa: PLC0415
-    except ImportError:  # not POSIX
-        return
-    with contextlib.suppress(OSError, AttributeError):  # EBADF: not a pipe; not Linux
-        if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < BULK_READ:
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, BULK_READ)
 
 
 MAX_PUBLIC_KEYS = 10  # fwup's FWUP_MAX_PUBLIC_KEYS

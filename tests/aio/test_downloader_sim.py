@@ -10,7 +10,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,7 @@ from nhlink_dbus.aio.http_transport import BUFFER, FirmwareTransport
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.errors import DownloadError
 from nhlink_devtools.hubsim import HubSim, HubSimConfig
+from tests.harness.sinks import MemorySink
 
 SIZE = 200_000
 DATA = os.urandom(SIZE)
@@ -44,29 +45,6 @@ async def _asyncio_debug() -> None:
 async def sim() -> AsyncIterator[HubSim]:
     async with HubSim() as running:
         yield running
-
-
-class MemorySink:
-    """A ChunkSink into memory; optionally slow, with a hook per write."""
-
-    def __init__(self, delay: float = 0.0, on_write: Callable[[bytes], None] | None = None):
-        self.data = bytearray()
-        self.restarts = 0
-        self.writes = 0
-        self.delay = delay
-        self.on_write = on_write
-
-    async def write(self, chunk: bytes) -> None:
-        if self.on_write is not None:
-            self.on_write(chunk)
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        self.data += chunk
-        self.writes += 1
-
-    async def restart(self) -> None:
-        self.data.clear()
-        self.restarts += 1
 
 
 def ranges(sim: HubSim) -> list[str | None]:

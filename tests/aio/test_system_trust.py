@@ -20,6 +20,7 @@ from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.errors import DownloadError
 from nhlink_devtools.hubsim import HubSim, HubSimConfig
 from nhlink_devtools.hubsim.certs import generate_ca
+from tests.harness.sinks import MemorySink
 
 ONE_TRY = RetryPolicy(idle_timeout_ms=5000, time_between_retries_ms=10, max_disconnects=1)
 BUNDLE = "ca-certificates.crt"
@@ -59,17 +60,6 @@ def hashed_dir(folder: Path, *certs: Path) -> Path:
 def same_time(folder: Path) -> None:
     stamp = os.stat(folder).st_mtime_ns
     os.utime(folder / BUNDLE, ns=(stamp, stamp))
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def write(self, chunk: bytes) -> None:
-        self.data += chunk
-
-    async def restart(self) -> None:
-        self.data.clear()
 
 
 def test_the_directory_stands_for_the_bundle_only_when_it_holds_the_same(tmp_path: Path) -> None:
@@ -122,7 +112,7 @@ async def test_a_ca_in_the_hashed_directory_is_trusted_when_needed(tmp_path: Pat
         context = system_trust_context(paths(trusted), {})
         assert context.cert_store_stats()["x509_ca"] == 0  # nothing parsed up front
         assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-        sink = Sink()
+        sink = MemorySink()
         await download(url, sink, ONE_TRY, verify=context)
         assert bytes(sink.data) == data
         assert context.cert_store_stats()["x509_ca"] == 1  # looked up by the handshake
@@ -132,7 +122,7 @@ async def test_a_ca_in_the_hashed_directory_is_trusted_when_needed(tmp_path: Pat
         untrusted = hashed_dir(tmp_path / "certs2", Path(stranger.cert))
         context = system_trust_context(paths(untrusted), {})
         with pytest.raises(DownloadError, match=r"^max_disconnects_reached$"):
-            await download(url, Sink(), ONE_TRY, verify=context)
+            await download(url, MemorySink(), ONE_TRY, verify=context)
         async with httpx.AsyncClient(transport=FirmwareTransport(context)) as client:
             with pytest.raises(httpx.ConnectError) as refused:
                 await client.get(url)
@@ -170,7 +160,7 @@ async def test_the_trust_store_is_made_once_and_only_for_https(tmp_path: Path) -
         # The downloader's own client and warm-up: the system's trust only for https.
         downloader.system_tls_context.cache_clear()
         downloader.warm_up(url)
-        sink = Sink()
+        sink = MemorySink()
         await download(url, sink, ONE_TRY)
         assert bytes(sink.data) == data
         assert downloader.system_tls_context.cache_info().currsize == 0

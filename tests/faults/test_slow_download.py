@@ -19,19 +19,9 @@ from nhlink_dbus.aio.downloader import download
 from nhlink_dbus.core.download_policy import WORST_CASE_REACHED, RetryPolicy
 from nhlink_dbus.errors import ConfigError, DownloadError
 from nhlink_devtools.hubsim import Fault, HubSim
+from tests.harness.sinks import MemorySink
 
 SPEED_UP = 30.0
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.data = bytearray()
-
-    async def write(self, chunk: bytes) -> None:
-        self.data += chunk
-
-    async def restart(self) -> None:
-        self.data.clear()
 
 
 def fast_clock() -> Callable[[], float]:
@@ -44,7 +34,7 @@ async def test_inside_the_worst_case_timer_the_download_completes(sim: HubSim) -
     url = sim.add_file(body, "/firmware/small.fw")
     sim.set_fault(kind="slow", rate=1024)
     clock = fast_clock()
-    sink = Collect()
+    sink = MemorySink()
     started = time.monotonic()
     stats = await download(url, sink, RetryPolicy(), clock=clock)
     assert bytes(sink.data) == body and stats.received == len(body)
@@ -57,7 +47,7 @@ async def test_beyond_the_worst_case_timer_the_download_stops(sim: HubSim) -> No
     url = sim.add_file(body, "/firmware/big.fw")
     sim.set_fault(kind="slow", rate=1024)
     clock = fast_clock()
-    sink = Collect()
+    sink = MemorySink()
     started = time.monotonic()
     with pytest.raises(DownloadError) as failure:
         await download(url, sink, RetryPolicy(), clock=clock)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nhlink_dbus.fwup import cli
+from nhlink_dbus.fwup.pipes import widen_pipe
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "fwup"
 AB = FIXTURES / "ab.fw"
@@ -127,14 +127,13 @@ def pipe_size(fd: int) -> int:
     return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
 
 
-def test_the_stdin_pipe_grows_but_never_shrinks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_stdin_pipe_grows_but_never_shrinks() -> None:
     r, w = os.pipe()
     try:
-        assert pipe_size(r) < cli.BULK_READ
-        cli._widen_pipe(r)
-        assert pipe_size(r) == cli.BULK_READ
-        monkeypatch.setattr(cli, "BULK_READ", 128 << 10)
-        cli._widen_pipe(r)  # already larger: left as it is
+        assert pipe_size(r) < 1 << 20
+        widen_pipe(r, 1 << 20)
+        assert pipe_size(r) == 1 << 20
+        widen_pipe(r, 128 << 10)  # already larger: left as it is
         assert pipe_size(r) == 1 << 20
     finally:
         os.close(r)
@@ -143,6 +142,6 @@ def test_the_stdin_pipe_grows_but_never_shrinks(monkeypatch: pytest.MonkeyPatch)
 
 def test_a_file_or_dev_null_on_stdin_is_left_alone(tmp_path: Path) -> None:
     with (tmp_path / "f").open("wb") as fh:
-        cli._widen_pipe(fh.fileno())  # EBADF, suppressed
+        widen_pipe(fh.fileno(), 1 << 20)  # EBADF, suppressed
     with open(os.devnull, "rb") as fh:
-        cli._widen_pipe(fh.fileno())
+        widen_pipe(fh.fileno(), 1 << 20)
