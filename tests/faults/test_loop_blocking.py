@@ -12,7 +12,7 @@ import httpx
 from nhlink_dbus.aio.downloader import download
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_devtools.hubsim import HubSim
-from tests.faults.test_slow_download import Collect
+from tests.harness.sinks import MemorySink
 
 
 async def test_every_client_is_built_off_the_loop(sim: HubSim) -> None:
@@ -24,7 +24,7 @@ async def test_every_client_is_built_off_the_loop(sim: HubSim) -> None:
         built_on.append(threading.current_thread())
         return httpx.AsyncClient(trust_env=False)
 
-    sink = Collect()
+    sink = MemorySink()
     await download(url, sink, RetryPolicy(time_between_retries_ms=0), client_factory=factory)
     assert bytes(sink.data) == b"x" * 5000
     assert len(built_on) == 2
