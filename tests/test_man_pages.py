@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +16,16 @@ from nhlink_devtools.hubsim import cli as sim_cli
 from nhlink_kiosk import cli as kiosk_cli
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-PAGES: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "nhlink-dbus.8.md": daemon._parser,
-    "nhlinkctl.1.md": ctl._parser,
-    "nhlink-fwup.1.md": fwup_cli.build_parser,
-    "nhlink-hub-sim.1.md": sim_cli._parser,
-    "nhlink-kiosk.1.md": lambda: kiosk_cli.parser("nhlink-kiosk-gtk", "the options both share"),
+# Each page's program: every option string and sub-command name it accepts.
+PAGES: dict[str, Callable[[], Iterable[str]]] = {
+    "nhlink-dbus.8.md": lambda: accepted(daemon._parser()),
+    "nhlinkctl.1.md": lambda: accepted(ctl._parser()),
+    # nhlink-fwup parses its options without argparse, from one table.
+    "nhlink-fwup.1.md": lambda: [name for o in fwup_cli.OPTIONS for name in o.names()],
+    "nhlink-hub-sim.1.md": lambda: accepted(sim_cli._parser()),
+    "nhlink-kiosk.1.md": lambda: accepted(
+        kiosk_cli.parser("nhlink-kiosk-gtk", "the options both share")
+    ),
 }
 
 
@@ -39,7 +43,7 @@ def accepted(parser: argparse.ArgumentParser) -> Iterator[str]:
 def test_man_page_names_every_option_and_command(page: str) -> None:
     text = (DOCS / page).read_text()
     bold = set(re.findall(r"\*\*([^*\s]+)\*\*", text))
-    missing = sorted(set(accepted(PAGES[page]())) - bold)
+    missing = sorted(set(PAGES[page]()) - bold)
     assert missing == [], f"{page} does not name {missing}"
 
 

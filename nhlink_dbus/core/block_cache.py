@@ -30,9 +30,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
 
 from nhlink_dbus.errors import TargetError
+
+TYPE_CHECKING = False  # without importing typing (nhlink_dbus/core/lean.py)
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    from nhlink_dbus.core.lean import Protocol
 
 BLOCK = 512
 SEGMENT = 128 * 1024

@@ -17,7 +17,6 @@ parsing) and ``\\$`` stands for a literal ``$``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from nhlink_dbus.core.records import dataclass, field
@@ -63,8 +62,7 @@ _ESCAPES = {
     "\\": "\\",
     "$": "$",
 }
-_VAR = re.compile(r"\$\{([^}]*)\}")
-_BARE = re.compile(r"[^\s=,{}\"'#]+")
+_NOT_BARE = frozenset("=,{}\"'#")  # and white space: what ends a bare word
 
 
 class _Lexer:
@@ -109,7 +107,16 @@ class _Lexer:
         self.pos += 1
 
     def _expand(self, raw: str) -> str:
-        return _VAR.sub(lambda m: self.vars.get(m.group(1), ""), raw)
+        """Each ``${NAME}`` becomes the variable's value ("" when unset)."""
+        if "${" not in raw:
+            return raw
+        out: list[str] = []
+        pos = 0
+        while (start := raw.find("${", pos)) >= 0 and (end := raw.find("}", start + 2)) >= 0:
+            out += (raw[pos:start], self.vars.get(raw[start + 2 : end], ""))
+            pos = end + 1
+        out.append(raw[pos:])
+        return "".join(out)
 
     def word(self) -> str:
         """A bare word, or a quoted string."""
@@ -118,11 +125,14 @@ class _Lexer:
             return self._dquoted()
         if ch == "'":
             return self._squoted()
-        m = _BARE.match(self.text, self.pos)
-        if not m:
+        text, start = self.text, self.pos
+        end = start
+        while end < len(text) and text[end] not in _NOT_BARE and not text[end].isspace():
+            end += 1
+        if end == start:
             raise self.error(f"unexpected {ch or 'end of file'!r}")
-        self.pos = m.end()
-        return self._expand(m.group(0).replace("\\$", "\x00")).replace("\x00", "$")
+        self.pos = end
+        return self._expand(text[start:end].replace("\\$", "\x00")).replace("\x00", "$")
 
     def _dquoted(self) -> str:
         self.pos += 1

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from typing import Protocol
+
+TYPE_CHECKING = False  # without importing typing (nhlink_dbus/core/lean.py)
+if TYPE_CHECKING:
+    from typing import Protocol
+else:
+    from nhlink_dbus.core.lean import Protocol
 
 try:
     # hashlib's own BLAKE2 (hashlib.blake2b is this very type) without hashlib, whose

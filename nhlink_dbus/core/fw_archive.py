@@ -22,12 +22,10 @@ after its last byte) do not happen either.
 
 from __future__ import annotations
 
-import re
 import struct
 import zlib
 from collections import deque
 from collections.abc import Generator, Iterator
-from datetime import UTC, datetime
 
 from nhlink_dbus.core.digest import Digest, DigestFactory, new_digest
 from nhlink_dbus.core.records import dataclass
@@ -54,14 +52,13 @@ _METHOD_NAMES = {
     95: "xz", 96: "jpeg", 97: "wav-pack", 98: "ppmd-1", 99: "aes",
 }  # fmt: skip
 
-_ZLIB_CODE = re.compile(r"Error (-?\d+)")
 _INT64_MAX = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
 class EntryStart:
     name: str
-    mtime: datetime | None  # from the UT extra field, when present
+    mtime: int | None  # from the UT extra field, when present: seconds since 1970 (UTC)
     # The uncompressed size the local header gives, None when it gives none (flag bit 3
     # with a 0 size, as in fwup's own archives): libarchive's archive_entry_size_is_set.
     size: int | None = None
@@ -276,14 +273,14 @@ class _Entry:
     regular: bool
 
 
-def _ut_mtime(extra: bytes) -> datetime | None:
+def _ut_mtime(extra: bytes) -> int | None:
     pos = 0
     while pos + 4 <= len(extra):
         tag, size = struct.unpack_from("<HH", extra, pos)
         body = extra[pos + 4 : pos + 4 + size]
         if tag == 0x5455 and len(body) >= 5 and body[0] & 1:
             (mtime,) = struct.unpack_from("<I", body, 1)
-            return datetime.fromtimestamp(mtime, UTC)
+            return int(mtime)
         pos += 4 + size
     return None
 
@@ -359,7 +356,7 @@ class ZipStreamReader:
         self._crc = digests("crc32")
         self._stored_crc = 0
         self._inflater: zlib._Decompress | None = None
-        self._mtime: datetime | None = None
+        self._mtime: int | None = None
         self._size: int | None = None
 
     # -- public -----------------------------------------------------------------
@@ -675,7 +672,9 @@ class ZipStreamReader:
         try:
             out = inflater.decompress(source, INFLATE_OUTPUT)
         except zlib.error as exc:
-            m = _ZLIB_CODE.search(str(exc))
+            import re  # noqa: PLC0415  (only on this error: re is not loaded at start)
+
+            m = re.search(r"Error (-?\d+)", str(exc))
             code = m.group(1) if m else "-3"
             raise _Error(_FATAL, f"ZIP decompression failed ({code})") from None
         if not out and not inflater.eof and not len(source):

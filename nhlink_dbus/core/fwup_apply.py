@@ -31,10 +31,7 @@ enter through the constructor: this module performs no I/O of its own.
 
 from __future__ import annotations
 
-import contextlib
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, cast
 
 from nhlink_dbus.core import uboot_env
 from nhlink_dbus.core.block_cache import BLOCK, BlockCache, PadToBlockWriter, sync_range
@@ -63,8 +60,14 @@ from nhlink_dbus.core.fwup_meta import HeadReader, archive_resource_name, meta_v
 from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError, NhlinkError
 
+TYPE_CHECKING = False  # without importing typing (nhlink_dbus/core/lean.py)
 if TYPE_CHECKING:
+    import re
+    from typing import Protocol, cast
+
     from nhlink_dbus.core import vcdiff
+else:
+    from nhlink_dbus.core.lean import Protocol, cast
 
 # MBR, GPT and VCDIFF codecs are imported where an action needs them: most archives
 # use none of them, and every import is paid at the start of every apply.
@@ -376,11 +379,16 @@ class _DeltaCursor:
         self.decoder.finish()
 
 
-_STRTOUL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_STRTOUL: re.Pattern[str] | None = None  # compiled on first use: only delta updates need it
 
 
 def _strtoul(text: str) -> int:
     """C's ``strtoul(text, NULL, 0)``: the leading number, 0 when there is none."""
+    global _STRTOUL
+    if _STRTOUL is None:
+        import re  # noqa: PLC0415  (re is not loaded by nhlink-fwup's start)
+
+        _STRTOUL = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
     m = _STRTOUL.match(text)
     if m is None:
         return 0
@@ -491,8 +499,10 @@ class ApplyEngine:
             except NhlinkError as exc:
                 self.cache.discard()
                 later = exc
-            with contextlib.suppress(NhlinkError):
+            try:  # noqa: SIM105  (contextlib is not loaded by nhlink-fwup's start)
                 self.cache.flush()
+            except NhlinkError:
+                pass
         return later or self._last_error
 
     def _events(self, events: Iterable[Event]) -> None:

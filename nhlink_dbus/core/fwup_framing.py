@@ -17,7 +17,6 @@ Both decoders here are sans-I/O: feed bytes, collect values.
 from __future__ import annotations
 
 import struct
-from enum import Enum
 
 from nhlink_dbus.core.records import dataclass
 from nhlink_dbus.errors import FirmwareError, ProtocolError
@@ -26,13 +25,41 @@ HANDSHAKE_MARK = 0x1A
 MAX_OUTPUT_PACKET = 1 << 20  # fwup's messages are short; refuse absurd lengths
 
 
-class PacketType(Enum):
-    """The four packet types fwup writes."""
+class PacketType:
+    """The four packet types fwup writes: ``PacketType.OK``, ``.ER``, ``.WN`` and
+    ``.PR``, one instance each (compare with ``is``), with ``name`` and ``value`` (the
+    two bytes) as an enum member has them. Not an :class:`enum.Enum`: importing enum is
+    a millisecond of nhlink-fwup's start."""
 
-    OK = b"OK"
-    ER = b"ER"
-    WN = b"WN"
-    PR = b"PR"
+    __slots__ = ("name", "value")
+    OK: PacketType
+    ER: PacketType
+    WN: PacketType
+    PR: PacketType
+    _by_value: dict[bytes, PacketType]
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.value = name.encode()
+
+    def __repr__(self) -> str:
+        return f"<PacketType.{self.name}>"
+
+    @classmethod
+    def of(cls, value: bytes) -> PacketType:
+        """The type whose two bytes are ``value``; ValueError for any other bytes."""
+        try:
+            return cls._by_value[value]
+        except KeyError:
+            raise ValueError(f"{value!r} is not a fwup packet type") from None
+
+
+PacketType.OK, PacketType.ER, PacketType.WN, PacketType.PR = (
+    PacketType(name) for name in ("OK", "ER", "WN", "PR")
+)
+PacketType._by_value = {
+    t.value: t for t in (PacketType.OK, PacketType.ER, PacketType.WN, PacketType.PR)
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +130,7 @@ class OutputDecoder:
             raw = bytes(self._buf[4 : 4 + length])
             del self._buf[: 4 + length]
             try:
-                ptype = PacketType(raw[:2])
+                ptype = PacketType.of(raw[:2])
             except ValueError as exc:
                 raise ProtocolError(f"unknown fwup packet type {raw[:2]!r}") from exc
             (code,) = struct.unpack_from(">H", raw, 2)

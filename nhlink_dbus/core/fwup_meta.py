@@ -17,10 +17,7 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING
 
 from nhlink_dbus.core import confuse
 from nhlink_dbus.core.digest import blake2b
@@ -38,6 +35,7 @@ from nhlink_dbus.core.fwup_nickname import nickname
 from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import FirmwareError
 
+TYPE_CHECKING = False  # without importing typing (nhlink_dbus/core/lean.py)
 if TYPE_CHECKING:
     from nhlink_dbus.core.vcdiff import VcdiffDecoder
 
@@ -47,7 +45,7 @@ SIGNATURE_LEN = 64
 META_CONF_MAX = 50000  # cfgfile.c: what fwup reads of meta.conf at most
 
 _UUID_PREFIX = bytes.fromhex("2053dffbd51e4310b93b956da89f9f34")
-_BARE = re.compile(r"[A-Za-z0-9_.]+")
+_BARE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.")
 METADATA_ORDER = (*META_KEYS, "meta-uuid", "meta-nickname")  # fwup -m order
 
 
@@ -110,9 +108,30 @@ def firmware_metadata(meta_conf: bytes) -> dict[str, str]:
     return out
 
 
+def utc_text(seconds: int) -> str:
+    """``seconds`` since 1970 as fwup prints a date, ``YYYY-MM-DDTHH:MM:SSZ`` (UTC).
+    Arithmetic, not :mod:`datetime`: importing it is a millisecond of nhlink-fwup's
+    start, for a date only ``-m`` prints."""
+    days, rest = divmod(seconds, 86400)
+    # The proleptic Gregorian calendar, with years starting on March 1st so that the
+    # leap day ends them: 146097 days in each 400 years.
+    era, day_of_era = divmod(days + 719468, 146097)  # 719468: 0000-03-01 to 1970-01-01
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_from_march = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * month_from_march + 2) // 5 + 1
+    month = month_from_march + 3 if month_from_march < 10 else month_from_march - 9
+    year = era * 400 + year_of_era + (month <= 2)
+    hour, rest = divmod(rest, 3600)
+    minute, second = divmod(rest, 60)
+    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}Z"
+
+
 def quote_value(value: str) -> str:
     """fwup's ``-m`` quoting."""
-    if value and _BARE.fullmatch(value):
+    if value and _BARE.issuperset(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -124,14 +143,14 @@ class FwArchiveHead:
     meta_conf: bytes
     conf: MetaConf
     signature: bytes | None
-    created: datetime | None
+    created: int | None  # seconds since 1970 (UTC)
     signature_verified: bool
 
     def metadata(self) -> dict[str, str]:
         """Every ``meta-*`` value fwup's ``-m`` prints, in its order."""
         values = dict(self.conf.meta)
         if self.created is not None:
-            values["meta-creation-date"] = self.created.strftime("%Y-%m-%dT%H:%M:%SZ")
+            values["meta-creation-date"] = utc_text(self.created)
         values["meta-uuid"] = meta_uuid(self.meta_conf)
         values["meta-nickname"] = meta_nickname(self.meta_conf)
         return {k: values[k] for k in METADATA_ORDER if k in values}
@@ -163,7 +182,7 @@ class HeadReader:
         self.headers = 0
         self.signature: bytes | None = None
         self.meta_conf = b""
-        self.mtime: datetime | None = None
+        self.mtime: int | None = None
         self._reading = ""
         self._limit = 0
         self._buf = bytearray()

@@ -20,9 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 from types import MappingProxyType
-from typing import Any, TypeVar, dataclass_transform, overload
 
-_T = TypeVar("_T")
+TYPE_CHECKING = False  # without importing typing (nhlink_dbus/core/lean.py)
+if not TYPE_CHECKING:
+    from nhlink_dbus.core.lean import dataclass_transform, overload
+else:
+    from typing import Any, TypeVar, dataclass_transform, overload
+
+    _T = TypeVar("_T")
 
 
 class _Missing:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-
 
 def widen_pipe(fd: int, size: int) -> None:
     """Let the pipe ``fd`` hold ``size`` bytes if it holds less (Linux's default is
@@ -15,6 +13,8 @@ def widen_pipe(fd: int, size: int) -> None:
         import fcntl  # noqa: PLC0415  (only where a pipe is read or written)
     except ImportError:  # not POSIX
         return
-    with contextlib.suppress(OSError, AttributeError):  # EBADF: not a pipe; not Linux
+    try:
         if fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ) < size:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
+    except (OSError, AttributeError):  # EBADF: not a pipe; not Linux
+        pass

@@ -10,8 +10,6 @@ daemon (``aio/appliers.py``) both use it, so they behave the same.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, cast
 
 from nhlink_dbus.core.block_cache import BlockCache
 from nhlink_dbus.core.fwup_apply import (
@@ -26,6 +24,13 @@ from nhlink_dbus.fwup import signature
 from nhlink_dbus.fwup.hash_worker import HashWorker
 from nhlink_dbus.fwup.host import HostActions
 from nhlink_dbus.fwup.target import FileTarget
+
+TYPE_CHECKING = False  # without importing typing (nhlink_dbus/core/lean.py)
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any, cast
+else:
+    from nhlink_dbus.core.lean import cast
 
 READ_SIZE = 16384  # fwup hands the archive reader at most 16 KiB at a time
 REBOOT_PARAM_PLACES = ("/run/systemd/reboot-param", "/run/reboot-param")

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import mmap
 import os
 import queue
 import stat
 import threading
-from typing import Any
 
 from nhlink_dbus.errors import TargetError
+
+TYPE_CHECKING = False  # without importing typing (nhlink_dbus/core/lean.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 # O_DIRECT transfers: offsets and sizes in whole logical blocks (512 bytes; a 4Kn
 # device refuses other writes, as it does fwup's), memory page-aligned (anonymous
@@ -290,8 +292,10 @@ class FileTarget:
 
     def close(self) -> None:
         """Stop the writer thread (after the write in flight) and close the target."""
-        with contextlib.suppress(TargetError):
+        try:  # noqa: SIM105  (contextlib is not loaded by nhlink-fwup's start)
             self._settle()  # what was handed over is written, as fwup's thread writes it
+        except TargetError:
+            pass
         if self._writer is not None:
             self._jobs.put(None)
             self._writer.join()
