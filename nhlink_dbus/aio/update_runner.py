@@ -54,6 +54,9 @@ class UpdateJob:
     verifier: PartVerifier | None = None  # what the hub said the download is
     on_connected: Callable[[], object] | None = None  # the download's first answer
     chunks: Callable[[], AsyncGenerator[bytes, None]] | None = None  # a file on removable media
+    # What must be done before the first byte reaches the applier (the update journal on
+    # disk): the rest of the start (the applier, logind, the request) does not wait for it.
+    before_first_byte: Awaitable[None] | None = field(default=None, repr=False)
 
 
 class VerifiedSink:
@@ -95,10 +98,11 @@ async def run_update(
 ) -> UpdateOutcome:
     """Download (or read) and apply; see the module docstring.
 
-    While logind answers for the inhibitor, the update gets ready side by side: what
-    the first update loads (the applier, the downloader and its TLS context; in a
-    thread) and the applier's start (a program spawned, a target opened). Nothing
-    reaches the applier before the lock is held.
+    While logind answers for the inhibitor and the journal is written
+    (``job.before_first_byte``), the update gets ready side by side: what the first
+    update loads (the applier, the downloader and its TLS context; in a thread), the
+    applier's start (a program spawned, a target opened) and the download's request and
+    answer. Nothing reaches the applier before the lock is held and the journal written.
     """
     fd = job.local_fd
     try:
@@ -108,14 +112,25 @@ async def run_update(
             applier = make_applier(
                 job.applier, job.request, on_progress, on_message, fwup_path=job.fwup_path
             )
-            await applier.start()
-            try:
+            starting = asyncio.ensure_future(applier.start())
+
+            async def started() -> None:
+                await asyncio.shield(starting)
+
+            async def ready() -> None:
                 await held()
+                if job.before_first_byte is not None:
+                    await asyncio.shield(job.before_first_byte)
+                await started()
+
+            try:
                 if fd is not None:
                     from nhlink_dbus.fwup.local_firmware import read_fd_chunks  # noqa: PLC0415
 
+                    await ready()
                     await _feed(read_fd_chunks(fd), applier)
                 elif job.chunks is not None:
+                    await ready()
                     await _feed(job.chunks(), applier)
                 else:
                     from nhlink_dbus.aio.downloader import download  # noqa: PLC0415  (by _load)
@@ -123,21 +138,22 @@ async def run_update(
                     verified = None if job.verifier is None else VerifiedSink(applier, job.verifier)
                     await download(
                         job.url,
-                        applier if verified is None else verified,
+                        _Gated(applier if verified is None else verified, ready),
                         job.policy,
                         on_error=lambda reason: logger.warning("download: %s", reason),
                         on_connected=job.on_connected,
                     )
+                    await ready()  # (an empty body opened no gate)
                     if verified is not None:
                         await verified.finish()
             except DownloadError as exc:
-                await applier.abort(str(exc))
+                await _abort(applier, starting, str(exc))
                 return UpdateOutcome(False, str(exc), applier_error=False)
             except _SourceFailed as exc:
-                await applier.abort(str(exc))
+                await _abort(applier, starting, str(exc))
                 return UpdateOutcome(False, str(exc), applier_error=True)
             except BaseException:
-                await applier.abort("cancelled")
+                await _abort(applier, starting, "cancelled")
                 raise
             outcome = await applier.finish()
             return UpdateOutcome(outcome.success, outcome.message, applier_error=True)
@@ -150,6 +166,36 @@ async def run_update(
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+async def _abort(applier: BaseApplier, starting: asyncio.Future[None], reason: str) -> None:
+    """Abort the applier once its start is over (a program being spawned is then known,
+    and stopped)."""
+    with contextlib.suppress(Exception):  # a failed start: abort settles the outcome
+        await asyncio.shield(starting)
+    await applier.abort(reason)
+
+
+class _Gated:
+    """A download's sink that waits for ``ready`` before its first byte (or restart):
+    the request and the answer's head go ahead, the body waits in the socket."""
+
+    def __init__(self, sink: BaseApplier | VerifiedSink, ready: Callable[[], Awaitable[None]]):
+        self.sink = sink
+        self._ready: Callable[[], Awaitable[None]] | None = ready
+
+    async def _open(self) -> None:
+        if self._ready is not None:
+            await self._ready()
+            self._ready = None
+
+    async def write(self, chunk: bytes) -> None:
+        await self._open()
+        await self.sink.write(chunk)
+
+    async def restart(self) -> None:
+        await self._open()
+        await self.sink.restart()
 
 
 class _SourceFailed(Exception):

@@ -5,6 +5,7 @@ service's supervisor; the outcome goes back into the core, which says what follo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -54,10 +55,13 @@ class UpdateWiring:
 
     async def _update(self, e: um.StartUpdate) -> None:
         outcome = update_runner.UpdateOutcome(False, "the service stopped during the update", True)
+        # A restart must know of the update before a byte of it is written: the journal is
+        # written while the update starts (the applier, logind, the request), and the
+        # runner waits for it before the first byte reaches the applier.
+        synced = asyncio.ensure_future(self.sync_journal())
         try:
-            await self.sync_journal()  # a restart must know of it before a byte is written
             outcome = await self._run_update(
-                self._update_job(e),
+                self._update_job(e, asyncio.shield(synced)),  # a runner's cancel stops not it
                 self.logind,
                 lambda percent: self.perform(self.core.apply_progress(percent, self.clock())),
                 self.listeners.fwup_message,
@@ -70,6 +74,10 @@ class UpdateWiring:
             )
             raise
         finally:
+            try:
+                await asyncio.shield(synced)  # a JournalError is reported by sync_journal
+            except Exception:
+                logger.exception("writing the update journal failed")
             done = self.core.update_done(
                 e.request_id,
                 outcome.success,
@@ -79,7 +87,9 @@ class UpdateWiring:
             )
             self.perform(done)
 
-    def _update_job(self, e: um.StartUpdate) -> update_runner.UpdateJob:
+    def _update_job(
+        self, e: um.StartUpdate, journal_synced: Awaitable[None]
+    ) -> update_runner.UpdateJob:
         fw = self.config.firmware
         devpath = fw.devpath or self.kv.get("nerves_fw_devpath")
         fd = self.local_fds.pop(e.request_id, None)
@@ -102,6 +112,7 @@ class UpdateWiring:
             verifier=self.download_verifier(e.offer),
             on_connected=lambda: self.download_connected(e.request_id, url),
             chunks=self.medium_chunks(e.offer),
+            before_first_byte=journal_synced,
         )
 
     async def _reboot(self) -> None:

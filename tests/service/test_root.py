@@ -312,13 +312,16 @@ async def test_a_failing_runner_is_never_lost(tmp_path: Path) -> None:
 
 
 class Hanging(Runner):
-    """An update that never ends; ``gate`` is set once it runs."""
+    """An update that never ends; ``gate`` is set once it would write its first byte
+    (after the job's ``before_first_byte``, as the real runner waits for it)."""
 
     def __init__(self) -> None:
         super().__init__(UpdateOutcome(True, "", True))
         self.gate = asyncio.Event()
 
-    async def __call__(self, *args: Any) -> UpdateOutcome:
+    async def __call__(self, job: UpdateJob, *args: Any) -> UpdateOutcome:
+        assert job.before_first_byte is not None
+        await job.before_first_byte
         self.gate.set()
         await asyncio.Event().wait()
         raise AssertionError("not reached")

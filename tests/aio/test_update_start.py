@@ -1,0 +1,148 @@
+"""An update starts side by side (aio/update_runner.run_update): the download's request
+goes out while logind answers for the inhibitor and the update journal is written, and
+the applier starts meanwhile; but no byte reaches the applier before the lock is held
+and the journal is on disk. A download that fails before then aborts the applier once
+its start is over."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from nhlink_dbus.aio import downloader, update_runner
+from nhlink_dbus.aio.appliers import ApplyOutcome, ApplyRequest
+from nhlink_dbus.aio.update_runner import UpdateJob, run_update
+from nhlink_dbus.core.download_policy import RetryPolicy
+from nhlink_devtools.hubsim import HubSim
+
+FAST = RetryPolicy(idle_timeout_ms=2000, time_between_retries_ms=50, max_disconnects=1)
+REQUEST = ApplyRequest("/dev/null", "upgrade", ("a-key",))
+
+
+class Gates:
+    """logind's answer and the journal's write, each held until the test opens it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Event()
+        self.journal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def open(self) -> bool:
+        return self.lock.is_set() and self.journal.done()
+
+
+class Lock:
+    def release(self) -> None:
+        pass
+
+
+class Logind:
+    def __init__(self, gates: Gates) -> None:
+        self.gates = gates
+
+    async def inhibit(self) -> Lock:
+        await self.gates.lock.wait()
+        return Lock()
+
+
+class Applier:
+    """Records what happens to it, and whether the gates were open at each write."""
+
+    def __init__(self, gates: Gates, start_gate: asyncio.Event | None = None) -> None:
+        self.gates = gates
+        self.start_gate = start_gate
+        self.events: list[str] = []
+        self.data = bytearray()
+        self.closed_gate_writes = 0
+
+    async def start(self) -> None:
+        self.events.append("start")
+        if self.start_gate is not None:
+            await self.start_gate.wait()
+        self.events.append("started")
+
+    async def write(self, chunk: bytes) -> None:
+        self.closed_gate_writes += not self.gates.open()
+        self.data += chunk
+
+    async def restart(self) -> None:
+        self.data.clear()
+
+    async def finish(self) -> ApplyOutcome:
+        self.events.append("finish")
+        return ApplyOutcome(True, "")
+
+    async def abort(self, reason: str) -> None:
+        self.events.append(f"abort: {reason}")
+
+
+def use(monkeypatch: pytest.MonkeyPatch, applier: Applier) -> None:
+    monkeypatch.setattr(update_runner, "_load", lambda url: lambda *a, **k: applier)
+
+
+@pytest.mark.parametrize("first", ["lock", "journal"])
+async def test_the_request_goes_ahead_and_the_bytes_wait_for_lock_and_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str
+) -> None:
+    data = os.urandom(300_000)
+    (tmp_path / "x.fw").write_bytes(data)
+    gates = Gates()
+    applier = Applier(gates)
+    use(monkeypatch, applier)
+    answered = asyncio.Event()
+    async with HubSim() as sim:
+        job = UpdateJob(
+            REQUEST, "fwup", FAST, sim.add_file(tmp_path / "x.fw"),
+            on_connected=answered.set, before_first_byte=gates.journal,
+        )  # fmt: skip
+        running = asyncio.create_task(
+            run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None)
+        )
+        # The server answered while logind and the journal are still pending.
+        await asyncio.wait_for(answered.wait(), 60)
+        assert not gates.open() and applier.data == b""
+        for gate in (first, "journal" if first == "lock" else "lock"):
+            if gate == "lock":
+                gates.lock.set()
+            else:
+                gates.journal.set_result(None)
+            # Turns of the loop for a runner that waited for one gate only to write (the
+            # bytes are in the socket already); a write then counts in closed_gate_writes.
+            for _ in range(200):
+                await asyncio.sleep(0)
+        outcome = await asyncio.wait_for(running, 60)
+    assert outcome.success
+    assert bytes(applier.data) == data
+    assert applier.closed_gate_writes == 0
+    assert applier.events == ["start", "started", "finish"]
+
+
+async def test_a_failed_download_aborts_the_applier_after_its_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gates = Gates()
+    start_gate = asyncio.Event()
+    applier = Applier(gates, start_gate)
+    use(monkeypatch, applier)
+    real_download = downloader.download
+
+    async def failing_while_the_applier_starts(*args: Any, **kwargs: Any) -> None:
+        try:
+            await real_download(*args, **kwargs)
+        finally:
+            start_gate.set()  # the start ends only once the download has failed
+
+    monkeypatch.setattr(downloader, "download", failing_while_the_applier_starts)
+    async with HubSim() as sim:
+        url = sim.add_file(b"firmware", "/firmware/x.fw").replace("/x.fw", "/missing.fw")
+        job = UpdateJob(REQUEST, "fwup", FAST, url, before_first_byte=gates.journal)
+        outcome = await asyncio.wait_for(
+            run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None), 60
+        )
+    assert not outcome.success and not outcome.applier_error
+    assert applier.events[:2] == ["start", "started"]
+    assert applier.events[2:] == [f"abort: {outcome.message}"]
+    assert applier.data == b""
