@@ -81,7 +81,9 @@ class PartVerifier:
         self._held: list[bytes] = []
         self._held_len = 0
         self._part_hash = hashlib.sha256()
-        self._whole = hashlib.sha256()
+        # The whole-file hash only where it is checked: without part checksums, and with
+        # a checksum to compare it with (nothing to hash for a hub that sends neither).
+        self._whole = hashlib.sha256() if self.checksum and not self.partials else None
 
     @property
     def checks_parts(self) -> bool:
@@ -98,7 +100,8 @@ class PartVerifier:
             raise VerifyError(f"the download is longer than the {self.size} bytes announced")
         if not self.partials:
             self.verified += len(chunk)
-            self._whole.update(chunk)
+            if self._whole is not None:
+                self._whole.update(chunk)
             return [chunk]
         out: list[bytes] = []
         while chunk:
@@ -126,11 +129,7 @@ class PartVerifier:
             raise VerifyError(f"{self.verified} bytes received, {self.size} announced")
         if self.partials and self.verified < (len(self.partials) - 1) * self.part_size + 1:
             raise VerifyError(f"{self.verified} bytes cannot hold {len(self.partials)} parts")
-        if (
-            not self.partials
-            and self.checksum is not None
-            and self._whole.hexdigest() != self.checksum
-        ):
+        if self._whole is not None and self._whole.hexdigest() != self.checksum:
             raise VerifyError("the download does not match its checksum")
         return out
 

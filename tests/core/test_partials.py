@@ -105,3 +105,36 @@ def test_restart_starts_over() -> None:
     v.feed(data[:1200])
     v.restart()
     assert feed_all(v, data, [700]) == data
+
+
+@pytest.mark.parametrize(
+    ("checksum", "with_parts", "hashed"),
+    [(True, True, 1), (True, False, 1), (False, False, 0)],
+)
+def test_each_byte_is_hashed_once_and_only_for_a_check(
+    monkeypatch: pytest.MonkeyPatch, checksum: bool, with_parts: bool, hashed: int
+) -> None:
+    """Part checksums cover every byte (no whole-file pass on top); the whole-file hash
+    is made only when there is a checksum to compare it with."""
+    data = bytes(range(256)) * 13
+    whole, parts = sums(data)
+    fed = []
+    sha256 = hashlib.sha256
+
+    class Counting:
+        def __init__(self) -> None:
+            self.inner = sha256()
+
+        def update(self, chunk: bytes) -> None:
+            fed.append(len(chunk))
+            self.inner.update(chunk)
+
+        def hexdigest(self) -> str:
+            return self.inner.hexdigest()
+
+    monkeypatch.setattr("nhlink_dbus.core.partials.hashlib.sha256", Counting)
+    v = PartVerifier(
+        len(data), whole if checksum else None, parts if with_parts else [], part_size=PART
+    )
+    assert feed_all(v, data, [100, 2000]) == data
+    assert sum(fed) == hashed * len(data)
