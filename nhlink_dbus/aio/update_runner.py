@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING
 
 from nhlink_dbus.aio.logind import Inhibitor, Logind
@@ -147,13 +147,19 @@ async def run_update(
                     if verified is not None:
                         await verified.finish()
             except DownloadError as exc:
-                await _abort(applier, starting, str(exc))
+                # The applier's start failing is the first thing to tell (the download
+                # went on beside it).
+                if (failed := await _abort(applier, starting, str(exc))) is not None:
+                    raise failed from None
                 return UpdateOutcome(False, str(exc), applier_error=False)
             except _SourceFailed as exc:
-                await _abort(applier, starting, str(exc))
+                if (failed := await _abort(applier, starting, str(exc))) is not None:
+                    raise failed from None
                 return UpdateOutcome(False, str(exc), applier_error=True)
-            except BaseException:
-                await _abort(applier, starting, "cancelled")
+            except BaseException as exc:
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                reason = "cancelled" if cancelled else f"internal error: {type(exc).__name__}"
+                await _abort(applier, starting, reason)
                 raise
             outcome = await applier.finish()
             return UpdateOutcome(outcome.success, outcome.message, applier_error=True)
@@ -168,12 +174,38 @@ async def run_update(
                 os.close(fd)
 
 
-async def _abort(applier: BaseApplier, starting: asyncio.Future[None], reason: str) -> None:
+async def _abort(
+    applier: BaseApplier, starting: asyncio.Future[None], reason: str
+) -> BaseException | None:
     """Abort the applier once its start is over (a program being spawned is then known,
-    and stopped)."""
-    with contextlib.suppress(Exception):  # a failed start: abort settles the outcome
+    and stopped); return the start's own error, if it failed. Cancelled while the start
+    is still going on, the abort follows the start all the same."""
+    try:
         await asyncio.shield(starting)
+    except asyncio.CancelledError:
+
+        def abort_after(start: asyncio.Future[None]) -> None:
+            if not start.cancelled():
+                start.exception()  # read: abort settles the outcome
+            _later(applier.abort(reason))
+
+        starting.add_done_callback(abort_after)
+        raise
+    except Exception as exc:
+        await applier.abort(reason)
+        return exc
     await applier.abort(reason)
+    return None
+
+
+_LATER: set[asyncio.Task[None]] = set()
+
+
+def _later(work: Coroutine[object, object, None]) -> None:
+    """Run ``work`` in a task of its own, kept until it ends."""
+    task = asyncio.ensure_future(work)
+    _LATER.add(task)
+    task.add_done_callback(_LATER.discard)
 
 
 class _Gated:

@@ -59,9 +59,11 @@ class UpdateWiring:
         # written while the update starts (the applier, logind, the request), and the
         # runner waits for it before the first byte reaches the applier.
         synced = asyncio.ensure_future(self.sync_journal())
+        view = asyncio.shield(synced)  # what the runner waits on: its cancel stops not the write
+        view.add_done_callback(_retrieved)
         try:
             outcome = await self._run_update(
-                self._update_job(e, asyncio.shield(synced)),  # a runner's cancel stops not it
+                self._update_job(e, view),
                 self.logind,
                 lambda percent: self.perform(self.core.apply_progress(percent, self.clock())),
                 self.listeners.fwup_message,
@@ -74,8 +76,13 @@ class UpdateWiring:
             )
             raise
         finally:
+            # The outcome is told even when a stop comes while the journal is still being
+            # written (the stop goes on afterwards).
+            stopped: asyncio.CancelledError | None = None
             try:
                 await asyncio.shield(synced)  # a JournalError is reported by sync_journal
+            except asyncio.CancelledError as exc:
+                stopped = exc
             except Exception:
                 logger.exception("writing the update journal failed")
             done = self.core.update_done(
@@ -86,6 +93,8 @@ class UpdateWiring:
                 applier_error=outcome.applier_error,
             )
             self.perform(done)
+            if stopped is not None:
+                raise stopped
 
     def _update_job(
         self, e: um.StartUpdate, journal_synced: Awaitable[None]
@@ -129,3 +138,10 @@ class UpdateWiring:
             )
         except LogindError as exc:
             self.perform(self.core.error(str(exc)))
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Mark the outcome of a future nobody else may read as read (the writer reports its
+    own failure; this keeps asyncio from logging it a second time)."""
+    if not future.cancelled():
+        future.exception()

@@ -17,6 +17,7 @@ from nhlink_dbus.aio import downloader, update_runner
 from nhlink_dbus.aio.appliers import ApplyOutcome, ApplyRequest
 from nhlink_dbus.aio.update_runner import UpdateJob, run_update
 from nhlink_dbus.core.download_policy import RetryPolicy
+from nhlink_dbus.errors import FirmwareError
 from nhlink_devtools.hubsim import HubSim
 
 FAST = RetryPolicy(idle_timeout_ms=2000, time_between_retries_ms=50, max_disconnects=1)
@@ -51,9 +52,16 @@ class Logind:
 class Applier:
     """Records what happens to it, and whether the gates were open at each write."""
 
-    def __init__(self, gates: Gates, start_gate: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        gates: Gates,
+        start_gate: asyncio.Event | None = None,
+        start_error: Exception | None = None,
+    ) -> None:
         self.gates = gates
         self.start_gate = start_gate
+        self.start_error = start_error
+        self.aborted = asyncio.Event()
         self.events: list[str] = []
         self.data = bytearray()
         self.closed_gate_writes = 0
@@ -62,6 +70,8 @@ class Applier:
         self.events.append("start")
         if self.start_gate is not None:
             await self.start_gate.wait()
+        if self.start_error is not None:
+            raise self.start_error
         self.events.append("started")
 
     async def write(self, chunk: bytes) -> None:
@@ -77,6 +87,7 @@ class Applier:
 
     async def abort(self, reason: str) -> None:
         self.events.append(f"abort: {reason}")
+        self.aborted.set()
 
 
 def use(monkeypatch: pytest.MonkeyPatch, applier: Applier) -> None:
@@ -120,6 +131,23 @@ async def test_the_request_goes_ahead_and_the_bytes_wait_for_lock_and_journal(
     assert applier.events == ["start", "started", "finish"]
 
 
+def fail_download_then(monkeypatch: pytest.MonkeyPatch, then: asyncio.Event) -> None:
+    """The download (a 404) fails, and ``then`` is set when it has."""
+    real_download = downloader.download
+
+    async def download(*args: Any, **kwargs: Any) -> None:
+        try:
+            await real_download(*args, **kwargs)
+        finally:
+            then.set()
+
+    monkeypatch.setattr(downloader, "download", download)
+
+
+def missing_file(sim: HubSim) -> str:
+    return sim.add_file(b"firmware", "/firmware/x.fw").replace("/x.fw", "/missing.fw")
+
+
 async def test_a_failed_download_aborts_the_applier_after_its_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -127,18 +155,9 @@ async def test_a_failed_download_aborts_the_applier_after_its_start(
     start_gate = asyncio.Event()
     applier = Applier(gates, start_gate)
     use(monkeypatch, applier)
-    real_download = downloader.download
-
-    async def failing_while_the_applier_starts(*args: Any, **kwargs: Any) -> None:
-        try:
-            await real_download(*args, **kwargs)
-        finally:
-            start_gate.set()  # the start ends only once the download has failed
-
-    monkeypatch.setattr(downloader, "download", failing_while_the_applier_starts)
+    fail_download_then(monkeypatch, start_gate)  # the start ends once the download failed
     async with HubSim() as sim:
-        url = sim.add_file(b"firmware", "/firmware/x.fw").replace("/x.fw", "/missing.fw")
-        job = UpdateJob(REQUEST, "fwup", FAST, url, before_first_byte=gates.journal)
+        job = UpdateJob(REQUEST, "fwup", FAST, missing_file(sim), before_first_byte=gates.journal)
         outcome = await asyncio.wait_for(
             run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None), 60
         )
@@ -146,3 +165,48 @@ async def test_a_failed_download_aborts_the_applier_after_its_start(
     assert applier.events[:2] == ["start", "started"]
     assert applier.events[2:] == [f"abort: {outcome.message}"]
     assert applier.data == b""
+
+
+async def test_a_stop_while_the_applier_starts_still_aborts_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gates = Gates()
+    start_gate = asyncio.Event()
+    applier = Applier(gates, start_gate)
+    use(monkeypatch, applier)
+    failed = asyncio.Event()
+    fail_download_then(monkeypatch, failed)
+    async with HubSim() as sim:
+        job = UpdateJob(REQUEST, "fwup", FAST, missing_file(sim), before_first_byte=gates.journal)
+        running = asyncio.create_task(
+            run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None)
+        )
+        await asyncio.wait_for(failed.wait(), 60)  # the runner now waits for the start
+        running.cancel()  # the service stops
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        start_gate.set()
+        await asyncio.wait_for(applier.aborted.wait(), 60)
+    assert applier.events[:2] == ["start", "started"]
+    assert len(applier.events) == 3 and applier.events[2].startswith("abort: ")
+
+
+async def test_an_applier_that_fails_to_start_is_the_outcome_not_the_download(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gates = Gates()
+    start_gate = asyncio.Event()
+    applier = Applier(gates, start_gate, start_error=FirmwareError("no such device"))
+    use(monkeypatch, applier)
+    fail_download_then(monkeypatch, start_gate)
+    async with HubSim() as sim:
+        job = UpdateJob(REQUEST, "fwup", FAST, missing_file(sim), before_first_byte=gates.journal)
+        outcome = await asyncio.wait_for(
+            run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None), 60
+        )
+    assert (outcome.success, outcome.message, outcome.applier_error) == (
+        False,
+        "no such device",
+        True,
+    )
+    assert applier.events[0] == "start" and applier.events[-1].startswith("abort: ")

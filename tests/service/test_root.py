@@ -436,6 +436,34 @@ async def test_a_stop_mid_update_is_told_to_the_hub_after_the_next_start(tmp_pat
     assert journal_of(tmp_path) is None
 
 
+async def test_a_stop_while_the_journal_is_written_still_ends_the_update(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The update's journal is written beside its start; the runner fails at once, and the
+    # service stops while that write is still going on: the outcome is still recorded.
+    config = make_config(tmp_path)
+    service, _recorder = await started(config, Runner(UpdateOutcome(False, "http 404", False)))
+    writing = asyncio.Event()
+
+    async def slow_sync() -> None:
+        writing.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(service, "sync_journal", slow_sync)
+    hub = FakeHub.instances[0]
+    task = asyncio.create_task(service.run())
+    service.core.set_deciders(0)
+    hub.deliver(hs.Joined({}))
+    hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
+    await asyncio.wait_for(writing.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    kept = journal_of(tmp_path)
+    assert kept is not None and kept.phase == recovery.FAILED
+    assert kept.reason == "download failed: http 404"
+
+
 async def test_an_applied_update_whose_reboot_never_came_is_rebooted(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     running = recovery.RunningFirmware("a", "running-uuid", True)
