@@ -238,6 +238,8 @@ def parse_args(argv: Sequence[str]) -> _Args:
                 if equals:
                     raise _UsageError(f"option '--{option.long}' doesn't allow an argument")
                 option.apply(args, None)
+                if args.help or args.version:
+                    return args  # fwup answers these at once, whatever follows
                 continue
             if not equals:
                 if i == len(argv):
@@ -252,6 +254,8 @@ def parse_args(argv: Sequence[str]) -> _Args:
                     raise _UsageError(f"invalid option -- '{arg[at]}'")
                 if not short.metavar:
                     short.apply(args, None)
+                    if args.help:
+                        return args
                     continue
                 if at + 1 < len(arg):  # -dIMG
                     short.apply(args, arg[at + 1 :])

@@ -71,6 +71,9 @@ def test_options_follow_getopt_long() -> None:
     assert cli.parse_args(["--metadata"]).command == "metadata"  # exact beats prefix
     assert cli.parse_args(["--no-verify-w"]).verify_writes is False
     assert cli.parse_args(["--progress-low", "010"]).progress_low == 8  # strtol base 0
+    # -h and --version are answered as they come, as fwup's getopt loop does.
+    assert cli.parse_args(["--version", "--bogus"]).version
+    assert cli.parse_args(["-hx"]).help
 
 
 @pytest.mark.parametrize(
