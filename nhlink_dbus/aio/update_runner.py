@@ -114,14 +114,11 @@ async def run_update(
             )
             starting = asyncio.ensure_future(applier.start())
 
-            async def started() -> None:
-                await asyncio.shield(starting)
-
             async def ready() -> None:
                 await held()
                 if job.before_first_byte is not None:
                     await asyncio.shield(job.before_first_byte)
-                await started()
+                await asyncio.shield(starting)
 
             try:
                 if fd is not None:

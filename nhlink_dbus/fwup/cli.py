@@ -120,7 +120,7 @@ class _Option:
     def apply(self, args: _Args, argument: str | None) -> None:
         if self.dest == "keys":
             args.keys.append((str(self.value), str(argument)))
-        else:
+        elif self.dest:  # "": accepted, and nothing to remember
             setattr(args, self.dest, self.value if argument is None else self.convert(argument))
         if self.hard:
             args.easy = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,7 +16,7 @@ import pytest
 
 from nhlink_dbus.aio import downloader, update_runner
 from nhlink_dbus.aio.appliers import ApplyOutcome, ApplyRequest
-from nhlink_dbus.aio.update_runner import UpdateJob, run_update
+from nhlink_dbus.aio.update_runner import UpdateJob, UpdateOutcome, run_update
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.errors import FirmwareError
 from nhlink_devtools.hubsim import HubSim
@@ -94,6 +95,12 @@ def use(monkeypatch: pytest.MonkeyPatch, applier: Applier) -> None:
     monkeypatch.setattr(update_runner, "_load", lambda url: lambda *a, **k: applier)
 
 
+def update(url: str, gates: Gates, **job: Any) -> Coroutine[Any, Any, UpdateOutcome]:
+    """run_update for ``url``, its journal and logind held by ``gates``."""
+    request = UpdateJob(REQUEST, "fwup", FAST, url, before_first_byte=gates.journal, **job)
+    return run_update(request, cast(Any, Logind(gates)), lambda p: None, lambda *m: None)
+
+
 @pytest.mark.parametrize("first", ["lock", "journal"])
 async def test_the_request_goes_ahead_and_the_bytes_wait_for_lock_and_journal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first: str
@@ -105,12 +112,8 @@ async def test_the_request_goes_ahead_and_the_bytes_wait_for_lock_and_journal(
     use(monkeypatch, applier)
     answered = asyncio.Event()
     async with HubSim() as sim:
-        job = UpdateJob(
-            REQUEST, "fwup", FAST, sim.add_file(tmp_path / "x.fw"),
-            on_connected=answered.set, before_first_byte=gates.journal,
-        )  # fmt: skip
         running = asyncio.create_task(
-            run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None)
+            update(sim.add_file(tmp_path / "x.fw"), gates, on_connected=answered.set)
         )
         # The server answered while logind and the journal are still pending.
         await asyncio.wait_for(answered.wait(), 60)
@@ -157,10 +160,7 @@ async def test_a_failed_download_aborts_the_applier_after_its_start(
     use(monkeypatch, applier)
     fail_download_then(monkeypatch, start_gate)  # the start ends once the download failed
     async with HubSim() as sim:
-        job = UpdateJob(REQUEST, "fwup", FAST, missing_file(sim), before_first_byte=gates.journal)
-        outcome = await asyncio.wait_for(
-            run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None), 60
-        )
+        outcome = await asyncio.wait_for(update(missing_file(sim), gates), 60)
     assert not outcome.success and not outcome.applier_error
     assert applier.events[:2] == ["start", "started"]
     assert applier.events[2:] == [f"abort: {outcome.message}"]
@@ -177,10 +177,7 @@ async def test_a_stop_while_the_applier_starts_still_aborts_it(
     failed = asyncio.Event()
     fail_download_then(monkeypatch, failed)
     async with HubSim() as sim:
-        job = UpdateJob(REQUEST, "fwup", FAST, missing_file(sim), before_first_byte=gates.journal)
-        running = asyncio.create_task(
-            run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None)
-        )
+        running = asyncio.create_task(update(missing_file(sim), gates))
         await asyncio.wait_for(failed.wait(), 60)  # the runner now waits for the start
         running.cancel()  # the service stops
         with pytest.raises(asyncio.CancelledError):
@@ -200,10 +197,7 @@ async def test_an_applier_that_fails_to_start_is_the_outcome_not_the_download(
     use(monkeypatch, applier)
     fail_download_then(monkeypatch, start_gate)
     async with HubSim() as sim:
-        job = UpdateJob(REQUEST, "fwup", FAST, missing_file(sim), before_first_byte=gates.journal)
-        outcome = await asyncio.wait_for(
-            run_update(job, cast(Any, Logind(gates)), lambda p: None, lambda *m: None), 60
-        )
+        outcome = await asyncio.wait_for(update(missing_file(sim), gates), 60)
     assert (outcome.success, outcome.message, outcome.applier_error) == (
         False,
         "no such device",
