@@ -59,6 +59,7 @@ from nhlink_dbus.core.fwup_framing import (
     Packet,
     PacketType,
     encode_input_frame,
+    frame_header,
 )
 from nhlink_dbus.core.records import dataclass, field
 from nhlink_dbus.errors import ConfigError, FirmwareError, ProtocolError, StateError
@@ -546,7 +547,9 @@ class ExternalApplier(BaseApplier):
         if stdin.is_closing():
             return
         try:
-            stdin.write(encode_input_frame(chunk))
+            # The frame's length, then the chunk as it is (no copy joins them).
+            stdin.write(frame_header(len(chunk)))
+            stdin.write(chunk)
             await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             # The program exited (after an ER, or died): its stdout and status tell why.

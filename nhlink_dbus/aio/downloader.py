@@ -171,13 +171,25 @@ def system_tls_context() -> ssl.SSLContext:
     return ssl_context(True)
 
 
+_warm = False  # httpx's first client was made: the next ones take microseconds
+
+
 def warm_up(url: str) -> None:
     """Load what the first download of ``url`` would load on its way: httpx's client
     and, for ``https://``, the system trust store. An update does this in a thread
     while it waits for logind, instead of after it."""
+    global _warm
     default_client_factory(idle_timeout_s=1.0)()  # built and dropped, never opened
+    _warm = True
     if url.startswith("https://"):
         system_tls_context()
+
+
+def is_warm(url: str) -> bool:
+    """Whether :func:`warm_up` has nothing left to load for ``url``."""
+    return _warm and (
+        not url.startswith("https://") or system_tls_context.cache_info().currsize > 0
+    )
 
 
 def default_client_factory(
@@ -400,9 +412,13 @@ async def download(
     idle_s = policy.idle_timeout_ms / 1000
     # Off the loop: loading a trust store (and httpx's first client, which imports
     # its backends) takes 50 ms and more, during which the service would answer
-    # nobody on the bus (issue 14: latency while an update starts).
+    # nobody on the bus (issue 14: latency while an update starts). Once that is
+    # done, a client takes microseconds: a trip through a thread would only delay
+    # the request (by a millisecond and more on a busy machine).
     if client_factory is not None:
         factory = client_factory
+    elif verify is True and cert is None and _warm:  # the trust is loaded when needed
+        factory = default_client_factory(idle_timeout_s=idle_s)
     else:
         factory = await asyncio.to_thread(
             default_client_factory, idle_timeout_s=idle_s, verify=verify, cert=cert
@@ -437,7 +453,11 @@ async def download(
             if clock() < state.retry_at:
                 continue
         try:
-            async with await asyncio.to_thread(factory) as client:
+            if _warm and client_factory is None:
+                client = factory()
+            else:
+                client = await asyncio.to_thread(factory)
+            async with client:
                 outcome = await attempt.run(client)
         except _SinkRefetch as wrapped:
             refetch = wrapped.refetch

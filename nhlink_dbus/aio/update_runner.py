@@ -108,7 +108,10 @@ async def run_update(
     try:
         async with _inhibitor(logind) as held:
             downloading = fd is None and job.chunks is None
-            make_applier = await asyncio.to_thread(_load, job.url if downloading else None)
+            url = job.url if downloading else None
+            make_applier = _loaded(url)
+            if make_applier is None:
+                make_applier = await asyncio.to_thread(_load, url)
             applier = make_applier(
                 job.applier, job.request, on_progress, on_message, fwup_path=job.fwup_path
             )
@@ -246,17 +249,36 @@ async def _feed(source: AsyncGenerator[bytes, None], applier: BaseApplier) -> No
             await applier.write(chunk)
 
 
+_make_applier: Callable[..., BaseApplier] | None = None  # once _load has imported it
+_downloader_loaded = False
+
+
 def _load(url: str | None) -> Callable[..., BaseApplier]:
     """What an update needs, imported by the first one (then a dictionary lookup each
     time), the downloader warmed up for ``url`` when there is something to download;
     run in a thread. Returns :func:`~nhlink_dbus.aio.appliers.make_applier`."""
+    global _make_applier, _downloader_loaded
     from nhlink_dbus.aio.appliers import make_applier  # noqa: PLC0415
 
     if url is not None:
         from nhlink_dbus.aio.downloader import warm_up  # noqa: PLC0415
 
         warm_up(url)
+        _downloader_loaded = True
+    _make_applier = make_applier
     return make_applier
+
+
+def _loaded(url: str | None) -> Callable[..., BaseApplier] | None:
+    """:func:`_load`'s answer when it has nothing left to load (no trip to a thread)."""
+    if _make_applier is None or (url is not None and not _downloader_loaded):
+        return None
+    if url is not None:
+        from nhlink_dbus.aio.downloader import is_warm  # noqa: PLC0415  (loaded by _load)
+
+        if not is_warm(url):
+            return None
+    return _make_applier
 
 
 @contextlib.asynccontextmanager

@@ -90,7 +90,12 @@ def encode_progress(percent: int) -> bytes:
 
 def encode_input_frame(data: bytes) -> bytes:
     """Wrap a slice of the archive as one input packet (empty = end of input)."""
-    return struct.pack(">I", len(data)) + data
+    return frame_header(len(data)) + data
+
+
+def frame_header(size: int) -> bytes:
+    """The 4 bytes before an input packet of ``size`` bytes (its data follows as it is)."""
+    return struct.pack(">I", size)
 
 
 class OutputDecoder:

@@ -11,7 +11,13 @@ the one outcome, the reboot. Questions and answers are the decision engine's
   stays ``rebooting`` until it restarts: applying a second update before the
   reboot would write the slot that is running now.
 * ``start`` → ``updating``; progress is reported strictly increasing, without
-  duplicates (to the hub also at most every 500 ms, :mod:`.update_status`).
+  duplicates, on the bus at most every ``PROGRESS_INTERVAL_S`` (a value that comes
+  sooner is held back, and shown when the interval is over unless a higher one came
+  meanwhile; 100 is shown at once, and a value still held back when the update ends is
+  shown before its outcome), to the hub at most every 500 ms (:mod:`.update_status`).
+  A progress bar moves as smoothly at 10 steps a second as at 100, and an update
+  that runs at the speed of a disk (a local file, a fast network) costs two signals
+  per percent otherwise, each a wake-up of every listener.
 * Exactly one outcome per applied request: the first ``finished`` for the
   running request counts, any other is dropped. Success → ``rebooting``,
   ``RebootScheduled`` and, after the configured delay, ``RebootNow``; failure →
@@ -31,6 +37,7 @@ changes nothing.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Final
 
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.core.hub_messages import UpdateInfo
@@ -130,6 +137,9 @@ def hub_reason(message: str, *, applier_error: bool) -> str:
     return message if applier_error else f"download failed: {message}"
 
 
+PROGRESS_INTERVAL_S: Final = 0.1  # bus progress at most ten times a second
+
+
 class UpdateManager:
     """See the module docstring."""
 
@@ -141,6 +151,8 @@ class UpdateManager:
         self.progress = -1
         self.last_error = ""
         self._hub_progress: us.ProgressLimiter | None = None
+        self._shown_at: float | None = None  # when progress last went to the bus
+        self._held: int | None = None  # a higher percent not shown yet
 
     @property
     def accepts_offers(self) -> bool:
@@ -157,6 +169,7 @@ class UpdateManager:
         self._check("start")
         self.current = (request_id, offer)
         self.progress = -1
+        self._shown_at = self._held = None
         self._hub_progress = us.ProgressLimiter() if offer.source == "hub" else None
         self.state = UpdateState.UPDATING
         return [StartUpdate(request_id, offer)]
@@ -172,7 +185,11 @@ class UpdateManager:
         if not 0 <= percent <= 100 or percent <= self.progress:
             return []
         self.progress = percent
-        out: list[UpdateEffect] = [ReportProgress(percent)]
+        out: list[UpdateEffect] = []
+        if percent == 100 or self._shown_at is None or now >= self._shown_at + PROGRESS_INTERVAL_S:
+            out.append(self._show(percent, now))
+        else:
+            self._held = percent
         push = None if self._hub_progress is None else self._hub_progress.offer(percent, now)
         if push is not None:
             out.append(push)
@@ -193,6 +210,8 @@ class UpdateManager:
         self.current = None
         hub, self._hub_progress = self._hub_progress, None
         out: list[UpdateEffect] = []
+        if self._held is not None:
+            out.append(self._show(self._held, now))
         if success:
             if hub is not None:
                 final = hub.finish()
@@ -238,10 +257,26 @@ class UpdateManager:
         return [PushRebooting(), RebootScheduled(0), RebootNow()]
 
     def next_deadline(self) -> float | None:
-        return self.reboot_at
+        shown = self._progress_due()
+        if shown is None or self.reboot_at is None:
+            return self.reboot_at if shown is None else shown
+        return min(shown, self.reboot_at)
 
     def tick(self, now: float) -> list[UpdateEffect]:
+        due = self._progress_due()
+        if due is not None and now >= due and self._held is not None:
+            return [self._show(self._held, now)]
         if self.reboot_at is not None and now >= self.reboot_at:
             self.reboot_at = None
             return [RebootNow()]
         return []
+
+    def _progress_due(self) -> float | None:
+        """When the held-back percent goes to the bus (None: none is held back)."""
+        if self._held is None or self._shown_at is None:
+            return None
+        return self._shown_at + PROGRESS_INTERVAL_S
+
+    def _show(self, percent: int, now: float) -> ReportProgress:
+        self._shown_at, self._held = now, None
+        return ReportProgress(percent)

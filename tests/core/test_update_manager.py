@@ -33,7 +33,8 @@ def test_apply_path_reports_and_reboots_once_after_the_delay() -> None:
     m = UpdateManager(reboot_delay_ms=3000)
     assert m.start("u-1", offer()) == [StartUpdate("u-1", offer())]
     assert m.state is UpdateState.UPDATING and not m.accepts_offers
-    seen = [e for p in (0, 0, 5, 3, 50, 100, 100, 101) for e in m.progress_report(p, 0.0)]
+    steps = ((0.0, 0), (0.1, 0), (0.2, 5), (0.3, 3), (0.4, 50), (0.5, 100), (0.6, 100), (0.7, 101))
+    seen = [e for now, p in steps for e in m.progress_report(p, now)]
     assert seen == [ReportProgress(p) for p in (0, 5, 50, 100)]
     assert m.finished("u-1", True, "", now=10.0, applier_error=True) == [
         Finished("u-1", True, ""),
@@ -47,6 +48,33 @@ def test_apply_path_reports_and_reboots_once_after_the_delay() -> None:
     assert m.tick(14.0) == [] and m.next_deadline() is None
     with pytest.raises(StateError):
         m.start("u-2", offer("fw2"))  # never a second write before the reboot
+
+
+def test_bus_progress_at_most_every_100_ms_and_never_lost() -> None:
+    """A percent that comes sooner than 100 ms after the last one shown is held back and
+    shown when the 100 ms are over (unless a higher one replaced it); 100 at once; a
+    percent held back when the update ends is shown before its outcome."""
+    m = UpdateManager(reboot_delay_ms=3000)
+    m.start("u-1", offer())
+    assert m.progress_report(0, 1.0) == [ReportProgress(0)]
+    assert m.next_deadline() is None
+    assert m.progress_report(1, 1.01) == []  # held back
+    assert m.progress_report(2, 1.05) == []  # replaces 1
+    assert m.next_deadline() == pytest.approx(1.1)
+    assert m.tick(1.09) == []
+    assert m.tick(1.1) == [ReportProgress(2)]
+    assert m.next_deadline() is None and m.tick(1.3) == []
+    assert m.progress_report(3, 1.35) == [ReportProgress(3)]  # 250 ms after the last one
+    assert m.progress_report(4, 1.36) == []
+    assert m.progress_report(100, 1.37) == [ReportProgress(100)]  # at once; 4 is passed over
+    assert m.next_deadline() is None
+    m = UpdateManager(reboot_delay_ms=3000)
+    m.start("u-2", offer())
+    m.progress_report(10, 2.0)
+    assert m.progress_report(20, 2.01) == []
+    out = m.finished("u-2", False, "bad", now=2.02, applier_error=True)
+    assert out[:2] == [ReportProgress(20), Finished("u-2", False, "bad")]
+    assert m.next_deadline() is None
 
 
 def test_outcome_of_another_request_is_dropped() -> None:
