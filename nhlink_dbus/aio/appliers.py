@@ -86,12 +86,13 @@ MessageKind = Literal["ok", "warning", "error"]
 OnProgress = Callable[[int], None]
 OnMessage = Callable[[MessageKind, int, str], None]
 
-MAX_IN_FLIGHT = 2 << 20  # bytes queued for the worker thread before write() waits: two
-# verified parts of a download (partials.PART_SIZE), so that the worker has the next one
-# while the loop receives and checks the one after
+MAX_IN_FLIGHT = 1 << 20  # bytes queued for the worker thread before write() waits: one
+# verified part of a download (partials.PART_SIZE); the worker applies it while the loop
+# checks the next and the transport reads the one after (peak RSS stays flat)
 TERM_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL when stopping a program
 STDERR_LINES = 5  # last stderr lines kept for a failure without ER
 READ_CHUNK = 65536
+FRAME = 256 << 10  # the largest frame written to an external fwup
 REFUSED_UNSIGNED = "refusing to apply firmware without a public key to verify it"
 
 
@@ -115,6 +116,8 @@ class ApplyOutcome:
 
 class FirmwareApplier(Protocol):
     """What the update runner drives; also a ``ChunkSink`` for the downloader."""
+
+    takes_parts: bool  # whole parts of a download serve it better than the socket's chunks
 
     async def start(self) -> None: ...
 
@@ -174,6 +177,10 @@ class _Reporter:
 
 class BaseApplier(ABC):
     """State handling shared by both appliers; see the module docstring."""
+
+    # Whether whole parts of a download (1 MiB) serve it better than the chunks the
+    # socket gives (the downloader's ``pieces``).
+    takes_parts = False
 
     def __init__(self, request: ApplyRequest, on_progress: OnProgress, on_message: OnMessage):
         if not request.public_keys:
@@ -239,7 +246,16 @@ class _WorkerRun:
         self.loop = loop
         self.queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: end
         self.cancel = threading.Event()
-        self.in_flight = 0  # loop side: bytes queued and not yet consumed
+        # Bytes queued (by the loop) and consumed (by the worker); each side writes only its
+        # own count. The worker wakes the loop only while the loop waits for room
+        # (``wanting``): a wake-up per chunk consumed cost the loop a trip through its
+        # self-pipe for every chunk of a download. Under the GIL each side's store and
+        # the other's load are ordered, so one of them sees the other: the loop sets
+        # ``wanting`` before it looks at ``consumed`` once more, the worker adds to
+        # ``consumed`` before it looks at ``wanting``.
+        self.queued = 0
+        self.consumed = 0
+        self.wanting = False
         self.space = asyncio.Event()
         self.ended = False  # loop side: no more input accepted
         self.exited: asyncio.Future[None] = loop.create_future()
@@ -275,7 +291,10 @@ class _WorkerRun:
                 if chunk is None or self.cancel.is_set():
                     break
                 complete = self._feed(session, chunk)
-                self._post(self.owner._on_consumed, self, len(chunk))
+                self.consumed += len(chunk)
+                if self.wanting:
+                    self.wanting = False
+                    self._post(self.space.set)
             if not complete and self.cancel.is_set():
                 return  # aborted or restarted: cached writes are dropped, as with a killed fwup
             # A complete archive has been applied (on-finish ran, the cache is flushed), even
@@ -333,6 +352,8 @@ class _WorkerRun:
 class BuiltinApplier(BaseApplier):
     """The in-process fwup-compatible applier, on a worker thread with a bounded input queue."""
 
+    takes_parts = True  # a queue hop per chunk, whatever its size
+
     def __init__(
         self,
         request: ApplyRequest,
@@ -370,13 +391,17 @@ class BuiltinApplier(BaseApplier):
         self._require("write to", _State.RUNNING)
         run = self._run
         assert run is not None
-        while run.in_flight >= self.max_in_flight and not run.ended:
+        while run.queued - run.consumed >= self.max_in_flight and not run.ended:
             run.space.clear()
+            run.wanting = True
+            if run.queued - run.consumed < self.max_in_flight:
+                run.wanting = False  # consumed meanwhile: the worker may not have seen it
+                break
             await run.space.wait()
         # Dropped: empty, after the outcome, or the stream was restarted/aborted meanwhile.
         if not chunk or self.outcome is not None or run.ended or run is not self._run:
             return
-        run.in_flight += len(chunk)
+        run.queued += len(chunk)
         run.queue.put(bytes(chunk))
 
     async def restart(self) -> None:
@@ -423,11 +448,6 @@ class BuiltinApplier(BaseApplier):
     def _on_warning(self, run: _WorkerRun, text: str) -> None:
         if run is self._run:
             self._report.warning(0, text)
-
-    def _on_consumed(self, run: _WorkerRun, size: int) -> None:
-        run.in_flight -= size
-        if run.in_flight < self.max_in_flight:
-            run.space.set()
 
     def _on_result(self, run: _WorkerRun, success: bool, text: str) -> None:
         if run is not self._run:
@@ -547,10 +567,16 @@ class ExternalApplier(BaseApplier):
         if stdin.is_closing():
             return
         try:
-            # The frame's length, then the chunk as it is (no copy joins them).
-            stdin.write(frame_header(len(chunk)))
-            stdin.write(chunk)
-            await stdin.drain()
+            # Frames of at most FRAME bytes, each written once the one before has gone
+            # into the pipe: the frame's length, then its bytes as they are (no copy joins
+            # them). A larger write would mostly wait in asyncio's buffer (copied there)
+            # and trickle into the pipe as fwup reads it.
+            view = memoryview(chunk)
+            for start in range(0, len(view), FRAME):
+                piece = view[start : start + FRAME]
+                stdin.write(frame_header(len(piece)))
+                stdin.write(piece)
+                await stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             # The program exited (after an ER, or died): its stdout and status tell why.
             p.stdin_closed = True

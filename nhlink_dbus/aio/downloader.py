@@ -193,11 +193,15 @@ def is_warm(url: str) -> bool:
 
 
 def default_client_factory(
-    *, idle_timeout_s: float, verify: Verify = True, cert: tuple[str, str] | None = None
+    *,
+    idle_timeout_s: float,
+    verify: Verify = True,
+    cert: tuple[str, str] | None = None,
+    pieces: bool = False,
 ) -> ClientFactory:
     """The default factory: a new client (hence a new connection) per attempt. The
     system's trust is made when an ``https://`` URL first needs it (once: it is
-    cached), not for a plain HTTP download."""
+    cached), not for a plain HTTP download. ``pieces``: see :class:`FirmwareTransport`."""
     context: ssl.SSLContext | Callable[[], ssl.SSLContext] = (
         system_tls_context if verify is True and cert is None else ssl_context(verify, cert)
     )
@@ -206,7 +210,7 @@ def default_client_factory(
         # trust_env=False: no proxy or CA settings picked up from the environment
         # deep inside the daemon (STYLE.md: configuration is read once, at the edge).
         return httpx.AsyncClient(
-            transport=FirmwareTransport(context),
+            transport=FirmwareTransport(context, pieces=pieces),
             timeout=httpx.Timeout(idle_timeout_s),
             follow_redirects=False,
             trust_env=False,
@@ -394,6 +398,7 @@ async def download(
     verify: Verify = True,
     cert: tuple[str, str] | None = None,
     on_connected: Callable[[], object] | None = None,
+    pieces: bool = False,
 ) -> DownloadStats:
     """Download ``url`` into ``sink`` under ``policy``; return the counters.
 
@@ -405,6 +410,8 @@ async def download(
     (``idle_timeout``, ``connect_error``, ``protocol_error``, ``transport_error``,
     ``incomplete_body``). ``verify``/``cert`` configure the default client;
     ``client_factory`` replaces it (one client per attempt; it is closed after).
+    ``pieces``: the default client's transport reads a plain-TCP body on a thread, in
+    1 MiB pieces aligned on the download's parts (for a sink that takes whole parts).
     ``on_connected()`` is called once, when the first response is accepted. A
     sink's :class:`Refetch` makes the next request start at its offset.
     """
@@ -418,10 +425,10 @@ async def download(
     if client_factory is not None:
         factory = client_factory
     elif verify is True and cert is None and _warm:  # the trust is loaded when needed
-        factory = default_client_factory(idle_timeout_s=idle_s)
+        factory = default_client_factory(idle_timeout_s=idle_s, pieces=pieces)
     else:
         factory = await asyncio.to_thread(
-            default_client_factory, idle_timeout_s=idle_s, verify=verify, cert=cert
+            default_client_factory, idle_timeout_s=idle_s, verify=verify, cert=cert, pieces=pieces
         )
     _install_log_filter()
     state = DownloadState(url, policy, clock(), user_agent=user_agent)

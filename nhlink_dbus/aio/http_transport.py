@@ -15,7 +15,17 @@ one-request download needs it:
   chunks the loop delivers: over plain TCP the bytes of each ``recv`` of up to 256 KiB,
   with no copy in Python; over TLS what asyncio's SSL layer decrypted, joined. Reading
   pauses while two chunks wait for the consumer, so a slow applier throttles TCP. Other
-  bodies (chunked, or up to the close) go through h11.
+  bodies (chunked, or up to the close) go through h11;
+* with ``pieces=True``, a plain-TCP ``Content-Length`` body is read by a thread of its
+  own instead (:class:`_SocketReader`), in pieces that end where the body's offset is
+  a multiple of ``PIECE`` (1 MiB: a part of the download, whose checksum the
+  downloader checks): one ``recv`` per piece, straight into the ``bytes`` handed on,
+  and one wake-up of the loop per piece. For the built-in applier, which takes whole
+  parts from a queue, the loop's own reads (a wake-up and a trip through the
+  downloader per 256 KiB) were what held an update back (256 MiB: 1.45 times the time
+  of ``curl | fwup``, 1.15 with pieces, in the same alternation). An external fwup
+  is better served by the loop's chunks (its pipe gets each part as it arrives, not a
+  piece later: 1.13 against 1.22).
 
 Failures are httpx's exceptions, as its own transport raises them: ``ConnectError``
 and ``ConnectTimeout`` for connecting (TLS included), ``ReadError`` for a connection
@@ -26,14 +36,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import socket
 import ssl
+import struct
+import threading
 from collections.abc import AsyncIterator, Callable
 
 import h11
 import httpx
 
-BUFFER = 256 << 10  # what the loop reads at once (asyncio): a plain-TCP chunk at most
+BUFFER = 256 << 10  # what the loop reads at once (asyncio): a TLS chunk at most
 QUEUED = 2  # chunks waiting for the consumer before reading pauses
+PIECE = 1 << 20  # with pieces=True: a plain-TCP body's pieces end at multiples of this offset
+AHEAD = 1  # pieces read (or being read) that the consumer has not finished with
+FLUSH_S = 0.25  # a piece that is not full after this long is handed on as it is
 
 
 class _Receiver(asyncio.Protocol):
@@ -80,6 +97,16 @@ class _Receiver(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def detach(self) -> tuple[bytes, bool]:
+        """Stop reading for good: the bytes received and not yet taken, and whether the
+        connection has ended (closed, or failed) meanwhile."""
+        assert isinstance(self._transport, asyncio.ReadTransport)
+        self._transport.pause_reading()
+        self._paused = True
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data, self._eof or self._error is not None
+
     async def chunk(self) -> bytes:
         """The next chunk; b"" once the peer closed. Raises the connection's error."""
         while not self._chunks:
@@ -100,6 +127,137 @@ class _Receiver(asyncio.Protocol):
         return chunk
 
 
+class _SocketReader:
+    """A plain-TCP body's next ``length`` bytes, read on a thread of its own.
+
+    The thread owns a duplicate of the connection's socket, made blocking with a
+    receive timeout of ``FLUSH_S`` (the two share one open file, and asyncio no longer
+    reads it): ``recv(n, MSG_WAITALL)`` then returns the ``n`` bytes up to the next
+    piece's end in one call, or what came within the timeout (a slow link still shows
+    progress, and the downloader's idle timeout still sees every byte), or what came
+    before the peer closed. Pieces reach the loop in order; the thread reads the next
+    one only once fewer than ``AHEAD`` are waiting for, or with, the consumer: the
+    socket's buffer holds what comes meanwhile, and a slow consumer throttles TCP.
+    :meth:`close` ends the thread at once: a shutdown of the socket wakes a ``recv``.
+    """
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, sock: socket.socket, offset: int, length: int
+    ) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._pieces: collections.deque[bytes | OSError] = collections.deque()  # b"": closed
+        self._waiter: asyncio.Future[None] | None = None
+        self._slots = threading.Semaphore(AHEAD)
+        self._holding = False  # the consumer has the last piece (and its slot)
+        self._closed = False
+        self._lock = threading.Lock()  # the socket is the thread's to close
+        self._sock_open = True
+        self._exited: asyncio.Future[None] = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._main, args=(offset, length), name="nhlink-recv", daemon=True
+        )
+        self._thread.start()
+
+    @classmethod
+    def of(
+        cls,
+        loop: asyncio.AbstractEventLoop,
+        transport: asyncio.BaseTransport,
+        offset: int,
+        left: int,
+    ) -> _SocketReader:
+        sock: socket.socket = transport.get_extra_info("socket").dup()
+        try:
+            sock.settimeout(None)
+            seconds = int(FLUSH_S)
+            sock.setsockopt(
+                socket.SOL_SOCKET,
+                socket.SO_RCVTIMEO,
+                struct.pack("ll", seconds, int((FLUSH_S - seconds) * 1_000_000)),
+            )
+        except BaseException:
+            sock.close()
+            raise
+        return cls(loop, sock, offset, left)
+
+    # thread ---------------------------------------------------------------------------
+
+    def _main(self, offset: int, left: int) -> None:
+        sock = self._sock
+        try:
+            while left > 0:
+                self._slots.acquire()
+                if self._closed:
+                    return
+                try:
+                    data = sock.recv(min(PIECE - offset % PIECE, left), socket.MSG_WAITALL)
+                except BlockingIOError:  # nothing within FLUSH_S
+                    self._slots.release()
+                    continue
+                self._post(data)
+                if not data:
+                    return  # the peer closed: the body is short, the consumer says so
+                offset += len(data)
+                left -= len(data)
+        except OSError as exc:
+            self._post(exc)
+        finally:
+            with self._lock:
+                self._sock_open = False
+                sock.close()
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._exit)
+
+    def _post(self, item: bytes | OSError) -> None:
+        if not self._closed:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._put, item)
+
+    # loop -------------------------------------------------------------------------------
+
+    def _put(self, item: bytes | OSError) -> None:
+        self._pieces.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _exit(self) -> None:
+        if not self._exited.done():
+            self._exited.set_result(None)
+
+    async def piece(self) -> bytes:
+        """The next piece; b"" once the peer closed. Raises the connection's error."""
+        if self._holding:  # the consumer is done with the last one
+            self._holding = False
+            self._slots.release()
+        while not self._pieces:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._pieces.popleft()
+        if isinstance(item, OSError):
+            raise item
+        self._holding = bool(item)
+        return item
+
+    def close(self) -> None:
+        """Stop reading (idempotent); the thread ends soon after."""
+        if self._closed:
+            return
+        self._closed = True
+        self._slots.release()  # a thread waiting for a slot
+        with self._lock, contextlib.suppress(OSError):
+            if self._sock_open:
+                self._sock.shutdown(socket.SHUT_RDWR)  # a thread in recv
+
+    async def wait_closed(self) -> None:
+        self.close()
+        await asyncio.shield(self._exited)
+        self._thread.join()  # it posted its last callback: already returning
+
+
 class _Body(httpx.AsyncByteStream):
     """A response body; closing it closes the connection."""
 
@@ -110,12 +268,15 @@ class _Body(httpx.AsyncByteStream):
         receiver: _Receiver,
         transport: asyncio.BaseTransport,
         length: int | None,
+        threaded: bool,
     ) -> None:
         self._request = request
         self._conn = conn
         self._receiver = receiver
         self._transport = transport
         self._length = length
+        self._threaded = threaded  # plain TCP: a long body is read by a _SocketReader
+        self._reader: _SocketReader | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -126,9 +287,21 @@ class _Body(httpx.AsyncByteStream):
             # The bytes h11 holds past the head, then the socket's, up to the length.
             remaining = self._length
             pending = self._conn.trailing_data[0]
+            next_chunk = self._receiver.chunk
+            if self._threaded and len(pending) < remaining:
+                received, ended = self._receiver.detach()
+                pending += received
+                if len(pending) < remaining and not ended:
+                    self._reader = _SocketReader.of(
+                        asyncio.get_running_loop(),
+                        self._transport,
+                        len(pending),
+                        remaining - len(pending),
+                    )
+                    next_chunk = self._reader.piece
             while remaining > 0:
                 if not pending:
-                    pending = await self._receiver.chunk()
+                    pending = await next_chunk()
                     if not pending:
                         raise httpx.RemoteProtocolError(
                             "peer closed connection without sending complete message body"
@@ -142,6 +315,9 @@ class _Body(httpx.AsyncByteStream):
                 yield data
         except OSError as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from exc
+        finally:
+            if self._reader is not None:
+                self._reader.close()
 
     async def _through_h11(self) -> AsyncIterator[bytes]:
         while True:
@@ -158,14 +334,20 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._transport.close()
+        if self._reader is not None:
+            await self._reader.wait_closed()
 
 
 class FirmwareTransport(httpx.AsyncBaseTransport):
     """See the module docstring; ``ssl_context`` serves ``https://`` URLs: a context, or
-    a function that makes one (called in a thread, when the first such URL needs it)."""
+    a function that makes one (called in a thread, when the first such URL needs it);
+    ``pieces``: plain-TCP bodies in pieces read by a thread."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext]) -> None:
+    def __init__(
+        self, ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext], *, pieces: bool = False
+    ) -> None:
         self._ssl = ssl_context
+        self._pieces = pieces
 
     async def _context(self) -> ssl.SSLContext:
         if not isinstance(self._ssl, ssl.SSLContext):
@@ -197,13 +379,17 @@ class FirmwareTransport(httpx.AsyncBaseTransport):
         except OSError as exc:  # refused, unreachable, name resolution, TLS handshake
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
         try:
-            return await self._exchange(request, transport, receiver)
+            return await self._exchange(request, transport, receiver, tls)
         except BaseException:
             transport.close()
             raise
 
     async def _exchange(
-        self, request: httpx.Request, transport: asyncio.BaseTransport, receiver: _Receiver
+        self,
+        request: httpx.Request,
+        transport: asyncio.BaseTransport,
+        receiver: _Receiver,
+        tls: bool,
     ) -> httpx.Response:
         assert isinstance(transport, asyncio.WriteTransport)
         conn = h11.Connection(our_role=h11.CLIENT)
@@ -245,7 +431,9 @@ class FirmwareTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             event.status_code,
             headers=event.headers,
-            stream=_Body(request, conn, receiver, transport, length),
+            stream=_Body(
+                request, conn, receiver, transport, length, threaded=self._pieces and not tls
+            ),
             extensions={
                 "http_version": b"HTTP/" + event.http_version,
                 "reason_phrase": event.reason,

@@ -142,6 +142,7 @@ async def run_update(
                         job.policy,
                         on_error=lambda reason: logger.warning("download: %s", reason),
                         on_connected=job.on_connected,
+                        pieces=applier.takes_parts,
                     )
                     await ready()  # (an empty body opened no gate)
                     if verified is not None:

@@ -53,6 +53,8 @@ class Logind:
 class Applier:
     """Records what happens to it, and whether the gates were open at each write."""
 
+    takes_parts = False
+
     def __init__(
         self,
         gates: Gates,
