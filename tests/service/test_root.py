@@ -210,6 +210,26 @@ class Runner:
         return self.outcome
 
 
+class PausingRunner(Runner):
+    """Reports 0 and 40 at once, then 100 only after ``resume`` is set."""
+
+    def __init__(self, outcome: UpdateOutcome) -> None:
+        super().__init__(outcome)
+        self.resume = asyncio.Event()
+
+    async def __call__(
+        self, job: UpdateJob, logind: Logind | None, on_progress: OnProgress, on_message: OnMessage
+    ) -> UpdateOutcome:
+        self.jobs.append(job)
+        on_progress(0)
+        on_progress(40)
+        await self.resume.wait()
+        on_progress(100)
+        on_message("ok", 0, "")
+        assert not isinstance(self.outcome, BaseException)
+        return self.outcome
+
+
 class NoUdev:
     """Stands for UdevMonitor: no device is ever seen (the host's udev stays untouched)."""
 
@@ -232,6 +252,29 @@ async def started(config: Config, runner: Runner, **kw: Any) -> tuple[NhlinkServ
     recorder = Recorder()
     service.add_listener(recorder, decides=True)
     return service, recorder
+
+
+async def test_held_back_progress_reaches_the_bus_when_its_interval_is_over(
+    tmp_path: Path,
+) -> None:
+    """40 comes right after 0 and is held back; the service's timer shows it once the
+    100 ms are over, while the update is still running (the runner waits until then)."""
+    runner = PausingRunner(UpdateOutcome(True, "", True))
+    service, rec = await started(make_config(tmp_path), runner)
+    hub = FakeHub.instances[0]
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(service.run())
+        hub.deliver(hs.Connected())
+        hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new", version="2.0.0")))
+        ((rid, _info),) = await rec.wait_for("update_available")
+        service.decide(rid, "apply", 0, ROOT_CALLER)
+        assert await rec.wait_for("fwup_progress", 2) == [(0,), (40,)]
+        assert ({"Progress": 40},) in rec.named("properties_changed")
+        runner.resume.set()
+        await rec.wait_for("update_finished")
+        hub.stopped.set()
+        await task
+    assert rec.named("fwup_progress") == [(0,), (40,), (100,)]
 
 
 async def test_update_from_hub_offer_to_logind_reboot(tmp_path: Path) -> None:
