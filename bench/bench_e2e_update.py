@@ -5,7 +5,8 @@ What it measures (issue 13's table), each against an anchor measured in the same
 * an update, hub push -> logind ``Reboot`` (decision timeout 0, reboot delay 0): the
   daemon with the built-in applier and with ``applier = "fwup"`` (the real fwup),
   against ``curl -s URL | fwup -a -q -d IMG -t upgrade -i - -p KEY`` on the same URL,
-  file server and fresh image; pairs in turns (curl, daemon, curl, daemon, ...), the
+  file server and fresh image (each side's made and synced right before it starts: the
+  daemon's again once it has joined); pairs in turns (curl, daemon, curl, daemon, ...), the
   median of the per-pair ratios (daemon time / curl time: 1.00 = as fast);
 * the daemon's peak RSS (VmHWM, start-up included) for 64 MiB, 256 MiB and 1 GiB;
 * idle RSS 30 s after start with the hub unreachable, and idle CPU over the 30 s

@@ -282,7 +282,8 @@ class LinkInterface(device_members.DeviceApiMembers, ServiceInterface):
     @signal()
     @no_type_check
     def FwupProgress(self, percent) -> "u":
-        """Progress of the update being applied, 0..100, monotonic within one update."""
+        """Progress of the update being applied, 0..100, monotonic within one update; at
+        most every 100 ms (the latest value at most 100 ms late, 100 at once)."""
         return percent
 
     @signal()
