@@ -53,6 +53,25 @@ AHEAD = 1  # pieces read (or being read) that the consumer has not finished with
 FLUSH_S = 0.25  # a piece that is not full after this long is handed on as it is
 
 
+class _Wakeup:
+    """One consumer on the loop that waits until a producer has something for it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
 class _Receiver(asyncio.Protocol):
     """The connection's incoming bytes, as chunks, with flow control.
 
@@ -63,9 +82,8 @@ class _Receiver(asyncio.Protocol):
     records into each chunk: one copy either way.)"""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
         self._chunks: collections.deque[bytes] = collections.deque()
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = _Wakeup(loop)
         self._transport: asyncio.BaseTransport | None = None
         self._paused = False
         self._eof = False
@@ -94,8 +112,7 @@ class _Receiver(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wakeup.set()
 
     def detach(self) -> tuple[bytes, bool]:
         """Stop reading for good: the bytes received and not yet taken, and whether the
@@ -114,11 +131,7 @@ class _Receiver(asyncio.Protocol):
                 raise self._error
             if self._eof:
                 return b""
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wakeup.wait()
         chunk = self._chunks.popleft()
         if self._paused and len(self._chunks) < QUEUED:
             assert isinstance(self._transport, asyncio.ReadTransport)
@@ -147,7 +160,7 @@ class _SocketReader:
         self._loop = loop
         self._sock = sock
         self._pieces: collections.deque[bytes | OSError] = collections.deque()  # b"": closed
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = _Wakeup(loop)
         self._slots = threading.Semaphore(AHEAD)
         self._holding = False  # the consumer has the last piece (and its slot)
         self._closed = False
@@ -218,8 +231,7 @@ class _SocketReader:
 
     def _put(self, item: bytes | OSError) -> None:
         self._pieces.append(item)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wakeup.set()
 
     def _exit(self) -> None:
         if not self._exited.done():
@@ -231,11 +243,7 @@ class _SocketReader:
             self._holding = False
             self._slots.release()
         while not self._pieces:
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wakeup.wait()
         item = self._pieces.popleft()
         if isinstance(item, OSError):
             raise item

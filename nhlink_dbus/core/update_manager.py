@@ -264,7 +264,8 @@ class UpdateManager:
 
     def tick(self, now: float) -> list[UpdateEffect]:
         due = self._progress_due()
-        if due is not None and now >= due and self._held is not None:
+        if due is not None and now >= due:
+            assert self._held is not None  # (there is a due time only for a held percent)
             return [self._show(self._held, now)]
         if self.reboot_at is not None and now >= self.reboot_at:
             self.reboot_at = None
