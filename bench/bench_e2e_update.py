@@ -5,9 +5,10 @@ What it measures (issue 13's table), each against an anchor measured in the same
 * an update, hub push -> logind ``Reboot`` (decision timeout 0, reboot delay 0): the
   daemon with the built-in applier and with ``applier = "fwup"`` (the real fwup),
   against ``curl -s URL | fwup -a -q -d IMG -t upgrade -i - -p KEY`` on the same URL,
-  file server and fresh image (each side's made and synced right before it starts: the
-  daemon's again once it has joined); pairs in turns (curl, daemon, curl, daemon, ...), the
-  median of the per-pair ratios (daemon time / curl time: 1.00 = as fast);
+  file server and fresh image (each side's made and synced right before it starts, the
+  daemon running and joined by then); pairs in turns, each pair's order the other way
+  round from the last's (curl then daemon, daemon then curl, ...), the median of the
+  per-pair ratios (daemon time / curl time: 1.00 = as fast);
 * the daemon's peak RSS (VmHWM, start-up included) for 64 MiB, 256 MiB and 1 GiB;
 * idle RSS 30 s after start with the hub unreachable, and idle CPU over the 30 s
   after that, against ``bench/bare_service.py`` (a bare dbus-next service with the
@@ -20,8 +21,9 @@ system, for an A/B layout whose Nerves KV lives in a U-Boot environment. The hub
 nhlink-hub-sim in this process (files sent with sendfile), logind is python-dbusmock,
 on a private system bus. Without a reference fwup the firmware is made by
 nhlink_devtools, the anchor runs ``nhlink-fwup`` and the ``applier = "fwup"`` rows are
-left out; the output says so. Not a test: ``make bench``. ``BENCH_E2E_RUNS`` (pairs per
-row, default 5; at most 3 for 1 GiB), ``BENCH_E2E_SIZES`` (default ``64,256,1024``), ``BENCH_DIR``.
+left out; the output says so. Not a test: ``make bench``. ``BENCH_E2E_PAIRS`` (pairs per
+update row, default 9; at most 5 for 1 GiB), ``BENCH_E2E_RUNS`` (start-up runs, default 5),
+``BENCH_E2E_SIZES`` (default ``64,256,1024``), ``BENCH_DIR``.
 """
 
 from __future__ import annotations
@@ -324,29 +326,16 @@ async def curl_apply(tools: Tools, url: str, image: Path) -> float:
     return time.monotonic() - start
 
 
-async def daemon_update(
-    sim: HubSim,
-    bus: Bus,
-    env: dict[str, str],
-    config: Path,
-    fw: Path,
-    log: Path,
-    prepare: Callable[[], None] = lambda: None,
-) -> tuple[float, int]:
-    """(push -> Reboot seconds, the daemon's peak RSS in KiB); ``prepare()`` runs once
-    the daemon has joined, right before the push."""
-    proc = spawn(daemon_argv(config), env, log)
+async def daemon_update(sim: HubSim, bus: Bus, fw: Path) -> float:
+    """Push -> Reboot seconds, for a daemon that has joined."""
+    reboot = bus.expect(is_reboot)
+    start = time.monotonic()
     try:
-        await sim.wait_for_join(DEVICE, timeout=60)
-        prepare()
-        reboot = bus.expect(is_reboot)
-        start = time.monotonic()
         await sim.offer_update(DEVICE, fw)
         done = await asyncio.wait_for(reboot, 600)
-        return done - start, proc_status(proc.pid, "VmHWM")
     finally:
-        stop(proc)
         sim.clear_update(DEVICE)
+    return done - start
 
 
 async def update_row(
@@ -361,41 +350,46 @@ async def update_row(
     v2: Path,
     runs: int,
 ) -> Row:
+    """Pairs of one update by ``curl | fwup`` and one by the daemon, in turns: the first
+    pair curl first, the next the daemon first, and so on. The daemon is started and
+    has joined before either side of its pair runs (on a device it is running when an
+    update comes), and each side's image is made and synced right before that side
+    starts writing: no side meets memory that another freed long before (this VM hands
+    freed memory back to its host, and the first write to such a page costs a fault
+    there: such runs took up to twice as long, in the kernel's page-cache copy)."""
     row = Row(label)
     folder = tools.folder
     url = (await sim.offer_update(DEVICE, v2, push=False))["firmware_url"]
     sim.clear_update(DEVICE)
+    anchor_img, daemon_img = folder / "anchor.img", folder / "daemon.img"
     for i in range(runs):
-        anchor_img, daemon_img = folder / "anchor.img", folder / "daemon.img"
-        # Each side starts with nothing left to write back (fwup does not sync a file:
-        # neither does the daemon, and the data of the run before is still dirty).
-        fresh_image(tools, layout, v1, anchor_img)
-        os.sync()
-        anchor_s = await curl_apply(tools, url, anchor_img)
         fresh_image(tools, layout, v1, daemon_img)  # the daemon reads its KV at start
         config = write_config(
             folder, ws_url=sim.ws_url, image=daemon_img, layout=layout, applier=applier, tools=tools
         )
-
-        def again(daemon_img: Path = daemon_img) -> None:
-            # Made again once the daemon has joined: each side starts writing right after
-            # its image was made. Started half a second after, as the daemon was, the
-            # daemon's runs were bimodal here (0.5 s or 0.6-1.0 s for 256 MiB, the extra
-            # all in the kernel's copy into new page-cache pages): this VM hands memory
-            # that was freed back to its host, and the first write to such a page costs
-            # a fault in the host.
-            fresh_image(tools, layout, v1, daemon_img)
-            os.sync()
-
-        daemon_s, rss = await daemon_update(
-            sim, bus, env, config, v2, folder / "daemon.log", prepare=again
-        )
-        row.pairs.append((anchor_s, daemon_s))
+        proc = spawn(daemon_argv(config), env, folder / "daemon.log")
+        try:
+            await sim.wait_for_join(DEVICE, timeout=60)
+            times: dict[str, float] = {}
+            for side in ("curl", "daemon") if i % 2 == 0 else ("daemon", "curl"):
+                image = anchor_img if side == "curl" else daemon_img
+                fresh_image(tools, layout, v1, image)  # the daemon's: the same as it read
+                os.sync()
+                if side == "curl":
+                    times[side] = await curl_apply(tools, url, image)
+                else:
+                    times[side] = await daemon_update(sim, bus, v2)
+            rss = proc_status(proc.pid, "VmHWM")
+        finally:
+            stop(proc)
+        # The next daemon's join must not be taken for this one's.
+        await sim.wait_for(lambda: None if sim.devices[DEVICE].connected else True, 60)
+        row.pairs.append((times["curl"], times["daemon"]))
         row.rss_kib = max(row.rss_kib, rss)
         if i == 0:
             row.same_image = digest(anchor_img) == digest(daemon_img)
         print(
-            f"  {label}: pair {i + 1}: curl {anchor_s:.2f} s, daemon {daemon_s:.2f} s, "
+            f"  {label}: pair {i + 1}: curl {times['curl']:.2f} s, daemon {times['daemon']:.2f} s, "
             f"RSS {rss / 1024:.1f} MiB",
             flush=True,
         )
@@ -554,6 +548,9 @@ def percentile(values: list[float], p: float) -> float:
 
 async def main() -> None:
     runs = int(os.environ.get("BENCH_E2E_RUNS", "5"))
+    # One pair's ratio moves by 0.1 and more from one pair to the next on this VM (its
+    # host, its page cache): the median wants more than a handful.
+    pairs = int(os.environ.get("BENCH_E2E_PAIRS", "9"))
     sizes = [int(x) for x in os.environ.get("BENCH_E2E_SIZES", "64,256,1024").split(",")]
     compile_bytecode()
     fwup, origin = find_fwup()
@@ -579,7 +576,8 @@ async def main() -> None:
             key_file = folder / "fwup-key.pub"
             tools = Tools(fwup, str(fwup), key_file, key_file.read_text().strip(), folder)
         print(
-            f"{runs} pairs per update row (1 GiB: {min(runs, 3)}); the hub simulator, logind "
+            f"{pairs} pairs per update row (1 GiB: {min(pairs, 5)}), each pair's order the "
+            "other way round from the last's; the hub simulator, logind "
             "mock and bus run in the bench process; reboot delay 0, decision timeout 0\n",
             flush=True,
         )
@@ -600,7 +598,7 @@ async def main() -> None:
                     size = f"{mib} MiB" if mib < 1024 else f"{mib // 1024} GiB"
                     kinds = ["builtin"] + (["fwup"] if tools.fwup is not None else [])
                     for applier in kinds:
-                        n = runs if mib <= 256 else min(runs, 3)
+                        n = pairs if mib <= 256 else min(pairs, 5)
                         label = f'{size} update, applier = "{applier}"'
                         rows.append(
                             await update_row(
