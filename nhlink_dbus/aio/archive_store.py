@@ -21,17 +21,19 @@ archive becomes ready.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import os
 import re
 import stat
+import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from nhlink_dbus.aio.blocking import run_blocking
-from nhlink_dbus.aio.downloader import download
 from nhlink_dbus.core.archive_manager import (
     ArchiveOffer,
     FetchResult,
@@ -57,6 +59,15 @@ _HEAD_CHUNK = 64 * 1024
 
 class Downloader(Protocol):
     async def __call__(self, url: str, sink: _PartFile, policy: RetryPolicy) -> object: ...
+
+
+async def _lazy_download(url: str, sink: _PartFile, policy: RetryPolicy) -> object:
+    """The firmware downloader, imported by the first archive that needs it (httpx and
+    the transport are not what an idle service needs), in a thread: not on the loop."""
+    module = sys.modules.get("nhlink_dbus.aio.downloader")
+    if module is None:
+        module = await asyncio.to_thread(importlib.import_module, "nhlink_dbus.aio.downloader")
+    return await module.download(url, sink, policy)
 
 
 def check_uuid(uuid: str) -> str:
@@ -149,7 +160,7 @@ class ArchiveStore:
         *,
         gid: int | None = None,
         wall_clock: Callable[[], float] = time.time,
-        downloader: Downloader = download,
+        downloader: Downloader = _lazy_download,
     ) -> None:
         self.folder = Path(folder)
         self.bounds = bounds

@@ -435,6 +435,26 @@ def test_the_daemon_imports_no_dev_tool(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_an_idle_service_loads_no_downloader_applier_or_crypto(tmp_path: Path) -> None:
+    # What the daemon imports up to a running service on the bus (PyGObject kept out, as
+    # the daemon does): the downloader (httpx), the applier and cryptography come with
+    # the first update or archive (issue 13: idle RSS and start-up).
+    code = (
+        "import sys\n"
+        "sys.modules['gi'] = None\n"
+        "import nhlink_dbus.daemon, nhlink_dbus.service, nhlink_dbus.bus.server, "
+        "nhlink_dbus.aio.dbus_compat, nhlink_dbus.aio.logind\n"
+        "heavy = ('httpx', 'h11', 'cryptography', 'nhlink_dbus.aio.downloader', "
+        "'nhlink_dbus.aio.appliers', 'nhlink_dbus.fwup.session', 'nhlink_dbus.fwup.target')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert out.stdout.strip() == "[]"
+
+
 def test_no_shipped_module_names_the_dev_tools() -> None:
     package = Path(__file__).resolve().parents[2] / "nhlink_dbus"
     offenders: Sequence[Path] = [
