@@ -248,6 +248,22 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
+async def settled(pid: int, window: float = 0.05, busy: float = 0.02, limit: float = 10) -> None:
+    """Until ``pid`` used less than ``busy`` of a CPU over ``window`` seconds (at most
+    ``limit`` seconds): a daemon that has joined the hub still finishes its start for a
+    moment (extension joins, the first health report, loading the update path in a
+    thread). An update comes to a device that is running, and the start has a row of its
+    own: the pair does not start before the daemon is idle."""
+    deadline = time.monotonic() + limit
+    before = cpu_ns(pid)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(window)
+        now = cpu_ns(pid)
+        if now - before < busy * window * 1e9:
+            return
+        before = now
+
+
 class Bus:
     """The bench's own connection to the private bus: signals it waits for."""
 
@@ -376,6 +392,7 @@ async def update_row(
         proc = spawn(daemon_argv(config), env, folder / "daemon.log")
         try:
             await sim.wait_for_join(DEVICE, timeout=60)
+            await settled(proc.pid)
             times: dict[str, float] = {}
             for side in ("curl", "daemon") if i % 2 == 0 else ("daemon", "curl"):
                 image = anchor_img if side == "curl" else daemon_img

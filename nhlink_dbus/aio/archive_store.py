@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import stat
-import sys
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -62,12 +61,18 @@ class Downloader(Protocol):
 
 
 async def _lazy_download(url: str, sink: _PartFile, policy: RetryPolicy) -> object:
-    """The firmware downloader, imported by the first archive that needs it (httpx and
-    the transport are not what an idle service needs), in a thread: not on the loop."""
-    module = sys.modules.get("nhlink_dbus.aio.downloader")
-    if module is None:
+    """The firmware downloader, imported in a thread (not on the loop) when the service
+    loads the update path or the first archive needs it, whichever comes first. Through
+    the import system, not ``sys.modules``: there the module is while it is still being
+    imported by the other thread."""
+    global _firmware_download
+    if _firmware_download is None:
         module = await asyncio.to_thread(importlib.import_module, "nhlink_dbus.aio.downloader")
-    return await module.download(url, sink, policy)
+        _firmware_download = module.download
+    return await _firmware_download(url, sink, policy)
+
+
+_firmware_download: Callable[..., Awaitable[object]] | None = None  # once imported
 
 
 def check_uuid(uuid: str) -> str:

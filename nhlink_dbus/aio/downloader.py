@@ -174,14 +174,15 @@ def system_tls_context() -> ssl.SSLContext:
 _warm = False  # httpx's first client was made: the next ones take microseconds
 
 
-def warm_up(url: str) -> None:
+def warm_up(url: str | None = None) -> None:
     """Load what the first download of ``url`` would load on its way: httpx's client
-    and, for ``https://``, the system trust store. An update does this in a thread
-    while it waits for logind, instead of after it."""
+    and, for ``https://``, the system trust store (``None``: what any download needs,
+    the trust store left out). Done in a thread: by the service once it is on the bus,
+    and by an update while it waits for logind."""
     global _warm
     default_client_factory(idle_timeout_s=1.0)()  # built and dropped, never opened
     _warm = True
-    if url.startswith("https://"):
+    if url is not None and url.startswith("https://"):
         system_tls_context()
 
 

@@ -254,17 +254,28 @@ _make_applier: Callable[..., BaseApplier] | None = None  # once _load has import
 _downloader_loaded = False
 
 
+def preload() -> None:
+    """What any update needs, whatever its source: the applier and the downloader with
+    httpx (not the system trust store, made by the first ``https://`` download that
+    needs it). Run by the service in a thread once it is on the bus: a device reboots
+    after an update, so each update is the first of the daemon's life, and these imports
+    would lie on its way (about 18 ms of a hub push -> Reboot here, where the whole of a
+    64 MiB update takes about 120 ms); the bus name is not held back by them."""
+    _load("")
+
+
 def _load(url: str | None) -> Callable[..., BaseApplier]:
     """What an update needs, imported by the first one (then a dictionary lookup each
-    time), the downloader warmed up for ``url`` when there is something to download;
-    run in a thread. Returns :func:`~nhlink_dbus.aio.appliers.make_applier`."""
+    time), the downloader warmed up for ``url`` when there is something to download
+    (``""``: any URL but ``https://`` ones); run in a thread. Returns
+    :func:`~nhlink_dbus.aio.appliers.make_applier`."""
     global _make_applier, _downloader_loaded
     from nhlink_dbus.aio.appliers import make_applier  # noqa: PLC0415
 
     if url is not None:
         from nhlink_dbus.aio.downloader import warm_up  # noqa: PLC0415
 
-        warm_up(url)
+        warm_up(url or None)
         _downloader_loaded = True
     _make_applier = make_applier
     return make_applier

@@ -200,6 +200,7 @@ class NhlinkService(DeviceRequests, MediaWiring, JournalWiring, UpdateWiring, Fa
             async with self.tasks:
                 self.perform(self.core.start(self.clock()))
                 self.announce_start()
+                self.tasks.spawn("preload", self.preload_updates())
                 monitor = self.watch_media()
                 try:
                     await self.hub.run()

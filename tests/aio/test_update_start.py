@@ -206,3 +206,26 @@ async def test_an_applier_that_fails_to_start_is_the_outcome_not_the_download(
         True,
     )
     assert applier.events[0] == "start" and applier.events[-1].startswith("abort: ")
+
+
+def test_preload_leaves_nothing_for_the_first_plain_download_to_load(tmp_path: Path) -> None:
+    # In a fresh interpreter: what the first update would load is loaded by preload()
+    # (run by the service once it is on the bus), but not the system trust store, which
+    # only an https:// download needs.
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = (
+        "import sys\n"
+        "from nhlink_dbus.aio import update_runner as ur\n"
+        "before = (ur._loaded(None), ur._loaded('http://hub/fw'), 'httpx' in sys.modules)\n"
+        "ur.preload()\n"
+        "from nhlink_dbus.aio import downloader\n"
+        "print(before, ur._loaded(None) is not None, ur._loaded('http://hub/fw') is not None,\n"
+        "      ur._loaded('https://hub/fw'), downloader.system_tls_context.cache_info().currsize)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )  # fmt: skip
+    assert out.stdout.split() == ["(None,", "None,", "False)", "True", "True", "None", "0"]

@@ -82,6 +82,11 @@ def downloading_at(offset: int):  # type: ignore[no-untyped-def]
             return any(e.stalled and e.bytes_sent == offset for e in d.sim.http_log)
 
         await d.sim.wait_for(held, 30)
+        # The request goes out while the journal is being written (only the applier
+        # waits for it): killed before it is on disk, no byte had reached the target and
+        # a restart has nothing to tell (the hub's next offer starts afresh). The
+        # promises here are those of a journaled update.
+        await until(lambda: journal_phase(d) == rec.UPDATING, 30, "the journal", d.daemon)
         return request_id
 
     return reach

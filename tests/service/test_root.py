@@ -435,10 +435,10 @@ def test_the_daemon_imports_no_dev_tool(tmp_path: Path) -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_an_idle_service_loads_no_downloader_applier_or_crypto(tmp_path: Path) -> None:
-    # What the daemon imports up to a running service on the bus (PyGObject kept out, as
-    # the daemon does): the downloader (httpx), the applier and cryptography come with
-    # the first update or archive (issue 13: idle RSS and start-up).
+def test_the_service_imports_no_downloader_applier_or_crypto(tmp_path: Path) -> None:
+    # What the daemon imports before its name is on the bus (PyGObject kept out, as the
+    # daemon does): the downloader (httpx) and the applier are loaded afterwards, in a
+    # thread (update_runner.preload); cryptography by what needs it (issue 13: start-up).
     code = (
         "import sys\n"
         "sys.modules['gi'] = None\n"
