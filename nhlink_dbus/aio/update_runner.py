@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from nhlink_dbus.aio.appliers import ApplyRequest, BaseApplier, OnMessage, OnProgress
 
 # The applier (the fwup engine, or the program's adapter), the downloader (httpx) and
-# the local file reader are imported by the first update: an idle daemon needs none.
+# the local file reader are not imported with this module: the service loads the first
+# two in a thread once its name is on the bus (preload), or the first update does.
 
 logger = logging.getLogger(__name__)
 
