@@ -170,13 +170,16 @@ class DeviceRequests:
             return None
         return PartVerifier(info.size, info.checksum, info.partials_checksums)
 
-    def download_connected(self, request_id: str, url: str) -> None:
-        self.tasks.spawn("route", self._download_route(request_id, url))
+    def download_connected(self, request_id: str, url: str, journaled: Awaitable[None]) -> None:
+        self.tasks.spawn("route", self._download_route(request_id, url, journaled))
 
-    async def _download_route(self, request_id: str, url: str) -> None:
+    async def _download_route(self, request_id: str, url: str, journaled: Awaitable[None]) -> None:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         interface, _kind = await self.device_io.route(parts.hostname or "", port)
+        # The hub hears "started" once the update journal is on disk: a restart after it
+        # tells the hub how the update ended (README, "... the daemon is killed").
+        await asyncio.shield(journaled)
         self.perform(self.core.download_started(request_id, interface))
 
     # -- what faces ask (service_api.LinkService) ------------------------------------------

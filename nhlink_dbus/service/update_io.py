@@ -51,7 +51,7 @@ class UpdateWiring:
     # the other halves' (declared here for the type checker)
     sync_journal: Callable[[], Awaitable[None]]
     download_verifier: Callable[[Offer], PartVerifier | None]
-    download_connected: Callable[[str, str], None]
+    download_connected: Callable[[str, str, Awaitable[None]], None]
     medium_chunks: Callable[[Offer], Callable[[], AsyncGenerator[bytes, None]] | None]
 
     async def preload_updates(self) -> None:
@@ -62,8 +62,10 @@ class UpdateWiring:
         start = time.monotonic()
         try:
             await asyncio.to_thread(update_runner.preload)
-        except Exception:  # the first update tries again, and reports what fails
+        except Exception as exc:  # a broken install: said now (Error, LastError), not at
+            # the first update (which tries again, and fails with the same)
             logger.exception("loading the update path failed")
+            self.perform(self.core.error(f"cannot load the update path: {exc!r}"))
         else:
             logger.debug("update path loaded in %.0f ms", (time.monotonic() - start) * 1000)
 
@@ -133,7 +135,7 @@ class UpdateWiring:
             fd,
             fw.fwup_path,
             verifier=self.download_verifier(e.offer),
-            on_connected=lambda: self.download_connected(e.request_id, url),
+            on_connected=lambda: self.download_connected(e.request_id, url, journal_synced),
             chunks=self.medium_chunks(e.offer),
             before_first_byte=journal_synced,
         )

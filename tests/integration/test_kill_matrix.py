@@ -82,11 +82,12 @@ def downloading_at(offset: int):  # type: ignore[no-untyped-def]
             return any(e.stalled and e.bytes_sent == offset for e in d.sim.http_log)
 
         await d.sim.wait_for(held, 30)
-        # The request goes out while the journal is being written (only the applier
-        # waits for it): killed before it is on disk, no byte had reached the target and
-        # a restart has nothing to tell (the hub's next offer starts afresh). The
-        # promises here are those of a journaled update.
-        await until(lambda: journal_phase(d) == rec.UPDATING, 30, "the journal", d.daemon)
+        # The request goes out while the update journal is being written; the hub hears
+        # "started" once it is on disk, and from then on a restart tells how it ended.
+        # (Killed before, nothing has reached the target, the hub heard "received" only,
+        # and the restart knows nothing of the update, as when awaiting a decision.)
+        await d.sim.wait_for(lambda: [s for s in d.statuses() if s["status"] == "started"], 30)
+        assert journal_phase(d) == rec.UPDATING
         return request_id
 
     return reach

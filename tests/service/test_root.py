@@ -24,7 +24,7 @@ from nhlink_dbus.aio.update_runner import UpdateJob, UpdateOutcome
 from nhlink_dbus.config import Config, load_config
 from nhlink_dbus.core import hub_messages as hm
 from nhlink_dbus.core import hub_session as hs
-from nhlink_dbus.core import link, recovery
+from nhlink_dbus.core import link, records, recovery
 from nhlink_dbus.core import update_status as us
 from nhlink_dbus.errors import NotPossible, UnknownRequest
 from nhlink_dbus.service import NhlinkService
@@ -527,6 +527,80 @@ async def test_a_stop_while_the_journal_is_written_still_ends_the_update(
     kept = journal_of(tmp_path)
     assert kept is not None and kept.phase == recovery.FAILED
     assert kept.reason == "download failed: http 404"
+
+
+async def test_an_update_path_that_cannot_load_is_an_error_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With the real runner the service loads the update path once it runs (in a thread);
+    # a broken install is told then, not at the first update.
+    from nhlink_dbus.aio import update_runner  # noqa: PLC0415
+
+    def broken() -> None:
+        raise ModuleNotFoundError("No module named 'h11'")
+
+    monkeypatch.setattr(update_runner, "preload", broken)
+    service, recorder = await started(make_config(tmp_path), update_runner.run_update)
+    task = asyncio.create_task(service.run())
+    ((message,),) = await recorder.wait_for("error")
+    assert message == "cannot load the update path: ModuleNotFoundError(\"No module named 'h11'\")"
+    assert service.last_error == message
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_the_hub_hears_started_only_once_the_journal_is_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The download's answer comes while the journal is still being written: "started"
+    # (after which a restart tells the hub how the update ended) waits for the journal.
+    config = make_config(tmp_path)
+
+    class Connecting(Hanging):
+        async def __call__(self, job: UpdateJob, *args: Any) -> UpdateOutcome:
+            assert job.on_connected is not None
+            job.on_connected()
+            return await super().__call__(job, *args)
+
+    service, _recorder = await started(config, Connecting())
+    routed, written, told = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def route(host: str, port: int) -> tuple[str | None, str]:
+        routed.set()
+        return "eth0", "ethernet"
+
+    sync = service.sync_journal
+
+    async def held_sync() -> None:
+        await written.wait()
+        await sync()
+
+    monkeypatch.setattr(service, "device_io", records.replace(service.device_io, route=route))
+    monkeypatch.setattr(service, "sync_journal", held_sync)
+    hub = FakeHub.instances[0]
+    push = hub.push
+
+    def watched_push(event: str, payload: dict[str, Any]) -> None:
+        push(event, payload)
+        if payload.get("status") == "started":
+            told.set()
+
+    monkeypatch.setattr(hub, "push", watched_push)
+    task = asyncio.create_task(service.run())
+    service.core.set_deciders(0)
+    hub.deliver(hs.Joined({}))
+    hub.deliver(hm.UpdateInfo(SIGNED_URL, hm.FirmwareMetadata(uuid="new")))
+    await asyncio.wait_for(routed.wait(), 30)  # (the route task's step is over by now)
+    statuses = [p["status"] for e, p in hub.pushes if e == "status_update"]
+    assert statuses == ["received"] and journal_of(tmp_path) is None
+    written.set()
+    await asyncio.wait_for(told.wait(), 30)
+    assert journal_of(tmp_path) == service.core.journal
+    assert ("status_update", us.started("eth0").payload) in hub.pushes
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
 
 
 async def test_an_applied_update_whose_reboot_never_came_is_rebooted(tmp_path: Path) -> None:
