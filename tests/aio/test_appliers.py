@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import itertools
 import os
+import shutil
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from nhlink_dbus.aio.appliers import (
     ExternalApplier,
     MessageKind,
     make_applier,
+    with_stdin_buffer,
 )
 from nhlink_dbus.core.fwup_apply import ApplyListener
 from nhlink_dbus.errors import ConfigError, FirmwareError, StateError
@@ -535,6 +537,7 @@ while True:
 packet(b"PR", 0)
 packet(b"WN", 0, json.dumps(sys.argv[1:]))
 packet(b"WN", 0, "%s %d" % (os.environ.get("NHL_SECRET"), total))
+packet(b"WN", 0, os.environ.get("_STDBUF_I", "-"))
 packet(b"PR", 100)
 packet(b"OK", 0, "fine")
 sys.stdout.buffer.write(b"\\x1a\\x00")
@@ -567,6 +570,23 @@ async def test_external_command_line_environment_and_end_frame(tmp_path: Path) -
         + f'", "--task", "upgrade", "--public-key", "{KEY}", "--public-key", "b3RoZXI="]'
     )
     assert rec.warnings[1] == f"s3cret {len(AB_FW)}"
+    # Run through coreutils' stdbuf (Debian's coreutils is essential): fwup's stdin gets
+    # a buffer of one frame; the program's own command line is the same.
+    assert rec.warnings[2] == "262144"  # stdbuf -i 256K
+
+
+def test_the_program_runs_through_stdbuf_when_both_are_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prog = script(tmp_path, "my-fwup", "#!/bin/sh\n")
+    argv = [str(prog), "--framing"]
+    stdbuf = shutil.which("stdbuf")
+    assert stdbuf is not None
+    assert with_stdin_buffer(argv) == [stdbuf, "-i", "256K", *argv]
+    # A program that is not found is spawned as it is: its spawn fails as such.
+    assert with_stdin_buffer(["no-such-fwup", "-a"]) == ["no-such-fwup", "-a"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no stdbuf: the program alone
+    assert with_stdin_buffer(argv) == argv
 
 
 # Bytes after the archive (the program reads no further than its end): more input than the
