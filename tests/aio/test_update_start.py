@@ -20,6 +20,7 @@ from nhlink_dbus.aio.update_runner import UpdateJob, UpdateOutcome, run_update
 from nhlink_dbus.core.download_policy import RetryPolicy
 from nhlink_dbus.errors import FirmwareError
 from nhlink_devtools.hubsim import HubSim
+from tests.harness.fresh import run_fresh
 
 FAST = RetryPolicy(idle_timeout_ms=2000, time_between_retries_ms=50, max_disconnects=1)
 REQUEST = ApplyRequest("/dev/null", "upgrade", ("a-key",))
@@ -212,9 +213,6 @@ def test_preload_leaves_nothing_for_the_first_plain_download_to_load(tmp_path: P
     # In a fresh interpreter: what the first update would load is loaded by preload()
     # (run by the service once it is on the bus), but not the system trust store, which
     # only an https:// download needs.
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
     code = (
         "import sys\n"
         "from nhlink_dbus.aio import update_runner as ur\n"
@@ -224,8 +222,5 @@ def test_preload_leaves_nothing_for_the_first_plain_download_to_load(tmp_path: P
         "print(before, ur._loaded(None) is not None, ur._loaded('http://hub/fw') is not None,\n"
         "      ur._loaded('https://hub/fw'), downloader.system_tls_context.cache_info().currsize)"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )  # fmt: skip
-    assert out.stdout.split() == ["(None,", "None,", "False)", "True", "True", "None", "0"]
+    expected = ["(None,", "None,", "False)", "True", "True", "None", "0"]
+    assert run_fresh(code, tmp_path).split() == expected

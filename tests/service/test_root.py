@@ -8,9 +8,6 @@ core decide everything in between.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, get_args
@@ -29,6 +26,7 @@ from nhlink_dbus.core import update_status as us
 from nhlink_dbus.errors import NotPossible, UnknownRequest
 from nhlink_dbus.service import NhlinkService
 from nhlink_dbus.service_api import Caller, Info
+from tests.harness.fresh import run_fresh
 
 ROOT_CALLER = Caller(0, ":1.42")
 FWKEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
@@ -428,11 +426,7 @@ def test_the_daemon_imports_no_dev_tool(tmp_path: Path) -> None:
         "nhlink_dbus.ctl, nhlink_dbus.fwup.cli\n"
         "print(sorted(m for m in sys.modules if m.startswith('nhlink_devtools')))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )  # fmt: skip
-    assert out.stdout.strip() == "[]"
+    assert run_fresh(code, tmp_path).strip() == "[]"
 
 
 def test_the_service_imports_no_downloader_applier_or_crypto(tmp_path: Path) -> None:
@@ -448,11 +442,7 @@ def test_the_service_imports_no_downloader_applier_or_crypto(tmp_path: Path) -> 
         "'nhlink_dbus.aio.appliers', 'nhlink_dbus.fwup.session', 'nhlink_dbus.fwup.target')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
-    )  # fmt: skip
-    assert out.stdout.strip() == "[]"
+    assert run_fresh(code, tmp_path).strip() == "[]"
 
 
 def test_no_shipped_module_names_the_dev_tools() -> None:
